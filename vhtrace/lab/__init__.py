@@ -1,0 +1,62 @@
+"""Drive the real vhost-user stack of this machine: QEMU, its back-ends and a tiny guest.
+
+For system tests, demos and benchmarks of vhtrace. A test typically builds an initramfs
+whose /init runs a shell snippet (:mod:`~vhtrace.lab.guest`), starts a back-end
+(:mod:`~vhtrace.lab.backends`), boots QEMU against it under TCG (:mod:`~vhtrace.lab.qemu`)
+and reads back the ``VHT:key=value`` markers the guest printed. QEMU's chardev socket and
+the back-end's socket are separate paths, so a recording proxy can be put in between.
+:mod:`~vhtrace.lab.qmp` and :mod:`~vhtrace.lab.migration` drive postcopy migrations.
+
+Programs are found by looking (Debian 12 or 13); :func:`missing` says in words what is
+absent, for ``pytest.skip``. Standard library only.
+"""
+
+from vhtrace.lab.backends import Backend, BackendError, StorageDaemon, Virtiofsd, virtiofsd_flavor
+from vhtrace.lab.guest import (
+    Initramfs,
+    Markers,
+    build_initramfs,
+    parse_markers,
+    read_disk_md5,
+    tick_loop,
+    virtiofs_roundtrip,
+    write_pattern,
+)
+from vhtrace.lab.migration import MigrationError, MigrationResult, postcopy_migrate
+from vhtrace.lab.proc import LabError
+from vhtrace.lab.programs import Kernel, LabUnavailable, missing, require
+from vhtrace.lab.qemu import Qemu, QemuConfig, QemuError, VhostUserDevice, build_command
+from vhtrace.lab.qmp import QmpClient, QmpError
+from vhtrace.lab.workspace import Workspace
+
+__all__ = [
+    "Backend",
+    "BackendError",
+    "Initramfs",
+    "Kernel",
+    "LabError",
+    "LabUnavailable",
+    "Markers",
+    "MigrationError",
+    "MigrationResult",
+    "Qemu",
+    "QemuConfig",
+    "QemuError",
+    "QmpClient",
+    "QmpError",
+    "StorageDaemon",
+    "VhostUserDevice",
+    "Virtiofsd",
+    "Workspace",
+    "build_command",
+    "build_initramfs",
+    "missing",
+    "parse_markers",
+    "postcopy_migrate",
+    "read_disk_md5",
+    "require",
+    "tick_loop",
+    "virtiofs_roundtrip",
+    "virtiofsd_flavor",
+    "write_pattern",
+]

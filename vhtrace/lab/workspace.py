@@ -1,0 +1,119 @@
+"""A per-test scratch area that builds lab pieces and cleans all of them up.
+
+Unix socket paths must fit in 107 bytes, and pytest's tmp_path often does not, so sockets
+live in a short private directory under /tmp while images and logs stay in the (kept,
+inspectable) data directory. Every process the workspace creates is stopped on close,
+even when a test fails half-way, so no QEMU outlives its test.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from vhtrace.lab import guest
+from vhtrace.lab.backends import Backend, StorageDaemon, Virtiofsd
+from vhtrace.lab.guest import Initramfs
+from vhtrace.lab.qemu import Qemu, QemuConfig, VhostUserDevice
+
+
+class Workspace:
+    """Scratch directories plus factories for QEMU, QSD and virtiofsd that it will stop."""
+
+    def __init__(self, data_dir: Path, cache_dir: Path, socket_dir: Path | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.cache_dir = Path(cache_dir)
+        self._own_socket_dir = socket_dir is None
+        self.socket_dir = (
+            Path(tempfile.mkdtemp(prefix="vht-", dir="/tmp")) if socket_dir is None else socket_dir
+        )
+        self._started: list[Qemu | Backend] = []
+
+    def path(self, name: str) -> Path:
+        """A file in the data directory (images, logs, shared dirs)."""
+        return self.data_dir / name
+
+    def sock(self, name: str) -> Path:
+        """A short unix socket path ``<socket_dir>/<name>.sock``."""
+        return self.socket_dir / f"{name}.sock"
+
+    def initramfs(
+        self,
+        script: str,
+        *,
+        devices: Iterable[str] = guest.ALL_DEVICES,
+        files: Mapping[str, bytes] | None = None,
+    ) -> Initramfs:
+        """Build (or reuse from the cache) an initramfs running ``script``."""
+        return guest.build_initramfs(self.cache_dir, script, devices=devices, files=files)
+
+    def qemu(
+        self,
+        initramfs: Initramfs,
+        devices: Sequence[VhostUserDevice] = (),
+        *,
+        name: str = "qemu",
+        qmp: bool = False,
+        incoming_defer: bool = False,
+        **config: Any,
+    ) -> Qemu:
+        """A started QEMU booting ``initramfs`` (log ``<name>.log``, QMP ``<name>-qmp.sock``)."""
+        cfg = QemuConfig(
+            kernel=initramfs.kernel.image,
+            initrd=initramfs.path,
+            devices=tuple(devices),
+            qmp=self.sock(f"{name}-qmp") if qmp else None,
+            incoming_defer=incoming_defer,
+            **config,
+        )
+        vm = Qemu(cfg, self.path(f"{name}.log"), name=name)
+        self._started.append(vm)
+        return vm.start()
+
+    def qsd(
+        self, image: Path, *, name: str = "qsd", socket: Path | None = None, **options: Any
+    ) -> StorageDaemon:
+        """A started, listening qemu-storage-daemon exporting ``image`` on ``<name>.sock``."""
+        daemon = StorageDaemon(
+            image, socket or self.sock(name), self.path(f"{name}.log"), name=name, **options
+        )
+        self._started.append(daemon)
+        return daemon.start()
+
+    def virtiofsd(
+        self,
+        shared_dir: Path,
+        *,
+        name: str = "virtiofsd",
+        socket: Path | None = None,
+        **options: Any,
+    ) -> Virtiofsd:
+        """A started, listening virtiofsd sharing ``shared_dir`` on ``<name>.sock``."""
+        daemon = Virtiofsd(
+            shared_dir, socket or self.sock(name), self.path(f"{name}.log"), name=name, **options
+        )
+        self._started.append(daemon)
+        return daemon.start()
+
+    def close(self) -> None:
+        """Stop every process started here (newest first) and remove the socket directory."""
+        while self._started:
+            self._started.pop().stop()
+        if self._own_socket_dir:
+            shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

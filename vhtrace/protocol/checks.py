@@ -1,0 +1,774 @@
+"""Checks of one message against the spec, given what the conversation knows.
+
+Each check returns problems as ``(code, text, severity)``; the conversation
+turns them into :class:`~vhtrace.protocol.findings.Finding` objects with the
+message number and request name. Nothing here raises on bad input: the point
+is to describe it. The 20 malformed inputs of ``bad-inputs.md`` (CVE seeds)
+are each caught by one of these checks, noted next to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from vhtrace.protocol import spec
+from vhtrace.protocol.findings import Severity
+from vhtrace.protocol.payloads import (
+    CRYPTO_ASYM_MAX_KEY,
+    CRYPTO_SYM_MAX_AUTH_KEY,
+    CRYPTO_SYM_MAX_KEY,
+    IOTLB_TYPES,
+    human_size,
+)
+from vhtrace.protocol.spec import Fds, ProtocolFeature, RequestSpec
+from vhtrace.protocol.state import ConversationState, PostcopyPhase
+
+Problem = tuple[str, str, Severity]
+Fields = dict[str, Any]
+
+
+def error(code: str, text: str) -> Problem:
+    """A problem that breaks the spec."""
+    return (code, text, Severity.ERROR)
+
+
+def warning(code: str, text: str) -> Problem:
+    """A problem that is allowed but suspicious."""
+    return (code, text, Severity.WARNING)
+
+
+U64_END = 1 << 64
+HUGEPAGE = 1 << 21
+
+
+def _hex(value: int) -> str:
+    return f"0x{value:x}"
+
+
+# --------------------------------------------------------------------------
+# Header
+# --------------------------------------------------------------------------
+
+
+def check_flags(flags: int, is_reply: bool) -> list[Problem]:
+    if flags == (spec.REPLY_FLAGS if is_reply else spec.VERSION) or (
+        not is_reply and flags == spec.VERSION | spec.FLAG_NEED_REPLY
+    ):
+        return []
+    problems: list[Problem] = []
+    version = flags & spec.VERSION_MASK
+    if version != spec.VERSION:
+        problems.append(
+            error("flags-version", f"flags {_hex(flags)}: version {version}, expected 1")
+        )
+    if flags & spec.RESERVED_FLAGS_MASK:
+        problems.append(
+            error(
+                "flags-reserved",
+                f"flags {_hex(flags)}: reserved bits {_hex(flags & spec.RESERVED_FLAGS_MASK)} set",
+            )
+        )
+    if is_reply:
+        if not flags & spec.FLAG_REPLY:
+            problems.append(
+                error(
+                    "flags-reply",
+                    f"flags {_hex(flags)}: a reply without the REPLY "
+                    "flag (QEMU requires exactly 0x5)",
+                )
+            )
+        if flags & spec.FLAG_NEED_REPLY:
+            problems.append(
+                error("flags-reply", f"flags {_hex(flags)}: a reply with NEED_REPLY set")
+            )
+    elif flags & spec.FLAG_REPLY:
+        problems.append(
+            error("flags-reply", f"flags {_hex(flags)}: a request with the REPLY flag set")
+        )
+    return problems
+
+
+def check_size(layout: str, size: int, expected: int | None, complete: bool) -> list[Problem]:
+    if size == expected and complete:
+        return []
+    if size > spec.MAX_PAYLOAD:
+        return [
+            error(
+                "size-limit",
+                f"size {size} is above the protocol maximum {spec.MAX_PAYLOAD}; payload not kept",
+            )
+        ]
+    if not complete:
+        return []
+    if expected is not None and size != expected:
+        return [error("size", f"payload size {size}, expected {expected} for layout {layout}")]
+    return []
+
+
+# --------------------------------------------------------------------------
+# File descriptors
+# --------------------------------------------------------------------------
+
+
+def expected_fds(rule: Fds, fields: Fields | None, state: ConversationState) -> tuple[int, int]:
+    """(min, max) fds a message may carry under a rule."""
+    if rule is Fds.NONE:
+        return 0, 0
+    if rule is Fds.ONE:
+        return 1, 1
+    if rule is Fds.OPTIONAL:
+        return 0, 1
+    if rule is Fds.IF_LOG_SHMFD:
+        n = 1 if state.has_protocol(ProtocolFeature.LOG_SHMFD) else 0
+        return n, n
+    if fields is None:
+        return 0, spec.MAX_FDS
+    if rule is Fds.PER_REGION:
+        n = fields["nregions"]
+        return n, n
+    # UNLESS_NOFD
+    return (0, 0) if fields.get("nofd") else (1, 1)
+
+
+def check_fds(
+    rule: Fds, count: int, fields: Fields | None, state: ConversationState, name: str
+) -> list[Problem]:
+    if count == 0 and rule is Fds.NONE:
+        return []
+    problems: list[Problem] = []
+    low, high = expected_fds(rule, fields, state)
+    if not low <= count <= high:
+        wanted = rule.value
+        if rule is Fds.PER_REGION and fields is not None:
+            wanted = f"one per region ({fields['nregions']})"
+        elif rule is Fds.NONE:
+            wanted = "none"
+        plural = "fd" if count == 1 else "fds"
+        problems.append(error("fd-count", f"carries {count} {plural}, {name} takes {wanted}"))
+    if count > spec.MAX_FDS:
+        problems.append(
+            error(
+                "fd-limit",
+                f"{count} fds: above the {spec.MAX_FDS} that QEMU, "
+                "libvhost-user and DPDK accept in one message",
+            )
+        )
+    return problems
+
+
+# --------------------------------------------------------------------------
+# Feature gates
+# --------------------------------------------------------------------------
+
+
+def check_gate(row: RequestSpec, state: ConversationState) -> list[Problem]:
+    gate = row.gate
+    if gate is None:
+        return []
+    if gate.protocol is not None:
+        if state.protocol_acked is None:
+            return [
+                error(
+                    "not-negotiated",
+                    f"{gate.protocol.name} not negotiated (no SET_PROTOCOL_FEATURES yet)",
+                )
+            ]
+        if not state.has_protocol(gate.protocol):
+            return [error("not-negotiated", f"{gate.protocol.name} not negotiated")]
+    elif gate.virtio_offered is not None:
+        if not state.offered_virtio(gate.virtio_offered):
+            return [error("not-negotiated", f"the back-end did not offer {gate.describe()}")]
+    elif gate.virtio_acked is not None and not state.has_virtio(gate.virtio_acked):
+        return [error("not-negotiated", f"{gate.describe()} not negotiated")]
+    return []
+
+
+# --------------------------------------------------------------------------
+# Per-request semantics
+# --------------------------------------------------------------------------
+
+
+def check_ring_index(index: int, state: ConversationState) -> list[Problem]:
+    """bad-inputs #4 (u32 -> u16 truncation), #15 and #17 (index >= queues)."""
+    if index > spec.MAX_VRING_INDEX:
+        return [
+            error(
+                "ring-index",
+                f"ring index {index} ({_hex(index)}) does not fit the 16-bit virtqueue index",
+            )
+        ]
+    limit = state.ring_limit()
+    if limit is not None:
+        bound, why = limit
+        if index >= bound:
+            if state.device is None and index < 2 * bound + 1:
+                return [
+                    warning(
+                        "ring-index",
+                        f"ring index {index} but the back-end has {why}; "
+                        "fine only if this is a net device (queue pairs)",
+                    )
+                ]
+            return [error("ring-index", f"ring index {index} but the back-end has {why}")]
+    elif index >= spec.MAX_VRINGS:
+        return [
+            error(
+                "ring-index",
+                f"ring index {index} is above {spec.MAX_VRINGS - 1}, the most "
+                "any implementation accepts",
+            )
+        ]
+    return []
+
+
+def _check_queue_size(num: int, state: ConversationState, what: str) -> list[Problem]:
+    """bad-inputs #10: num 0, not a power of two, or above 32768."""
+    if num == 0:
+        return [error("ring-size", f"{what} 0")]
+    if num > spec.MAX_QUEUE_SIZE:
+        return [error("ring-size", f"{what} {num} is above {spec.MAX_QUEUE_SIZE}")]
+    if num & (num - 1) and not state.has_virtio(spec.VIRTIO_F_RING_PACKED):
+        return [error("ring-size", f"{what} {num} is not a power of two (split ring)")]
+    return []
+
+
+def _region_problems(region: Fields, label: str, state: ConversationState) -> list[Problem]:
+    """bad-inputs #3, #10, #11: sizes and offsets that wrap or map nothing."""
+    problems: list[Problem] = []
+    size = region["memory_size"]
+    if size == 0:
+        problems.append(error("region-size", f"{label}: memory_size 0"))
+    for name in ("guest_phys_addr", "userspace_addr", "mmap_offset"):
+        if region[name] + size >= U64_END:
+            problems.append(
+                error(
+                    "region-overflow",
+                    f"{label}: {name} {_hex(region[name])} + "
+                    f"memory_size {_hex(size)} overflows u64",
+                )
+            )
+        elif region[name] + size > U64_END - HUGEPAGE:
+            problems.append(
+                error(
+                    "region-overflow",
+                    f"{label}: {name} + memory_size wraps when aligned to a 2 MiB huge page",
+                )
+            )
+    if state.has_protocol(ProtocolFeature.GPA_ADDRESSES) and (
+        region["userspace_addr"] != region["guest_phys_addr"]
+    ):
+        problems.append(
+            error(
+                "region-gpa",
+                f"{label}: GPA_ADDRESSES negotiated but userspace_addr "
+                f"{_hex(region['userspace_addr'])} != guest_phys_addr "
+                f"{_hex(region['guest_phys_addr'])}",
+            )
+        )
+    return problems
+
+
+def _overlap(a: Fields, b: Fields, key: str) -> bool:
+    a0, b0 = a[key], b[key]
+    return a0 < b0 + b["memory_size"] and b0 < a0 + a["memory_size"]
+
+
+def _overlap_problems(regions: list[Fields], labels: list[str]) -> list[Problem]:
+    problems: list[Problem] = []
+    for i in range(len(regions)):
+        for j in range(i + 1, len(regions)):
+            for key, space in (
+                ("guest_phys_addr", "guest-physical"),
+                ("userspace_addr", "user-address"),
+            ):
+                if _overlap(regions[i], regions[j], key):
+                    problems.append(
+                        error(
+                            "region-overlap",
+                            f"{labels[i]} and {labels[j]} overlap in {space} space",
+                        )
+                    )
+    return problems
+
+
+def check_mem_table(fields: Fields, state: ConversationState) -> list[Problem]:
+    problems: list[Problem] = []
+    n = fields["nregions"]
+    if n > spec.MAX_MEM_REGIONS:
+        problems.append(error("region-count", f"nregions {n} is above {spec.MAX_MEM_REGIONS}"))
+    regions = fields["regions"]
+    labels = [f"region {i}" for i in range(len(regions))]
+    for region, label in zip(regions, labels, strict=True):
+        problems += _region_problems(region, label, state)
+    problems += _overlap_problems(regions, labels)
+    if state.postcopy is PostcopyPhase.LISTENING and state.has_protocol(
+        ProtocolFeature.CONFIGURE_MEM_SLOTS
+    ):
+        problems.append(
+            warning(
+                "postcopy-mem-slots",
+                "postcopy with CONFIGURE_MEM_SLOTS negotiated: the newest spec forbids it",
+            )
+        )
+    return problems
+
+
+def check_add_mem_reg(fields: Fields, state: ConversationState) -> list[Problem]:
+    problems = _region_problems(fields, "region", state)
+    existing = [
+        {
+            "guest_phys_addr": r.guest_phys_addr,
+            "userspace_addr": r.userspace_addr,
+            "memory_size": r.memory_size,
+        }
+        for r in state.regions
+    ]
+    for region, old in zip(existing, state.regions, strict=True):
+        for key, space in (
+            ("guest_phys_addr", "guest-physical"),
+            ("userspace_addr", "user-address"),
+        ):
+            if _overlap(fields, region, key):
+                problems.append(
+                    error(
+                        "region-overlap",
+                        f"overlaps the region added by #{old.seq} in {space} space",
+                    )
+                )
+    if state.max_mem_slots is not None and len(state.regions) >= state.max_mem_slots:
+        problems.append(
+            error(
+                "region-count",
+                f"{len(state.regions) + 1} regions, above the "
+                f"{state.max_mem_slots} slots of GET_MAX_MEM_SLOTS",
+            )
+        )
+    if state.postcopy is PostcopyPhase.LISTENING:
+        problems.append(
+            warning(
+                "postcopy-mem-slots",
+                "postcopy with CONFIGURE_MEM_SLOTS: the newest "
+                "spec forbids it (QEMU 7.2 + libvhost-user break here)",
+            )
+        )
+    return problems
+
+
+def check_rem_mem_reg(fields: Fields, state: ConversationState) -> list[Problem]:
+    for region in state.regions:
+        if (region.guest_phys_addr, region.userspace_addr, region.memory_size) == (
+            fields["guest_phys_addr"],
+            fields["userspace_addr"],
+            fields["memory_size"],
+        ):
+            return []
+    return [
+        warning(
+            "region-unknown",
+            f"no region at gpa {_hex(fields['guest_phys_addr'])} size "
+            f"{human_size(fields['memory_size'])} to remove",
+        )
+    ]
+
+
+def check_log(fields: Fields, state: ConversationState) -> list[Problem]:
+    """bad-inputs #3: mmap_size + mmap_offset wrapping u64 (CVE-2020-10722)."""
+    size, offset = fields["mmap_size"], fields["mmap_offset"]
+    if size + offset >= U64_END:
+        return [
+            error(
+                "log-overflow", f"mmap_size {_hex(size)} + mmap_offset {_hex(offset)} overflows u64"
+            )
+        ]
+    if size == 0:
+        return [error("log-size", "mmap_size 0")]
+    return []
+
+
+def check_vring_num(fields: Fields, state: ConversationState) -> list[Problem]:
+    index = fields["index"]
+    problems = check_ring_index(index, state)
+    problems += _check_queue_size(fields["num"], state, "ring size")
+    ring = state.rings.get(index)
+    if ring is not None and ring.started:
+        problems.append(
+            error(
+                "ring-running",
+                f"SET_VRING_NUM on ring {index} while it is started "
+                "(no GET_VRING_BASE since its kick)",
+            )
+        )
+    elif ring is not None and ring.num is not None and ring.num_seq is not None:
+        # bad-inputs #2: DPDK leaked memory on every repeated SET_VRING_NUM.
+        problems.append(
+            warning(
+                "ring-repeat",
+                f"ring {index} size already set by #{ring.num_seq} and not used since",
+            )
+        )
+    return problems
+
+
+def _ring_parts(fields: Fields, num: int | None) -> list[tuple[str, int, int]]:
+    n = num or 0
+    return [
+        ("descriptor table", fields["desc_user_addr"], 16 * n),
+        ("avail ring", fields["avail_user_addr"], 6 + 2 * n),
+        ("used ring", fields["used_user_addr"], 6 + 8 * n),
+    ]
+
+
+def check_vring_addr(fields: Fields, state: ConversationState) -> list[Problem]:
+    """bad-inputs #9: a ring that starts inside a region and runs past its end."""
+    index = fields["index"]
+    problems = check_ring_index(index, state)
+    if fields["flags"] & ~spec.VRING_F_LOG:
+        problems.append(warning("ring-flags", f"flags {_hex(fields['flags'])}: unknown bits"))
+    ring = state.rings.get(index)
+    if ring is not None and ring.started:
+        problems.append(
+            error("ring-running", f"SET_VRING_ADDR on ring {index} while it is started")
+        )
+    space = state.address_space()
+    if space == "iova" or not state.regions:
+        return problems
+    num = ring.num if ring else None
+    for part, addr, length in _ring_parts(fields, num):
+        inside = [
+            r for r in state.regions if r.start(space) <= addr < r.start(space) + r.memory_size
+        ]
+        if not inside:
+            problems.append(
+                error("ring-address", f"{part} at {_hex(addr)} is in no memory region ({space})")
+            )
+        elif not inside[0].contains(addr, length, space):
+            end = inside[0].start(space) + inside[0].memory_size
+            problems.append(
+                error(
+                    "ring-address",
+                    f"{part} at {_hex(addr)} + {length} crosses the end "
+                    f"of the region added by #{inside[0].seq} ({_hex(end)})",
+                )
+            )
+    return problems
+
+
+def check_vring_base(fields: Fields, state: ConversationState) -> list[Problem]:
+    index = fields["index"]
+    problems = check_ring_index(index, state)
+    ring = state.rings.get(index)
+    if ring is not None and ring.started:
+        problems.append(
+            error("ring-running", f"SET_VRING_BASE on ring {index} while it is started")
+        )
+    if not state.has_virtio(spec.VIRTIO_F_RING_PACKED) and fields["num"] >> 16:
+        problems.append(
+            warning(
+                "ring-base", f"base {_hex(fields['num'])}: bits 16-31 are reserved for a split ring"
+            )
+        )
+    return problems
+
+
+def check_ring_index_only(fields: Fields, state: ConversationState) -> list[Problem]:
+    return check_ring_index(fields["index"], state)
+
+
+def check_vring_fd(fields: Fields, state: ConversationState) -> list[Problem]:
+    problems = check_ring_index(fields["index"], state)
+    if fields["reserved"]:
+        problems.append(
+            error(
+                "ring-index",
+                f"u64 {_hex(fields['reserved'])}: bits above the index and NOFD are reserved",
+            )
+        )
+    return problems
+
+
+def check_vring_enable(fields: Fields, state: ConversationState) -> list[Problem]:
+    problems = check_ring_index(fields["index"], state)
+    if fields["num"] not in (0, 1):
+        problems.append(error("ring-enable", f"num {fields['num']}, expected 0 or 1"))
+    return problems
+
+
+def check_set_features(fields: Fields, state: ConversationState) -> list[Problem]:
+    if state.features_offered is None:
+        return [warning("features", "SET_FEATURES before the back-end's GET_FEATURES reply")]
+    extra = fields["features"] & ~state.features_offered
+    if extra:
+        names = ", ".join(spec.virtio_feature_names(extra, state.device))
+        return [error("features", f"sets features the back-end did not offer: {names}")]
+    return []
+
+
+def check_set_protocol_features(fields: Fields, state: ConversationState) -> list[Problem]:
+    problems: list[Problem] = []
+    value = fields["features"]
+    if state.protocol_offered is None:
+        problems.append(
+            warning(
+                "features",
+                "SET_PROTOCOL_FEATURES before the back-end's GET_PROTOCOL_FEATURES reply",
+            )
+        )
+    else:
+        extra = value & ~state.protocol_offered
+        if extra:
+            names = ", ".join(spec.protocol_feature_names(extra))
+            problems.append(
+                error("features", f"sets protocol features the back-end did not offer: {names}")
+            )
+
+    def has(bit: ProtocolFeature) -> bool:
+        return bool(value >> bit & 1)
+
+    pf = ProtocolFeature
+    if has(pf.INBAND_NOTIFICATIONS) and not (has(pf.BACKEND_REQ) and has(pf.REPLY_ACK)):
+        problems.append(
+            error(
+                "features",
+                "INBAND_NOTIFICATIONS without BACKEND_REQ and REPLY_ACK: "
+                "the back-end should close the connection",
+            )
+        )
+    if has(pf.GET_VRING_BASE_SKIP_DRAIN) and not (
+        has(pf.GET_VRING_BASE_INFLIGHT) and has(pf.INFLIGHT_SHMFD)
+    ):
+        problems.append(
+            error(
+                "features",
+                "GET_VRING_BASE_SKIP_DRAIN needs GET_VRING_BASE_INFLIGHT and INFLIGHT_SHMFD",
+            )
+        )
+    return problems
+
+
+def check_protocol_features_offer(fields: Fields, state: ConversationState) -> list[Problem]:
+    """bad-inputs #19: rust-vmm vhost <= 0.16 put SHMEM on bit 21 (GPA_ADDRESSES)."""
+    value = fields["features"]
+    gpa, shmem = ProtocolFeature.GPA_ADDRESSES, ProtocolFeature.SHMEM
+    if value >> gpa & 1 and not value >> shmem & 1:
+        return [
+            warning(
+                "rust-vmm-shmem-bit",
+                "offers bit 21 GPA_ADDRESSES without bit 22 SHMEM: a "
+                "back-end on rust-vmm vhost <= 0.16 means SHMEM by bit 21 "
+                "(rust-vmm/vhost#367)",
+            )
+        ]
+    return []
+
+
+def check_config(fields: Fields, state: ConversationState) -> list[Problem]:
+    problems: list[Problem] = []
+    size, offset = fields["size"], fields["offset"]
+    if size > spec.MAX_CONFIG_SIZE:
+        problems.append(error("config-size", f"size {size} is above {spec.MAX_CONFIG_SIZE}"))
+    elif offset + size > spec.MAX_CONFIG_SIZE:
+        problems.append(
+            error(
+                "config-size",
+                f"offset {offset} + size {size} is past the "
+                f"{spec.MAX_CONFIG_SIZE}-byte config space",
+            )
+        )
+    if fields["flags"] not in (0, 1):
+        problems.append(
+            warning(
+                "config-flags", f"flags {fields['flags']}, expected 0 (writable) or 1 (migration)"
+            )
+        )
+    return problems
+
+
+def check_crypto(fields: Fields, state: ConversationState) -> list[Problem]:
+    """bad-inputs #5: key lengths beyond the fixed key buffers (CVE-2020-10724)."""
+    if fields.get("layout") == "unknown":
+        return [
+            warning(
+                "crypto-layout",
+                f"{len(fields['raw'])} bytes: not a crypto session layout "
+                "vhtrace knows (1072 or 632 bytes)",
+            )
+        ]
+    problems: list[Problem] = []
+    if fields.get("op_code") == 1:
+        if fields["keylen"] > CRYPTO_ASYM_MAX_KEY:
+            problems.append(
+                error(
+                    "crypto-key", f"asym keylen {fields['keylen']} is above {CRYPTO_ASYM_MAX_KEY}"
+                )
+            )
+        return problems
+    if fields["key_len"] > CRYPTO_SYM_MAX_KEY:
+        problems.append(
+            error("crypto-key", f"key_len {fields['key_len']} is above {CRYPTO_SYM_MAX_KEY}")
+        )
+    if fields["auth_key_len"] > CRYPTO_SYM_MAX_AUTH_KEY:
+        problems.append(
+            error(
+                "crypto-key",
+                f"auth_key_len {fields['auth_key_len']} is above {CRYPTO_SYM_MAX_AUTH_KEY}",
+            )
+        )
+    return problems
+
+
+def _check_inflight_queues(fields: Fields, state: ConversationState) -> list[Problem]:
+    """bad-inputs #7 and #15: num_queues beyond the rings that exist."""
+    problems: list[Problem] = []
+    n = fields["num_queues"]
+    limit = state.ring_limit()
+    if limit is not None and n > limit[0]:
+        problems.append(error("inflight-queues", f"num_queues {n} but the back-end has {limit[1]}"))
+    elif n > spec.MAX_VRINGS:
+        problems.append(error("inflight-queues", f"num_queues {n} is above {spec.MAX_VRINGS}"))
+    if n == 0:
+        problems.append(error("inflight-queues", "num_queues 0"))
+    problems += _check_queue_size(fields["queue_size"], state, "queue_size")
+    return problems
+
+
+def check_get_inflight(fields: Fields, state: ConversationState) -> list[Problem]:
+    problems = _check_inflight_queues(fields, state)
+    if state.inflight_requests:
+        # bad-inputs #6: DPDK leaked a memfd and a mapping per request.
+        problems.append(
+            warning(
+                "inflight-repeat",
+                f"GET_INFLIGHT_FD repeated ({state.inflight_requests}"
+                " before on this connection): each reply hands out a new area",
+            )
+        )
+    return problems
+
+
+def check_set_inflight(fields: Fields, state: ConversationState) -> list[Problem]:
+    problems = _check_inflight_queues(fields, state)
+    if fields["mmap_size"] == 0:
+        problems.append(error("inflight-size", "mmap_size 0"))
+    return problems
+
+
+def check_iotlb(fields: Fields, state: ConversationState) -> list[Problem]:
+    problems: list[Problem] = []
+    if fields["type"] not in IOTLB_TYPES:
+        problems.append(error("iotlb-type", f"type {fields['type']} is unknown"))
+    if fields["perm"] > 3:
+        problems.append(error("iotlb-perm", f"perm {fields['perm']} is unknown"))
+    if fields["iova"] + fields["size"] > U64_END:
+        problems.append(error("iotlb-overflow", "iova + size overflows u64"))
+    return problems
+
+
+def check_device_state(fields: Fields, state: ConversationState) -> list[Problem]:
+    problems: list[Problem] = []
+    if fields["direction"] not in (0, 1):
+        problems.append(error("device-state", f"direction {fields['direction']} is unknown"))
+    if fields["phase"] != 0:
+        problems.append(error("device-state", f"phase {fields['phase']} is unknown"))
+    return problems
+
+
+def check_host_notifier(fields: Fields, state: ConversationState) -> list[Problem]:
+    problems = check_vring_fd(fields, state)
+    if not fields["nofd"] and fields["size"] != spec.PAGE_SIZE:
+        problems.append(
+            warning(
+                "host-notifier-size",
+                f"size {fields['size']}: QEMU requires the host page size ({spec.PAGE_SIZE})",
+            )
+        )
+    return problems
+
+
+def check_shmem_map(fields: Fields, state: ConversationState) -> list[Problem]:
+    problems: list[Problem] = []
+    if fields["flags"] & ~0x3:
+        problems.append(
+            warning(
+                "shmem-flags", f"flags {_hex(fields['flags'])}: only R (1) and W (2) are defined"
+            )
+        )
+    if fields["len"] == 0:
+        problems.append(error("shmem-len", "len 0"))
+    if fields["shm_offset"] + fields["len"] > U64_END:
+        problems.append(error("shmem-overflow", "shm_offset + len overflows u64"))
+    return problems
+
+
+def check_shmem_config(fields: Fields, state: ConversationState) -> list[Problem]:
+    if fields["nregions"] > spec.SHMEM_MAX_REGIONS:
+        return [
+            error(
+                "shmem-regions", f"nregions {fields['nregions']} is above {spec.SHMEM_MAX_REGIONS}"
+            )
+        ]
+    return []
+
+
+def check_ack_value(fields: Fields, state: ConversationState) -> list[Problem]:
+    if fields.get("value"):
+        return [warning("reply-failure", f"reply reports failure ({_hex(fields['value'])})")]
+    return []
+
+
+def check_mtu(fields: Fields, state: ConversationState) -> list[Problem]:
+    if not 68 <= fields["value"] <= 65535:
+        return [warning("mtu", f"MTU {fields['value']} is outside 68..65535")]
+    return []
+
+
+Check = Callable[[Fields, ConversationState], list[Problem]]
+
+_REQUEST_CHECKS: dict[tuple[spec.Channel, str], Check] = {
+    (spec.Channel.MAIN, "SET_FEATURES"): check_set_features,
+    (spec.Channel.MAIN, "SET_PROTOCOL_FEATURES"): check_set_protocol_features,
+    (spec.Channel.MAIN, "SET_MEM_TABLE"): check_mem_table,
+    (spec.Channel.MAIN, "ADD_MEM_REG"): check_add_mem_reg,
+    (spec.Channel.MAIN, "REM_MEM_REG"): check_rem_mem_reg,
+    (spec.Channel.MAIN, "SET_LOG_BASE"): check_log,
+    (spec.Channel.MAIN, "SET_VRING_NUM"): check_vring_num,
+    (spec.Channel.MAIN, "SET_VRING_ADDR"): check_vring_addr,
+    (spec.Channel.MAIN, "SET_VRING_BASE"): check_vring_base,
+    (spec.Channel.MAIN, "GET_VRING_BASE"): check_ring_index_only,
+    (spec.Channel.MAIN, "GET_VRING_BASE_SKIP_DRAIN"): check_ring_index_only,
+    (spec.Channel.MAIN, "SET_VRING_KICK"): check_vring_fd,
+    (spec.Channel.MAIN, "SET_VRING_CALL"): check_vring_fd,
+    (spec.Channel.MAIN, "SET_VRING_ERR"): check_vring_fd,
+    (spec.Channel.MAIN, "SET_VRING_ENABLE"): check_vring_enable,
+    (spec.Channel.MAIN, "SET_VRING_ENDIAN"): check_ring_index_only,
+    (spec.Channel.MAIN, "VRING_KICK"): check_ring_index_only,
+    (spec.Channel.MAIN, "GET_CONFIG"): check_config,
+    (spec.Channel.MAIN, "SET_CONFIG"): check_config,
+    (spec.Channel.MAIN, "CREATE_CRYPTO_SESSION"): check_crypto,
+    (spec.Channel.MAIN, "GET_INFLIGHT_FD"): check_get_inflight,
+    (spec.Channel.MAIN, "SET_INFLIGHT_FD"): check_set_inflight,
+    (spec.Channel.MAIN, "IOTLB_MSG"): check_iotlb,
+    (spec.Channel.MAIN, "SET_DEVICE_STATE_FD"): check_device_state,
+    (spec.Channel.MAIN, "NET_SET_MTU"): check_mtu,
+    (spec.Channel.BACKEND, "IOTLB_MSG"): check_iotlb,
+    (spec.Channel.BACKEND, "VRING_HOST_NOTIFIER_MSG"): check_host_notifier,
+    (spec.Channel.BACKEND, "VRING_CALL"): check_ring_index_only,
+    (spec.Channel.BACKEND, "VRING_ERR"): check_ring_index_only,
+    (spec.Channel.BACKEND, "SHMEM_MAP"): check_shmem_map,
+    (spec.Channel.BACKEND, "SHMEM_UNMAP"): check_shmem_map,
+}
+REQUEST_CHECKS: dict[spec.Channel, dict[str, Check]] = {
+    channel: {name: check for (ch, name), check in _REQUEST_CHECKS.items() if ch is channel}
+    for channel in spec.Channel
+}
+"""Checks of a request's payload, by channel and request name."""
+
+REPLY_CHECKS: dict[str, Check] = {
+    "protocol_features": check_protocol_features_offer,
+    "config": check_config,
+    "crypto_session": check_crypto,
+    "shmem_config": check_shmem_config,
+    "ack": check_ack_value,
+    "inflight": _check_inflight_queues,
+}
+"""Checks of a reply's payload, by its layout."""

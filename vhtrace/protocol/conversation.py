@@ -1,0 +1,621 @@
+"""Per-connection protocol state: the messages of both directions in, findings out.
+
+Theory of operation
+-------------------
+A :class:`Conversation` is fed every message of one connection in the order
+they crossed the wire, both directions and both channels (the main socket and
+the back-end channel), through :meth:`Conversation.analyse`. It is pure: no
+sockets, no clocks. For each message it answers
+
+* what the message is (:class:`Role`): a request, a reply, or the front-end's
+  postcopy ack;
+* which request a reply answers (its message number) and so by which layout
+  its payload reads: a reply's payload often differs from its request's
+  (GET_INFLIGHT_FD, POSTCOPY_ADVISE with size 0 plus an fd, the postcopy
+  memory table with the back-end's own addresses);
+* the decoded fields and a one-line summary;
+* findings: everything that breaks the spec or looks like a bug.
+
+Who owes a reply is a queue per channel (:class:`Pending`). A request owes one
+when its reply is intrinsic (GET_FEATURES...), when NEED_REPLY is set and
+REPLY_ACK was negotiated, or, after POSTCOPY_LISTEN, for SET_MEM_TABLE and
+ADD_MEM_REG: the back-end replies with its mapping addresses and the front-end
+then sends an ack (same request id, a u64 0), which this code recognises as
+such rather than as a new request. Replies are matched to the oldest waiting
+request with the same id; a reply for another id is reported and matched to
+the request it names if one waits. At :meth:`Conversation.close`, every reply
+still owed becomes a finding.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from vhtrace.protocol import checks, payloads, spec
+from vhtrace.protocol.checks import error, warning
+from vhtrace.protocol.findings import Finding
+from vhtrace.protocol.payloads import Decoded, PayloadContext
+from vhtrace.protocol.spec import Channel, Fds, ProtocolFeature, Reply, RequestSpec, Side
+from vhtrace.protocol.state import ConversationState, PostcopyPhase, Region
+
+
+class Role(enum.StrEnum):
+    REQUEST = "request"
+    REPLY = "reply"
+    POSTCOPY_ACK = "postcopy-ack"
+    """The front-end's u64 0 after the back-end's postcopy memory-table reply."""
+
+
+class WireMessage(NamedTuple):
+    """One message as seen on the wire, the input of the analysis."""
+
+    seq: int
+    channel: Channel
+    sender: Side
+    request: int
+    flags: int
+    size: int
+    payload: bytes
+    fd_count: int = 0
+    complete: bool = True
+    """False when the payload was not kept whole (oversized, or the stream ended)."""
+
+
+@dataclass(slots=True)
+class Pending:
+    """A reply that is owed."""
+
+    seq: int
+    row: RequestSpec
+    layout: str
+    fds: Fds
+    kind: str
+    """'intrinsic', 'ack' (NEED_REPLY) or 'postcopy'."""
+    request_fields: dict[str, Any] | None = None
+    request_size: int = 0
+
+
+@dataclass(slots=True)
+class Analysis:
+    """What one message is and says."""
+
+    seq: int
+    channel: Channel
+    sender: Side
+    role: Role
+    name: str
+    """Request name (a reply carries the name of the request it answers)."""
+    layout: str | None
+    decoded: Decoded | None
+    context: PayloadContext
+    answers: int | None = None
+    """For a reply: the number of the request it answers."""
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def fields(self) -> dict[str, Any] | None:
+        return self.decoded.fields if self.decoded is not None else None
+
+    def summary(self) -> str:
+        if self.decoded is None:
+            return ""
+        return self.decoded.summary(self.context)
+
+    def details(self) -> list[str]:
+        if self.decoded is None:
+            return []
+        return self.decoded.details(self.context)
+
+
+class Conversation:
+    """The protocol state of one connection, fed by the messages of both directions."""
+
+    def __init__(self, device: spec.DeviceType | None = None) -> None:
+        self.state = ConversationState(device=device)
+        self.pending: dict[Channel, deque[Pending]] = {
+            Channel.MAIN: deque(),
+            Channel.BACKEND: deque(),
+        }
+        self.last_postcopy_reply: int | None = None
+
+    # -- entry points --------------------------------------------------------
+
+    def analyse(self, msg: WireMessage) -> Analysis:
+        """Classify, decode and check one message, and update the state."""
+        if msg.sender is _REQUESTER[msg.channel]:
+            if self.state.postcopy_ack_due is not None and self._is_postcopy_ack(msg):
+                return self._postcopy_ack(msg)
+            return self._request(msg)
+        return self._reply(msg)
+
+    def close(self, why: str = "the connection closed") -> list[Finding]:
+        """The connection ended (or the trace did): every reply still owed is a finding."""
+        findings = []
+        for queue in self.pending.values():
+            for pending in queue:
+                owed = "NEED_REPLY set, no reply" if pending.kind == "ack" else "no reply"
+                findings.append(
+                    Finding(pending.seq, pending.row.name, "no-reply", f"{owed} before {why}")
+                )
+            queue.clear()
+        if self.state.postcopy_ack_due is not None:
+            name = spec.request_name(Channel.MAIN, self.state.postcopy_ack_due)
+            findings.append(
+                Finding(
+                    self.last_postcopy_reply,
+                    name,
+                    "postcopy-ack",
+                    "the front-end never acked the back-end's postcopy reply",
+                )
+            )
+        return findings
+
+    # -- requests ------------------------------------------------------------
+
+    def _request(self, msg: WireMessage) -> Analysis:
+        state = self.state
+        ctx = state.payload_context()
+        row = spec.REQUESTS[msg.channel].get(msg.request)
+        if row is None:
+            return self._unknown_request(msg, ctx)
+        decoded = self._decode(row.payload, msg, ctx)
+        fields = decoded.fields
+        problems: list[checks.Problem] = []
+        if msg.flags not in _PLAIN_REQUEST_FLAGS:
+            problems += checks.check_flags(msg.flags, is_reply=False)
+        if not (msg.size == _FIXED_SIZES[row.payload] and msg.complete and fields is not None):
+            problems += self._size_problems(row.payload, msg, fields, ctx)
+        if row.gate is not None:
+            problems += checks.check_gate(row, state)
+        if msg.fd_count or row.fds is not Fds.NONE:
+            problems += checks.check_fds(row.fds, msg.fd_count, fields, state, row.name)
+            if (
+                msg.channel is Channel.BACKEND
+                and msg.fd_count
+                and not state.has_protocol(ProtocolFeature.BACKEND_SEND_FD)
+            ):
+                problems.append(
+                    error("not-negotiated", "fds on the back-end channel without BACKEND_SEND_FD")
+                )
+        check = checks.REQUEST_CHECKS[msg.channel].get(row.name)
+        if check is not None and fields is not None:
+            problems += check(fields, state)
+        if row.reply is not Reply.ACK or msg.flags & spec.FLAG_NEED_REPLY:
+            problems += self._expect_reply(msg, row, fields)
+        analysis = Analysis(
+            msg.seq, msg.channel, msg.sender, Role.REQUEST, row.name, row.payload, decoded, ctx
+        )
+        if problems:
+            self._add(analysis, problems)
+        if fields is not None:
+            apply = _REQUEST_EFFECTS.get(row.name) if msg.channel is Channel.MAIN else None
+            if apply is not None:
+                apply(state, msg, fields)
+        return analysis
+
+    def _unknown_request(self, msg: WireMessage, ctx: PayloadContext) -> Analysis:
+        name = spec.request_name(msg.channel, msg.request)
+        analysis = Analysis(msg.seq, msg.channel, msg.sender, Role.REQUEST, name, None, None, ctx)
+        problems = [
+            error(
+                "unknown-request", f"request id {msg.request} ({msg.request:#x}) is not in the spec"
+            )
+        ]
+        problems += checks.check_flags(msg.flags, is_reply=False)
+        if msg.fd_count:
+            problems.append(
+                error("fd-count", f"carries {msg.fd_count} fds with an unknown request")
+            )
+        self._add(analysis, problems)
+        return analysis
+
+    def _expect_reply(
+        self, msg: WireMessage, row: RequestSpec, fields: dict[str, Any] | None
+    ) -> list[checks.Problem]:
+        """Queue the reply this request makes owed, if any."""
+        state = self.state
+        need_reply = bool(msg.flags & spec.FLAG_NEED_REPLY)
+        problems: list[checks.Problem] = []
+        pending: Pending | None = None
+        if row.reply is Reply.ALWAYS or (
+            row.reply is Reply.IF_LOG_SHMFD and state.has_protocol(ProtocolFeature.LOG_SHMFD)
+        ):
+            pending = Pending(
+                msg.seq, row, row.reply_payload, row.reply_fds, "intrinsic", fields, msg.size
+            )
+        elif row.reply is Reply.POSTCOPY and state.postcopy is PostcopyPhase.LISTENING:
+            assert row.postcopy_payload is not None
+            pending = Pending(
+                msg.seq, row, row.postcopy_payload, Fds.NONE, "postcopy", fields, msg.size
+            )
+        elif need_reply:
+            acked = state.has_protocol(ProtocolFeature.REPLY_ACK)
+            if acked or msg.channel is Channel.BACKEND:
+                pending = Pending(msg.seq, row, "ack", Fds.NONE, "ack", fields, msg.size)
+            if not acked:
+                problems.append(
+                    warning("need-reply", "NEED_REPLY set but REPLY_ACK was not negotiated")
+                )
+        if pending is not None:
+            queue = self.pending[msg.channel]
+            if len(queue) >= MAX_PENDING:
+                problems.append(
+                    warning("pending-limit", f"more than {MAX_PENDING} replies owed: not tracked")
+                )
+            else:
+                queue.append(pending)
+        return problems
+
+    # -- postcopy ack ----------------------------------------------------------
+
+    def _is_postcopy_ack(self, msg: WireMessage) -> bool:
+        return (
+            msg.channel is Channel.MAIN
+            and self.state.postcopy_ack_due == msg.request
+            and msg.size == 8
+        )
+
+    def _postcopy_ack(self, msg: WireMessage) -> Analysis:
+        ctx = self.state.payload_context()
+        name = spec.request_name(msg.channel, msg.request)
+        decoded = self._decode("ack", msg, ctx)
+        analysis = Analysis(
+            msg.seq,
+            msg.channel,
+            msg.sender,
+            Role.POSTCOPY_ACK,
+            name,
+            "ack",
+            decoded,
+            ctx,
+            answers=self.last_postcopy_reply,
+        )
+        problems = checks.check_flags(msg.flags, is_reply=False)
+        problems += checks.check_fds(Fds.NONE, msg.fd_count, None, self.state, f"{name} ack")
+        if decoded and decoded.fields and decoded.fields["value"] != 0:
+            problems.append(
+                error("postcopy-ack", f"ack value {decoded.fields['value']}, expected 0")
+            )
+        self._add(analysis, problems)
+        self.state.postcopy_ack_due = None
+        return analysis
+
+    # -- replies -------------------------------------------------------------
+
+    def _reply(self, msg: WireMessage) -> Analysis:
+        state = self.state
+        ctx = state.payload_context()
+        queue = self.pending[msg.channel]
+        problems: list[checks.Problem] = []
+        pending = self._match(queue, msg.request)
+        if pending is None:
+            row = spec.request_spec(msg.channel, msg.request)
+            name = spec.request_name(msg.channel, msg.request)
+            if queue:
+                head = queue[0]
+                problems.append(
+                    error(
+                        "wrong-reply",
+                        f"reply to {name}, but #{head.seq} "
+                        f"{head.row.name} is waiting for its reply",
+                    )
+                )
+            else:
+                problems.append(
+                    error("unexpected-reply", "a reply, but no request is waiting for one")
+                )
+            layout = row.reply_payload if row else None
+            fds_rule = row.reply_fds if row else Fds.NONE
+            answers = None
+            pending_fields = None
+        else:
+            if queue[0] is not pending:
+                head = queue[0]
+                problems.append(
+                    error(
+                        "wrong-reply",
+                        f"reply to #{pending.seq} {pending.row.name} "
+                        f"while #{head.seq} {head.row.name} still waits for its reply",
+                    )
+                )
+            queue.remove(pending)
+            row, name, layout = pending.row, pending.row.name, pending.layout
+            fds_rule, answers, pending_fields = pending.fds, pending.seq, pending.request_fields
+        decoded = self._decode(layout, msg, ctx) if layout else None
+        analysis = Analysis(
+            msg.seq,
+            msg.channel,
+            msg.sender,
+            Role.REPLY,
+            name,
+            layout,
+            decoded,
+            ctx,
+            answers=answers,
+        )
+        fields = decoded.fields if decoded else None
+        if msg.flags != spec.REPLY_FLAGS:
+            problems += checks.check_flags(msg.flags, is_reply=True)
+        if layout:
+            if not (msg.size == _FIXED_SIZES[layout] and msg.complete and fields is not None):
+                problems += self._size_problems(layout, msg, fields, ctx)
+            check = checks.REPLY_CHECKS.get(layout)
+            if check is not None and fields is not None:
+                problems += check(fields, state)
+        if msg.fd_count or fds_rule is not Fds.NONE:
+            problems += checks.check_fds(fds_rule, msg.fd_count, fields, state, f"{name} reply")
+        if pending is not None and fields is not None and msg.channel is Channel.MAIN:
+            problems += self._apply_reply(msg, pending, fields, pending_fields)
+        if problems:
+            self._add(analysis, problems)
+        return analysis
+
+    @staticmethod
+    def _match(queue: deque[Pending], request: int) -> Pending | None:
+        for pending in queue:
+            if pending.row.id == request:
+                return pending
+        return None
+
+    def _apply_reply(
+        self,
+        msg: WireMessage,
+        pending: Pending,
+        fields: dict[str, Any],
+        request_fields: dict[str, Any] | None,
+    ) -> list[checks.Problem]:
+        """What a reply establishes, and the checks that need its request."""
+        state = self.state
+        problems: list[checks.Problem] = []
+        name = pending.row.name
+        if msg.channel is not Channel.MAIN:
+            return problems
+        if name == "GET_FEATURES":
+            state.features_offered = fields["features"]
+        elif name == "GET_PROTOCOL_FEATURES":
+            state.protocol_offered = fields["features"]
+        elif name == "GET_QUEUE_NUM":
+            state.queue_num = fields["value"]
+            if fields["value"] == 0:
+                problems.append(error("queue-num", "the back-end reports 0 queues"))
+        elif name == "GET_MAX_MEM_SLOTS":
+            state.max_mem_slots = fields["value"]
+        elif name in ("GET_VRING_BASE", "GET_VRING_BASE_SKIP_DRAIN"):
+            ring = state.ring(fields["index"])
+            ring.last_base, ring.started = fields["num"], False
+            if request_fields is not None and fields["index"] != request_fields["index"]:
+                problems.append(
+                    error(
+                        "reply-mismatch",
+                        f"reply for ring {fields['index']}, the "
+                        f"request asked for ring {request_fields['index']}",
+                    )
+                )
+        elif name == "GET_CONFIG" and request_fields is not None:
+            if fields["size"] != request_fields["size"] or msg.size != 12 + request_fields["size"]:
+                problems.append(
+                    error(
+                        "config-size",
+                        f"reply of {fields['size']} config bytes, "
+                        f"{request_fields['size']} were asked for (QEMU rejects it)",
+                    )
+                )
+        elif name == "POSTCOPY_ADVISE":
+            state.postcopy = PostcopyPhase.ADVISED
+        elif name == "GET_STATUS":
+            state.status = fields["status"]
+        if pending.kind == "postcopy":
+            problems += self._postcopy_reply(msg, pending, fields, request_fields)
+        return problems
+
+    def _postcopy_reply(
+        self,
+        msg: WireMessage,
+        pending: Pending,
+        fields: dict[str, Any],
+        request_fields: dict[str, Any] | None,
+    ) -> list[checks.Problem]:
+        """The back-end's memory-table reply: same regions, its own addresses."""
+        state = self.state
+        state.postcopy_ack_due = pending.row.id
+        self.last_postcopy_reply = msg.seq
+        problems: list[checks.Problem] = []
+        if msg.size != pending.request_size:
+            problems.append(
+                error(
+                    "postcopy-size",
+                    f"reply size {msg.size}, the request's was "
+                    f"{pending.request_size} (QEMU requires them equal)",
+                )
+            )
+        if request_fields is None:
+            return problems
+        if pending.row.name == "SET_MEM_TABLE":
+            asked = {r["guest_phys_addr"] for r in request_fields["regions"]}
+            replied = list(fields["regions"])
+        else:
+            asked = {request_fields["guest_phys_addr"]}
+            replied = [fields]
+        for region in replied:
+            gpa = region["guest_phys_addr"]
+            if gpa not in asked:
+                problems.append(
+                    error(
+                        "postcopy-region",
+                        f"reply region gpa 0x{gpa:x} is not in the request (QEMU rejects it)",
+                    )
+                )
+            for known in state.regions:
+                if known.guest_phys_addr == gpa:
+                    known.backend_addr = region["userspace_addr"]
+        return problems
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _decode(self, layout: str, msg: WireMessage, ctx: PayloadContext) -> Decoded | None:
+        """Decode a payload (cached: callers never modify the fields)."""
+        if not msg.complete:
+            return Decoded(layout, None, "payload not kept whole")
+        key = (layout, msg.payload, ctx)
+        decoded = _DECODED.get(key)
+        if decoded is None:
+            if len(_DECODED) >= _DECODED_MAX:
+                _DECODED.clear()
+            decoded = _DECODED[key] = payloads.decode(layout, msg.payload, ctx)
+        return decoded
+
+    @staticmethod
+    def _size_problems(
+        layout: str, msg: WireMessage, fields: dict[str, Any] | None, ctx: PayloadContext
+    ) -> list[checks.Problem]:
+        expected = payloads.expected_size(layout, fields, ctx)
+        problems = checks.check_size(layout, msg.size, expected, msg.complete)
+        if fields is None and msg.complete and not problems:
+            decoded = payloads.decode(layout, msg.payload, ctx)
+            problems.append(error("payload", f"payload undecodable as {layout}: {decoded.error}"))
+        return problems
+
+    def _add(self, analysis: Analysis, problems: list[checks.Problem]) -> None:
+        for code, text, severity in problems:
+            analysis.findings.append(Finding(analysis.seq, analysis.name, code, text, severity))
+
+
+# --------------------------------------------------------------------------
+# What requests change in the state (front-end requests on the main channel)
+# --------------------------------------------------------------------------
+
+Fields = dict[str, Any]
+
+
+def _set_features(state: ConversationState, msg: WireMessage, fields: Fields) -> None:
+    state.set_features(fields["features"])
+
+
+def _set_protocol_features(state: ConversationState, msg: WireMessage, fields: Fields) -> None:
+    state.set_protocol_features(fields["features"])
+
+
+def _region(fields: Fields, seq: int) -> Region:
+    return Region(
+        fields["guest_phys_addr"],
+        fields["memory_size"],
+        fields["userspace_addr"],
+        fields["mmap_offset"],
+        seq,
+    )
+
+
+def _set_mem_table(state: ConversationState, msg: WireMessage, fields: Fields) -> None:
+    state.regions = [_region(region, msg.seq) for region in fields["regions"]]
+
+
+def _add_mem_reg(state: ConversationState, msg: WireMessage, fields: Fields) -> None:
+    if len(state.regions) < spec.MAX_RAM_SLOTS:
+        state.regions.append(_region(fields, msg.seq))
+
+
+def _rem_mem_reg(state: ConversationState, msg: WireMessage, fields: Fields) -> None:
+    key = (fields["guest_phys_addr"], fields["userspace_addr"], fields["memory_size"])
+    state.regions = [
+        r for r in state.regions if (r.guest_phys_addr, r.userspace_addr, r.memory_size) != key
+    ]
+
+
+def _set_log_base(state: ConversationState, msg: WireMessage, fields: Fields) -> None:
+    state.log_base = (fields["mmap_size"], fields["mmap_offset"])
+
+
+def _set_vring_num(state: ConversationState, msg: WireMessage, fields: Fields) -> None:
+    ring = state.ring(fields["index"])
+    ring.num, ring.num_seq = fields["num"], msg.seq
+
+
+def _set_vring_addr(state: ConversationState, msg: WireMessage, fields: Fields) -> None:
+    ring = state.ring(fields["index"])
+    ring.desc, ring.avail = fields["desc_user_addr"], fields["avail_user_addr"]
+    ring.used, ring.log = fields["used_user_addr"], fields["log_guest_addr"]
+    ring.addr_flags = fields["flags"]
+
+
+def _set_vring_base(state: ConversationState, msg: WireMessage, fields: Fields) -> None:
+    state.ring(fields["index"]).base = fields["num"]
+
+
+def _set_vring_kick(state: ConversationState, msg: WireMessage, fields: Fields) -> None:
+    ring = state.ring(fields["index"])
+    ring.kick = "nofd" if fields["nofd"] else "fd"
+    ring.started, ring.num_seq = True, None
+
+
+def _set_vring_call(state: ConversationState, msg: WireMessage, fields: Fields) -> None:
+    state.ring(fields["index"]).call = "nofd" if fields["nofd"] else "fd"
+
+
+def _set_vring_err(state: ConversationState, msg: WireMessage, fields: Fields) -> None:
+    state.ring(fields["index"]).err = "nofd" if fields["nofd"] else "fd"
+
+
+def _set_vring_enable(state: ConversationState, msg: WireMessage, fields: Fields) -> None:
+    state.ring(fields["index"]).enabled = bool(fields["num"])
+
+
+def _set_backend_req_fd(state: ConversationState, msg: WireMessage, fields: Fields) -> None:
+    state.backend_channel = state.backend_channel or msg.fd_count > 0
+
+
+def _postcopy_listen(state: ConversationState, msg: WireMessage, fields: Fields) -> None:
+    state.postcopy = PostcopyPhase.LISTENING
+
+
+def _postcopy_end(state: ConversationState, msg: WireMessage, fields: Fields) -> None:
+    state.postcopy = PostcopyPhase.ENDED
+
+
+def _get_inflight_fd(state: ConversationState, msg: WireMessage, fields: Fields) -> None:
+    state.inflight_requests += 1
+
+
+def _set_status(state: ConversationState, msg: WireMessage, fields: Fields) -> None:
+    state.status = fields["status"]
+
+
+def _reset(state: ConversationState, msg: WireMessage, fields: Fields) -> None:
+    for ring in state.rings.values():
+        ring.started, ring.enabled = False, None
+
+
+_REQUEST_EFFECTS = {
+    "SET_FEATURES": _set_features,
+    "SET_PROTOCOL_FEATURES": _set_protocol_features,
+    "SET_MEM_TABLE": _set_mem_table,
+    "ADD_MEM_REG": _add_mem_reg,
+    "REM_MEM_REG": _rem_mem_reg,
+    "SET_LOG_BASE": _set_log_base,
+    "SET_VRING_NUM": _set_vring_num,
+    "SET_VRING_ADDR": _set_vring_addr,
+    "SET_VRING_BASE": _set_vring_base,
+    "SET_VRING_KICK": _set_vring_kick,
+    "SET_VRING_CALL": _set_vring_call,
+    "SET_VRING_ERR": _set_vring_err,
+    "SET_VRING_ENABLE": _set_vring_enable,
+    "SET_BACKEND_REQ_FD": _set_backend_req_fd,
+    "POSTCOPY_LISTEN": _postcopy_listen,
+    "POSTCOPY_END": _postcopy_end,
+    "GET_INFLIGHT_FD": _get_inflight_fd,
+    "SET_STATUS": _set_status,
+    "RESET_OWNER": _reset,
+    "RESET_DEVICE": _reset,
+}
+"""State changes of the front-end's requests, by request name."""
+
+_REQUESTER = {channel: spec.requester(channel) for channel in Channel}
+MAX_PENDING = 1024
+"""Replies owed beyond this are not tracked (a peer must not make us allocate without bound)."""
+_DECODED: dict[tuple[str, bytes, PayloadContext], Decoded] = {}
+"""Decoded payloads by (layout, bytes, context): conversations repeat themselves."""
+_DECODED_MAX = 8192
+_PLAIN_REQUEST_FLAGS = frozenset({spec.VERSION, spec.VERSION | spec.FLAG_NEED_REPLY})
+_FIXED_SIZES = {name: layout.size for name, layout in payloads.LAYOUTS.items()}

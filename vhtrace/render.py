@@ -1,0 +1,246 @@
+"""How analysed messages look: tshark-like lines, a verbose tree, hex, JSON lines.
+
+Shared by ``vhtrace show`` and ``vhtrace record --print``. The JSON schema is
+documented in docs/cli.md ("JSON output").
+"""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from typing import Any
+
+from vhtrace.analysis import AnalysedMessage, LateFindings
+from vhtrace.protocol import spec
+from vhtrace.protocol.conversation import Role
+from vhtrace.protocol.findings import Finding, Severity
+from vhtrace.protocol.payloads import human_size
+from vhtrace.trace import format as fmt
+from vhtrace.trace.records import EndRecord, EventRecord, FindingRecord, MessageRecord
+
+_dumps = partial(json.dumps, separators=(",", ":"))
+DIRECTIONS = {"frontend": "FE>BE", "backend": "BE>FE"}
+CHANNEL_WIDTH = 7
+
+
+def relative_time(header: dict[str, Any], mono_ns: int) -> float:
+    return (mono_ns - int(header.get("mono_ns", mono_ns))) / 1e9
+
+
+def fd_label(meta: dict[str, Any]) -> str:
+    """One word for an fd: its kind (memfd, eventfd, socket, userfaultfd, ...)."""
+    return str(meta.get("kind", "fd"))
+
+
+def fd_details(meta: dict[str, Any]) -> str:
+    """Everything recorded about an fd, on one line."""
+    parts = [fd_label(meta)]
+    if meta.get("name"):
+        parts.append(repr(meta["name"]))
+    if "size" in meta and meta["size"] is not None:
+        parts.append(f"size {human_size(int(meta['size']))}")
+    if "dev" in meta:
+        parts.append(f"dev {meta['dev']} ino {meta.get('ino')}")
+    if meta.get("seals"):
+        parts.append(f"seals {meta['seals']}")
+    if meta.get("flags"):
+        parts.append(f"flags {meta['flags']}")
+    if meta.get("path"):
+        parts.append(str(meta["path"]))
+    if meta.get("error"):
+        parts.append(f"error: {meta['error']}")
+    return " ".join(parts)
+
+
+def message_name(item: AnalysedMessage) -> str:
+    analysis = item.analysis
+    if analysis.role is Role.REPLY:
+        return f"{analysis.name} reply" + (f" #{analysis.answers}" if analysis.answers else "")
+    if analysis.role is Role.POSTCOPY_ACK:
+        return f"{analysis.name} postcopy-ack"
+    return analysis.name
+
+
+def message_line(header: dict[str, Any], item: AnalysedMessage) -> str:
+    """The one-line view of a message."""
+    record, flags, size = item.record, item.wire.flags, item.wire.size
+    fds = ""
+    if record.fds:
+        fds = "fds=" + ",".join(fd_label(meta) for meta in record.fds)
+    summary = item.analysis.summary()
+    marks = []
+    if record.flags & fmt.MESSAGE_OVERSIZED:
+        marks.append("[oversized]")
+    if record.flags & fmt.MESSAGE_INCOMPLETE:
+        marks.append("[incomplete]")
+    if record.flags & fmt.MESSAGE_DROPPED:
+        marks.append("[dropped]")
+    if item.analysis.findings:
+        errors = sum(1 for f in item.analysis.findings if f.severity is Severity.ERROR)
+        warnings = len(item.analysis.findings) - errors
+        if errors:
+            marks.append(f"[{errors} error{'s' if errors > 1 else ''}]")
+        if warnings:
+            marks.append(f"[{warnings} warning{'s' if warnings > 1 else ''}]")
+    text = (
+        f"{record.seq:6} {relative_time(header, record.mono_ns):11.6f} {record.session:2} "
+        f"{record.channel:<{CHANNEL_WIDTH}} {DIRECTIONS.get(record.sender, record.sender)} "
+        f"{message_name(item):<28} 0x{flags:x} {size:5} {fds:<10} {summary}"
+    )
+    if marks:
+        text += " " + " ".join(marks)
+    return text.rstrip()
+
+
+def finding_lines(findings: list[Finding], indent: str = "         ") -> list[str]:
+    return [f"{indent}{finding.severity}: {finding.text}" for finding in findings]
+
+
+def message_verbose(header: dict[str, Any], item: AnalysedMessage) -> list[str]:
+    """Every field of a message, tshark -V style."""
+    record, analysis = item.record, item.analysis
+    request, flags, size = item.wire.request, item.wire.flags, item.wire.size
+    lines = [
+        f"  Message #{record.seq}, session {record.session}, channel {record.channel}, "
+        f"from {record.sender}, {analysis.role}"
+    ]
+    name = spec.request_name(spec.Channel(record.channel), request)
+    flag_text = "|".join(spec.flag_names(flags))
+    lines.append(
+        f"    Header: request {request} ({name}), flags 0x{flags:x} ({flag_text}), size {size}"
+    )
+    if analysis.answers is not None:
+        lines.append(f"    Answers: #{analysis.answers}")
+    for index, meta in enumerate(record.fds):
+        lines.append(f"    fd {index}: {fd_details(meta)}")
+    if analysis.layout is not None:
+        lines.append(f"    Payload ({analysis.layout}, {len(record.payload)} bytes):")
+        lines += ["      " + line for line in analysis.details()]
+    if analysis.findings:
+        lines.append("    Findings:")
+        lines += finding_lines(analysis.findings, indent="      ")
+    return lines
+
+
+def hexdump(data: bytes, indent: str = "  ") -> list[str]:
+    lines = []
+    for offset in range(0, len(data), 16):
+        chunk = data[offset : offset + 16]
+        hexes = " ".join(f"{b:02x}" for b in chunk)
+        text = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
+        lines.append(f"{indent}{offset:04x}  {hexes:<47}  {text}")
+    return lines
+
+
+def event_line(header: dict[str, Any], record: EventRecord) -> str:
+    info = " ".join(f"{k}={_info_value(v)}" for k, v in record.info.items())
+    return (
+        f"{'':6} {relative_time(header, record.mono_ns):11.6f} {record.session:2} "
+        f"{'---':<{CHANNEL_WIDTH}} {record.event} {info}"
+    ).rstrip()
+
+
+def _info_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_info_value(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def late_finding_lines(item: LateFindings) -> list[str]:
+    return [f"{'':6} {'':11} {item.session:2} finding {finding}" for finding in item.findings]
+
+
+def transport_finding_line(record: FindingRecord) -> str:
+    return f"{'':6} {'':11} {record.session:2} finding {record.finding}"
+
+
+# --------------------------------------------------------------------------
+# JSON lines
+# --------------------------------------------------------------------------
+
+
+def jsonable(value: Any) -> Any:
+    """Fields with bytes turned into hex strings, tuples into lists."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+class JsonRenderer:
+    """One JSON object per line; payload fields are encoded once per distinct payload."""
+
+    def __init__(self, header: dict[str, Any], with_raw: bool = False) -> None:
+        self.header = header
+        self.with_raw = with_raw
+        self._origin = int(header.get("mono_ns", 0))
+        self._fields_cache: dict[tuple[Any, ...], str] = {}
+
+    def _fields_json(self, item: AnalysedMessage) -> str:
+        analysis = item.analysis
+        key = (analysis.layout, item.record.raw, analysis.context)
+        cached = self._fields_cache.get(key)
+        if cached is None:
+            if len(self._fields_cache) > 65536:
+                self._fields_cache.clear()
+            cached = (
+                f'"layout":{_dumps(analysis.layout)},'
+                f'"fields":{_dumps(jsonable(analysis.fields))},'
+                f'"summary":{_dumps(analysis.summary())}'
+            )
+            self._fields_cache[key] = cached
+        return cached
+
+    def message(self, item: AnalysedMessage) -> str:
+        record, analysis, wire = item.record, item.analysis, item.wire
+        parts = [
+            f'{{"type":"message","seq":{record.seq},'
+            f'"time":{(record.mono_ns - self._origin) / 1e9:.9f},"wall_ns":{record.wall_ns},'
+            f'"session":{record.session},"channel":"{record.channel}","from":"{record.sender}",'
+            f'"role":"{analysis.role}","request":"{analysis.name}",'
+            f'"request_id":{wire.request},"flags":{wire.flags},"size":{wire.size},'
+            f'"answers":{"null" if analysis.answers is None else analysis.answers},'
+            f'"fds":{_dumps(record.fds) if record.fds else "[]"},'
+            f'"record_flags":{record.flags},',
+            self._fields_json(item),
+            ',"findings":',
+            _dumps([f.to_dict() for f in analysis.findings]) if analysis.findings else "[]",
+        ]
+        if self.with_raw:
+            parts.append(f',"raw":"{record.raw.hex()}"')
+        parts.append("}")
+        return "".join(parts)
+
+    def event(self, record: EventRecord) -> str:
+        return _dumps(
+            {
+                "type": "event",
+                "time": (record.mono_ns - self._origin) / 1e9,
+                "wall_ns": record.wall_ns,
+                "session": record.session,
+                "event": record.event,
+                "info": jsonable(record.info),
+            }
+        )
+
+    def finding(self, session: int, finding: Finding) -> str:
+        return _dumps({"type": "finding", "session": session, **finding.to_dict()})
+
+    def end(self, record: EndRecord) -> str:
+        return _dumps(
+            {
+                "type": "end",
+                "time": (record.mono_ns - self._origin) / 1e9,
+                "wall_ns": record.wall_ns,
+                "summary": jsonable(record.summary),
+            }
+        )
+
+
+def message_from_record(record: MessageRecord) -> str:
+    """A label for a raw record without analysis (for error texts)."""
+    request, _, _ = record.header
+    return f"#{record.seq} {spec.request_name(spec.Channel(record.channel), request)}"

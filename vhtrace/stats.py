@@ -1,0 +1,160 @@
+"""Aggregates of a trace: counts, sessions, features, a timeline, findings."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from vhtrace.analysis import AnalysedMessage, Item, LateFindings
+from vhtrace.protocol import spec
+from vhtrace.protocol.conversation import Role
+from vhtrace.protocol.findings import Finding
+from vhtrace.protocol.payloads import human_size
+from vhtrace.protocol.state import ConversationState
+from vhtrace.trace.records import EventRecord, FindingRecord, StreamRecord
+
+MILESTONES = {
+    "SET_OWNER": "session owner set",
+    "SET_PROTOCOL_FEATURES": "protocol features set",
+    "SET_FEATURES": "features set",
+    "SET_BACKEND_REQ_FD": "back-end channel passed",
+    "SET_MEM_TABLE": "memory table",
+    "SET_LOG_BASE": "dirty log (migration)",
+    "SET_INFLIGHT_FD": "inflight area passed",
+    "GET_INFLIGHT_FD": "inflight area asked",
+    "POSTCOPY_ADVISE": "postcopy advised",
+    "POSTCOPY_LISTEN": "postcopy listening",
+    "POSTCOPY_END": "postcopy ended",
+    "SET_DEVICE_STATE_FD": "device state transfer",
+    "RESET_DEVICE": "device reset",
+    "RESET_OWNER": "owner reset",
+}
+
+
+@dataclass
+class SessionStats:
+    session: int
+    first_ns: int | None = None
+    last_ns: int | None = None
+    messages: int = 0
+    start_info: dict[str, Any] = field(default_factory=dict)
+    end_info: dict[str, Any] | None = None
+    state: ConversationState | None = None
+    timeline: list[tuple[int, int | None, str]] = field(default_factory=list)
+    """(mono_ns, message number, what happened)."""
+    _seen: set[str] = field(default_factory=set)
+
+    def milestone(self, mono_ns: int, seq: int | None, text: str, once: str | None = None) -> None:
+        if once is not None:
+            if once in self._seen:
+                return
+            self._seen.add(once)
+        self.timeline.append((mono_ns, seq, text))
+
+
+@dataclass
+class TraceStats:
+    """Everything ``vhtrace stats`` prints, gathered in one pass."""
+
+    requests: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(channel, request name) -> requests sent."""
+    replies: Counter[tuple[str, str]] = field(default_factory=Counter)
+    messages: Counter[str] = field(default_factory=Counter)
+    """channel -> messages."""
+    stream_bytes: Counter[str] = field(default_factory=Counter)
+    fds: Counter[str] = field(default_factory=Counter)
+    sessions: dict[int, SessionStats] = field(default_factory=dict)
+    findings: list[tuple[int, Finding]] = field(default_factory=list)
+    first_ns: int | None = None
+    last_ns: int | None = None
+
+    def session(self, number: int) -> SessionStats:
+        if number not in self.sessions:
+            self.sessions[number] = SessionStats(number)
+        return self.sessions[number]
+
+    def add(self, item: Item, conversations: dict[int, Any]) -> None:
+        if isinstance(item, AnalysedMessage):
+            self._message(item, conversations)
+        elif isinstance(item, LateFindings):
+            self.findings += [(item.session, f) for f in item.findings]
+        elif isinstance(item, FindingRecord):
+            self.findings.append((item.session, item.finding))
+        elif isinstance(item, StreamRecord):
+            self.stream_bytes[item.channel] += len(item.data)
+        elif isinstance(item, EventRecord):
+            self._event(item)
+
+    def _time(self, mono_ns: int) -> None:
+        if self.first_ns is None:
+            self.first_ns = mono_ns
+        self.last_ns = mono_ns
+
+    def _event(self, record: EventRecord) -> None:
+        self._time(record.mono_ns)
+        session = self.session(record.session)
+        if record.event == "session-start":
+            session.start_info = dict(record.info)
+        elif record.event == "session-end":
+            session.end_info = dict(record.info)
+        reason = record.info.get("reason")
+        session.milestone(record.mono_ns, None, record.event + (f" ({reason})" if reason else ""))
+
+    def _message(self, item: AnalysedMessage, conversations: dict[int, Any]) -> None:
+        record, analysis = item.record, item.analysis
+        self._time(record.mono_ns)
+        self.messages[record.channel] += 1
+        key = (record.channel, analysis.name)
+        if analysis.role is Role.REQUEST:
+            self.requests[key] += 1
+        else:
+            self.replies[key] += 1
+        for meta in record.fds:
+            self.fds[str(meta.get("kind", "fd"))] += 1
+        self.findings += [(record.session, f) for f in analysis.findings]
+        session = self.session(record.session)
+        session.messages += 1
+        if session.first_ns is None:
+            session.first_ns = record.mono_ns
+            session.milestone(record.mono_ns, record.seq, "first message")
+        session.last_ns = record.mono_ns
+        conversation = conversations.get(record.session)
+        if conversation is not None:
+            session.state = conversation.state
+        self._milestones(session, item)
+
+    @staticmethod
+    def _milestones(session: SessionStats, item: AnalysedMessage) -> None:
+        record, analysis = item.record, item.analysis
+        fields = analysis.fields or {}
+        name = analysis.name
+        if record.channel == spec.Channel.BACKEND:
+            session.milestone(
+                record.mono_ns, record.seq, "first back-end channel message", once="backend-first"
+            )
+            return
+        if analysis.role is Role.REQUEST:
+            if name in MILESTONES:
+                text = MILESTONES[name]
+                if name == "SET_MEM_TABLE" and fields:
+                    text += f" ({fields['nregions']} regions)"
+                session.milestone(record.mono_ns, record.seq, text)
+            elif name == "ADD_MEM_REG" and fields:
+                session.milestone(
+                    record.mono_ns,
+                    record.seq,
+                    f"memory region gpa 0x{fields['guest_phys_addr']:x} "
+                    f"size {human_size(fields['memory_size'])} added",
+                )
+            elif name == "SET_VRING_KICK" and fields:
+                session.milestone(record.mono_ns, record.seq, f"ring {fields['index']} started")
+            elif name == "SET_VRING_ENABLE" and fields:
+                state = "enabled" if fields["num"] else "disabled"
+                session.milestone(record.mono_ns, record.seq, f"ring {fields['index']} {state}")
+        elif analysis.role is Role.REPLY and name == "GET_VRING_BASE" and fields:
+            session.milestone(
+                record.mono_ns, record.seq, f"ring {fields['index']} stopped at {fields['num']}"
+            )
+        elif analysis.role is Role.POSTCOPY_ACK:
+            session.milestone(record.mono_ns, record.seq, "postcopy memory table acked")

@@ -1,0 +1,221 @@
+"""Reading traces as a stream, in constant memory, surviving damage.
+
+The file is walked frame by frame (a zstd frame is what the writer flushes),
+so a trace cut short by a killed writer or a full disk yields every record
+that is complete and then says what was wrong, and junk after a torn frame
+is reported where it starts rather than losing the whole read. Input that is
+not a trace at all, or a trace from a newer format, raises :class:`TraceError`
+before any record is produced.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import IO, Any
+
+import msgpack
+import zstandard
+
+from vhtrace import __version__
+from vhtrace.protocol.findings import Finding
+from vhtrace.trace import format as fmt
+from vhtrace.trace.records import (
+    EndRecord,
+    EventRecord,
+    FindingRecord,
+    MessageRecord,
+    Record,
+    StreamRecord,
+)
+
+READ_CHUNK = 1 << 20
+MAX_RECORD = 64 << 20
+"""No record is this large; a bigger msgpack object means a corrupt trace."""
+
+
+class TraceError(Exception):
+    """The input is not a trace this vhtrace can read (bad input: exit code 2)."""
+
+
+class TraceReader:
+    """Iterate the records of a trace file.
+
+    After iteration, :attr:`problem` says why the trace ended early (None if it
+    ended with its end record) and :attr:`end` holds the end record."""
+
+    def __init__(self, source: str | os.PathLike[str] | IO[bytes]) -> None:
+        if isinstance(source, str | os.PathLike):
+            self.path = os.fspath(source)
+            try:
+                self._file: IO[bytes] = open(self.path, "rb")  # noqa: SIM115 (closed in close())
+            except OSError as exc:
+                raise TraceError(f"{self.path}: {exc.strerror}") from exc
+            self._owns_file = True
+        else:
+            self.path = getattr(source, "name", "<stream>")
+            self._file = source
+            self._owns_file = False
+        self._dctx = zstandard.ZstdDecompressor()
+        self._unpacker = msgpack.Unpacker(
+            raw=False, use_list=False, max_buffer_size=MAX_RECORD, strict_map_key=False
+        )
+        self._offset = 0
+        """Bytes of the file handed to the decompressor so far."""
+        self._frame_start = 0
+        self._frames = 0
+        self._fed = 0
+        self._pending: list[Any] = []
+        self.problem: str | None = None
+        self.end: EndRecord | None = None
+        self.records = 0
+        self._objects = self._objects_of_file()
+        self.header = self._read_header()
+
+    # -- header ----------------------------------------------------------------
+
+    def _read_header(self) -> dict[str, Any]:
+        first = self._file.read(4)
+        if first[:4] != fmt.MAGIC:
+            self.close()
+            raise TraceError(
+                f"{self.path}: not a vhtrace trace (it does not start with a zstd frame)"
+            )
+        self._head = first
+        try:
+            header = next(self._objects)
+        except (StopIteration, _Stop):
+            self.close()
+            raise TraceError(
+                f"{self.path}: not a vhtrace trace ({self.problem or 'empty'})"
+            ) from None
+        if not isinstance(header, dict) or header.get("format") != fmt.FORMAT_NAME:
+            self.close()
+            raise TraceError(f"{self.path}: not a vhtrace trace (no vhtrace header)")
+        version = header.get("version")
+        if version not in fmt.READABLE_VERSIONS:
+            self.close()
+            needs = header.get("needs", "a newer version")
+            raise TraceError(
+                f"{self.path}: trace format version {version}: this trace needs vhtrace >= "
+                f"{needs} (this is vhtrace {__version__}, which reads versions "
+                f"{', '.join(map(str, sorted(fmt.READABLE_VERSIONS)))})"
+            )
+        if header.get("byteorder", "little") != "little":
+            self.close()
+            raise TraceError(
+                f"{self.path}: recorded on a {header['byteorder']}-endian host; "
+                "vhtrace decodes little-endian traces only"
+            )
+        return header
+
+    # -- bytes -> objects -------------------------------------------------------
+
+    def _chunks(self) -> Iterator[bytes]:
+        yield self._head
+        while chunk := self._file.read(READ_CHUNK):
+            yield chunk
+
+    def _objects_of_file(self) -> Iterator[Any]:
+        dobj = self._dctx.decompressobj()
+        in_frame = False
+        for chunk in self._chunks():
+            data = chunk
+            while data:
+                if not in_frame:
+                    in_frame = True
+                    self._frame_start = self._offset
+                try:
+                    out = dobj.decompress(data)
+                except zstandard.ZstdError as exc:
+                    yield from self._drain()
+                    self.problem = (
+                        f"corrupt data in the zstd frame starting at byte "
+                        f"{self._frame_start}: {exc}"
+                    )
+                    return
+                if out:
+                    self._unpacker.feed(out)
+                    self._fed += len(out)
+                    yield from self._drain()
+                if dobj.eof:
+                    unused = dobj.unused_data
+                    self._offset += len(data) - len(unused)
+                    data = unused
+                    dobj = self._dctx.decompressobj()
+                    in_frame = False
+                    self._frames += 1
+                else:
+                    self._offset += len(data)
+                    data = b""
+        if in_frame:
+            self.problem = f"cut short inside the zstd frame starting at byte {self._frame_start}"
+        elif self._unpacker.tell() != self._fed:
+            self.problem = "cut short inside a record"
+
+    def _drain(self) -> Iterator[Any]:
+        try:
+            yield from self._unpacker
+        except (msgpack.UnpackValueError, msgpack.ExtraData, ValueError) as exc:
+            self.problem = f"corrupt record after {self.records} records: {exc}"
+            raise _Stop from exc
+
+    # -- objects -> records -----------------------------------------------------
+
+    def __iter__(self) -> Iterator[Record]:
+        objects = self._objects
+        try:
+            for obj in objects:
+                record = self._record(obj)
+                if record is None:
+                    continue
+                self.records += 1
+                yield record
+        except _Stop:
+            pass
+        if self.problem is None and self.end is None:
+            self.problem = "no end record: the writer did not finish (killed, or still running?)"
+        self.close()
+
+    def _record(self, obj: Any) -> Record | None:
+        if not isinstance(obj, tuple) or not obj:
+            self.problem = f"corrupt record after {self.records} records: not an array"
+            raise _Stop
+        tag = obj[0]
+        try:
+            if tag == fmt.TAG_MESSAGE:
+                return MessageRecord._make(obj[1:10])
+            if tag == fmt.TAG_EVENT:
+                return EventRecord._make(obj[1:6])
+            if tag == fmt.TAG_FINDING:
+                return FindingRecord(obj[1], Finding.from_dict(obj[2]))
+            if tag == fmt.TAG_STREAM:
+                return StreamRecord._make(obj[1:9])
+            if tag == fmt.TAG_END:
+                self.end = EndRecord._make(obj[1:4])
+                return self.end
+        except (TypeError, ValueError) as exc:
+            self.problem = f"corrupt {tag!r} record after {self.records} records: {exc}"
+            raise _Stop from exc
+        return None  # an unknown tag in a known version: skipped
+
+    def close(self) -> None:
+        if self._owns_file and not self._file.closed:
+            self._file.close()
+
+    def __enter__(self) -> TraceReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Stop(Exception):
+    """Internal: stop iterating, self.problem says why."""
+
+
+def read_trace(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[Record], str | None]:
+    """Read a whole (small) trace: header, records and the problem, if any."""
+    with TraceReader(path) as reader:
+        records = list(reader)
+        return reader.header, records, reader.problem

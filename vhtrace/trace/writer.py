@@ -1,0 +1,164 @@
+"""Writing traces: msgpack records in independent zstd frames.
+
+Each flush ends a zstd frame and hands it to the kernel, so a writer killed
+with SIGKILL leaves a trace that reads up to its last flush. The owner calls
+:meth:`TraceWriter.maybe_flush` at least every ``FLUSH_INTERVAL`` (the recorder
+does it from its loop); frames are also cut every ``FRAME_BYTES`` of records.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from typing import Any
+
+import msgpack
+import zstandard
+
+from vhtrace import __version__
+from vhtrace.protocol.findings import Finding
+from vhtrace.trace import format as fmt
+
+
+def _open_private(path: str) -> int:
+    """Open for writing, created 0600 whatever the umask: a trace holds guest memory."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)
+    return fd
+
+
+def make_header(**info: Any) -> dict[str, Any]:
+    """The header map: format identification plus what the caller adds."""
+    header: dict[str, Any] = {
+        "format": fmt.FORMAT_NAME,
+        "version": fmt.FORMAT_VERSION,
+        "needs": fmt.NEEDS_TOOL_VERSION[fmt.FORMAT_VERSION],
+        "tool": f"vhtrace {__version__}",
+        "wall_ns": time.time_ns(),
+        "mono_ns": time.monotonic_ns(),
+        "host": socket.gethostname(),
+        "byteorder": sys.byteorder,
+        "command": list(sys.argv),
+    }
+    header.update(info)
+    return header
+
+
+class TraceWriter:
+    """Appends records to a trace file (or to stdout for ``-``)."""
+
+    def __init__(self, path: str, header: dict[str, Any] | None = None, level: int = 3) -> None:
+        self.path = path
+        self._fd = 1 if path == "-" else _open_private(path)
+        self._compressor = zstandard.ZstdCompressor(level=level)
+        self._packer = msgpack.Packer(use_bin_type=True)
+        self._chunks: list[bytes] = []
+        self._buffered = 0
+        self._last_flush = time.monotonic()
+        self.records = 0
+        self.bytes_written = 0
+        self.closed = False
+        self.header = header if header is not None else make_header()
+        self._add(self._packer.pack(self.header))
+        self.flush()
+
+    # -- records ---------------------------------------------------------------
+
+    def message(
+        self,
+        seq: int,
+        mono_ns: int,
+        wall_ns: int,
+        session: int,
+        channel: str,
+        sender: str,
+        raw: bytes,
+        fds: tuple[dict[str, Any], ...] | list[Any] = (),
+        flags: int = 0,
+    ) -> None:
+        """Append one vhost-user message (header + payload bytes as sent)."""
+        self._add(
+            self._packer.pack(
+                (fmt.TAG_MESSAGE, seq, mono_ns, wall_ns, session, channel, sender, raw, fds, flags)
+            )
+        )
+
+    def event(
+        self,
+        mono_ns: int,
+        wall_ns: int,
+        session: int,
+        event: str,
+        info: dict[str, Any] | None = None,
+    ) -> None:
+        self._add(self._packer.pack((fmt.TAG_EVENT, mono_ns, wall_ns, session, event, info or {})))
+
+    def finding(self, session: int, finding: Finding) -> None:
+        self._add(self._packer.pack((fmt.TAG_FINDING, session, finding.to_dict())))
+
+    def stream(
+        self,
+        seq: int,
+        mono_ns: int,
+        wall_ns: int,
+        session: int,
+        channel: str,
+        sender: str,
+        data: bytes,
+        fds: tuple[dict[str, Any], ...] = (),
+    ) -> None:
+        self._add(
+            self._packer.pack(
+                (fmt.TAG_STREAM, seq, mono_ns, wall_ns, session, channel, sender, data, fds)
+            )
+        )
+
+    # -- frames ----------------------------------------------------------------
+
+    def _add(self, packed: bytes) -> None:
+        self._chunks.append(packed)
+        self._buffered += len(packed)
+        self.records += 1
+        if self._buffered >= fmt.FRAME_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        """End the current zstd frame and write it out."""
+        self._last_flush = time.monotonic()
+        if not self._chunks:
+            return
+        frame = self._compressor.compress(b"".join(self._chunks))
+        self._chunks.clear()
+        self._buffered = 0
+        view = memoryview(frame)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        self.bytes_written += len(frame)
+
+    def maybe_flush(self, now: float | None = None) -> None:
+        """Flush if the last flush is FLUSH_INTERVAL old (call this often)."""
+        if now is None:
+            now = time.monotonic()
+        if self._chunks and now - self._last_flush >= fmt.FLUSH_INTERVAL:
+            self.flush()
+
+    def close(self, summary: dict[str, Any] | None = None) -> None:
+        """Write the end record and close: the trace is complete."""
+        if self.closed:
+            return
+        self._add(
+            self._packer.pack((fmt.TAG_END, time.monotonic_ns(), time.time_ns(), summary or {}))
+        )
+        self.flush()
+        self.closed = True
+        if self._fd != 1:
+            os.close(self._fd)
+
+    def __enter__(self) -> TraceWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
