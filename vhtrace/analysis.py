@@ -8,6 +8,7 @@ trace's own finding records add what only the recorder saw (transport).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ _new_tuple = tuple.__new__
 _CUT = fmt.MESSAGE_OVERSIZED | fmt.MESSAGE_INCOMPLETE
 _SIDES = {s.value: s for s in Side}
 
+SESSION_START = "session-start"
 SESSION_END = "session-end"
 
 
@@ -78,7 +80,7 @@ def wire_message(record: MessageRecord) -> WireMessage:
 
 
 def device_of(header: dict[str, object], override: str | None = None) -> DeviceType | None:
-    """The device type to name virtio bits by: the user's choice, else the trace's."""
+    """The default device type to name virtio bits by: the user's choice, else the trace's."""
     name = override or header.get("device")
     try:
         return DeviceType(str(name)) if name else None
@@ -86,18 +88,36 @@ def device_of(header: dict[str, object], override: str | None = None) -> DeviceT
         return None
 
 
-class Analyser:
-    """Feeds records to per-session conversations."""
+def analyser_for(header: dict[str, object], override: str | None = None) -> Analyser:
+    """An Analyser for a trace: --device forces a device type, else each session's own."""
+    return Analyser(device_of(header, override), force=override is not None)
 
-    def __init__(self, device: DeviceType | None = None) -> None:
+
+class Analyser:
+    """Feeds records to per-session conversations.
+
+    The device type names virtio feature bits: the one a session-start event
+    reports (the recorder reads it off QEMU's command line) wins over the
+    default, unless ``force`` (the user said --device)."""
+
+    def __init__(self, device: DeviceType | None = None, force: bool = False) -> None:
         self.device = device
+        self.force = force
         self.conversations: dict[int, Conversation] = {}
+        self._session_devices: dict[int, DeviceType] = {}
 
     def conversation(self, session: int) -> Conversation:
         conversation = self.conversations.get(session)
         if conversation is None:
-            conversation = self.conversations[session] = Conversation(self.device)
+            device = self.device if self.force else self._session_devices.get(session, self.device)
+            conversation = self.conversations[session] = Conversation(device)
         return conversation
+
+    def _note_session(self, record: EventRecord) -> None:
+        name = record.info.get("device") if isinstance(record.info, dict) else None
+        if name:
+            with contextlib.suppress(ValueError):
+                self._session_devices[record.session] = DeviceType(str(name))
 
     def message(self, record: MessageRecord) -> AnalysedMessage:
         wire = wire_message(record)
@@ -110,6 +130,9 @@ class Analyser:
         elif isinstance(record, EventRecord) and record.event == SESSION_END:
             yield record
             yield from self._close(record.session)
+        elif isinstance(record, EventRecord) and record.event == SESSION_START:
+            self._note_session(record)
+            yield record
         elif isinstance(record, EndRecord):
             for session in list(self.conversations):
                 yield from self._close(session, "the recording stopped")

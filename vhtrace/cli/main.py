@@ -6,9 +6,9 @@ import argparse
 import sys
 
 from vhtrace import __version__
-from vhtrace.cli import common, show, stats
+from vhtrace.cli import common, record, show, stats
 
-VERBS = (show, stats)
+VERBS = (record, show, stats)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from vhtrace import render
-from vhtrace.analysis import AnalysedMessage, Analyser, LateFindings, device_of
+from vhtrace.analysis import AnalysedMessage, LateFindings, analyser_for
 from vhtrace.cli import common
 from vhtrace.cli.filters import add_filter_arguments, filter_from_args
 from vhtrace.protocol.findings import Severity
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     message_filter = filter_from_args(args)
     reader = common.open_trace(args.trace)
     header = reader.header
-    analyser = Analyser(device_of(header, args.device))
+    analyser = analyser_for(header, args.device)
     out = sys.stdout
     write = out.write
     json_out = render.JsonRenderer(header, with_raw=args.hex) if args.json else None

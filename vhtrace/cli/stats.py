@@ -8,7 +8,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from vhtrace.analysis import Analyser, device_of
+from vhtrace.analysis import analyser_for, device_of
 from vhtrace.cli import common
 from vhtrace.protocol import spec
 from vhtrace.protocol.findings import Severity
@@ -40,8 +40,8 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def collect(reader: Any, device: DeviceType | None) -> TraceStats:
-    analyser = Analyser(device)
+def collect(reader: Any, device_override: str | None = None) -> TraceStats:
+    analyser = analyser_for(reader.header, device_override)
     stats = TraceStats()
     for item in analyser.run(reader):
         stats.add(item, analyser.conversations)
@@ -51,7 +51,7 @@ def collect(reader: Any, device: DeviceType | None) -> TraceStats:
 def run(args: argparse.Namespace) -> int:
     reader = common.open_trace(args.trace)
     device = device_of(reader.header, args.device)
-    stats = collect(reader, device)
+    stats = collect(reader, args.device)
     damaged = common.report_damage(reader)
     if args.json:
         print(json.dumps(jsonable(as_dict(reader.header, stats, reader.problem, device))))
@@ -141,7 +141,7 @@ def as_dict(
                 "messages": s.messages,
                 "start": s.start_info,
                 "end": s.end_info,
-                "features": _features(s.state, device),
+                "features": _features(s.state, s.state.device if s.state else device),
                 "timeline": [
                     {"time": rel(t), "seq": seq, "what": what} for t, seq, what in s.timeline
                 ],

@@ -19,6 +19,7 @@ from vhtrace.lab import guest
 from vhtrace.lab.backends import Backend, StorageDaemon, Virtiofsd
 from vhtrace.lab.guest import Initramfs
 from vhtrace.lab.qemu import Qemu, QemuConfig, VhostUserDevice
+from vhtrace.lab.recording import RecordingProxy
 
 
 class Workspace:
@@ -32,7 +33,7 @@ class Workspace:
         self.socket_dir = (
             Path(tempfile.mkdtemp(prefix="vht-", dir="/tmp")) if socket_dir is None else socket_dir
         )
-        self._started: list[Qemu | Backend] = []
+        self._started: list[Qemu | Backend | RecordingProxy] = []
 
     def path(self, name: str) -> Path:
         """A file in the data directory (images, logs, shared dirs)."""
@@ -99,6 +100,31 @@ class Workspace:
         )
         self._started.append(daemon)
         return daemon.start()
+
+    def record(
+        self,
+        frontend: Path,
+        backend: Path,
+        *,
+        name: str = "record",
+        trace: Path | None = None,
+        backend_connects: bool = False,
+        extra_args: Sequence[str] = (),
+    ) -> RecordingProxy:
+        """A started ``vhtrace record`` between ``frontend`` and ``backend`` sockets.
+
+        The trace goes to ``<name>.vht`` in the data directory unless ``trace`` says."""
+        proxy = RecordingProxy(
+            frontend,
+            backend,
+            trace or self.path(f"{name}.vht"),
+            self.path(f"{name}.log"),
+            backend_connects=backend_connects,
+            extra_args=tuple(extra_args),
+            name=name,
+        )
+        self._started.append(proxy)
+        return proxy.start()
 
     def close(self) -> None:
         """Stop every process started here (newest first) and remove the socket directory."""

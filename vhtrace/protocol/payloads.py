@@ -686,7 +686,7 @@ class ShmemConfig(Layout):
 CRYPTO_SYM_MAX_KEY = 64
 CRYPTO_SYM_MAX_AUTH_KEY = 512
 CRYPTO_ASYM_MAX_KEY = 1024
-_SYM_INFO = struct.Struct("<IIIIIIBBBB4xQQ")  # 48 bytes, two raw pointers at the end
+_SYM_INFO = struct.Struct("<IIIIIIBBBB4sQQ")  # 48 bytes, two raw pointers at the end
 _SYM_INFO_FIELDS = (
     "cipher_alg",
     "key_len",
@@ -701,9 +701,13 @@ _SYM_INFO_FIELDS = (
     "cipher_key_ptr",
     "auth_key_ptr",
 )
+_NEW_SYM_INFO_FIELDS = (*_SYM_INFO_FIELDS[:10], "info_padding", *_SYM_INFO_FIELDS[10:])
+"""The current layout's sym info has 4 bytes of padding before the pointers: kept, so that
+a decode/encode round trip is byte-exact whatever the sender left there."""
 _OLD_SYM_INFO = struct.Struct("<IIIIIIIBBBBQQ")  # op_code first, 48 bytes
-_ASYM_INFO = struct.Struct("<III4xQII")  # algo, keytype, keylen, key ptr, union (8)
-_ASYM_INFO_FIELDS = ("algo", "keytype", "keylen", "key_ptr", "param0", "param1")
+_ASYM_INFO = struct.Struct("<III4sQII")  # algo, keytype, keylen, padding, key ptr, union (8)
+_ASYM_INFO_FIELDS = ("algo", "keytype", "keylen", "info_padding", "key_ptr", "param0", "param1")
+_INFO_PADDING = {"info_padding": bytes(4)}
 CRYPTO_OP_CODES = {0: "sym", 1: "asym"}
 
 
@@ -740,7 +744,7 @@ class CryptoSession(Layout):
             fields.update(zip(_ASYM_INFO_FIELDS, _ASYM_INFO.unpack_from(union), strict=True))
             fields["key"] = union[_ASYM_INFO.size : _ASYM_INFO.size + CRYPTO_ASYM_MAX_KEY]
         else:
-            fields.update(zip(_SYM_INFO_FIELDS, _SYM_INFO.unpack_from(union), strict=True))
+            fields.update(zip(_NEW_SYM_INFO_FIELDS, _SYM_INFO.unpack_from(union), strict=True))
             start = _SYM_INFO.size
             fields["key"] = union[start : start + CRYPTO_SYM_MAX_KEY]
             start += CRYPTO_SYM_MAX_KEY
@@ -776,11 +780,12 @@ class CryptoSession(Layout):
             auth = bytes(fields.get("auth_key", b"")).ljust(CRYPTO_SYM_MAX_AUTH_KEY, b"\0")
             return struct.pack("<q", fields.get("session_id", 0)) + info + key + auth
         op_code = fields.get("op_code", 0)
+        info = {**_INFO_PADDING, **fields}
         if op_code == 1:
-            union = _ASYM_INFO.pack(*(fields.get(k, 0) for k in _ASYM_INFO_FIELDS))
+            union = _ASYM_INFO.pack(*(info.get(k, 0) for k in _ASYM_INFO_FIELDS))
             union += bytes(fields.get("key", b"")).ljust(CRYPTO_ASYM_MAX_KEY, b"\0")
         else:
-            union = _SYM_INFO.pack(*(fields.get(k, 0) for k in _SYM_INFO_FIELDS))
+            union = _SYM_INFO.pack(*(info.get(k, 0) for k in _NEW_SYM_INFO_FIELDS))
             union += bytes(fields.get("key", b"")).ljust(CRYPTO_SYM_MAX_KEY, b"\0")
             union += bytes(fields.get("auth_key", b"")).ljust(CRYPTO_SYM_MAX_AUTH_KEY, b"\0")
         union += bytes(fields.get("union_tail", b""))

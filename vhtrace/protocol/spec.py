@@ -373,6 +373,10 @@ class RequestSpec:
     notes: str = ""
     postcopy_payload: str | None = field(default=None)
     """Layout of the postcopy reply (Reply.POSTCOPY)."""
+    opens: str | None = None
+    """The fd it carries opens another channel: 'backend' (the back-end channel, same
+    framing), 'gpu' (the vhost-user-gpu protocol) or 'device-state' (a byte stream).
+    A recording proxy interposes on such fds to see what travels over them."""
 
     @property
     def c_name(self) -> str:
@@ -476,6 +480,7 @@ FRONTEND_REQUESTS: tuple[RequestSpec, ...] = (
         fds=Fds.ONE,
         gate=_p(PF.BACKEND_REQ),
         aliases=("SET_SLAVE_REQ_FD",),
+        opens="backend",
     ),
     RequestSpec(
         22,
@@ -536,7 +541,7 @@ FRONTEND_REQUESTS: tuple[RequestSpec, ...] = (
     RequestSpec(
         32, "SET_INFLIGHT_FD", Channel.MAIN, "inflight", fds=Fds.ONE, gate=_p(PF.INFLIGHT_SHMFD)
     ),
-    RequestSpec(33, "GPU_SET_SOCKET", Channel.MAIN, "empty", fds=Fds.ONE),
+    RequestSpec(33, "GPU_SET_SOCKET", Channel.MAIN, "empty", fds=Fds.ONE, opens="gpu"),
     RequestSpec(
         34, "RESET_DEVICE", Channel.MAIN, "empty", gate=_p(PF.RESET_DEVICE), per_device=True
     ),
@@ -600,6 +605,7 @@ FRONTEND_REQUESTS: tuple[RequestSpec, ...] = (
         reply_payload="device_state_result",
         reply_fds=Fds.OPTIONAL,
         gate=_p(PF.DEVICE_STATE),
+        opens="device-state",
     ),
     RequestSpec(
         43,

@@ -19,6 +19,7 @@ import zstandard
 
 from vhtrace import __version__
 from vhtrace.protocol.findings import Finding
+from vhtrace.protocol.spec import Channel, Side
 from vhtrace.trace import format as fmt
 from vhtrace.trace.records import (
     EndRecord,
@@ -135,7 +136,14 @@ class TraceReader:
                     )
                     return
                 if out:
-                    self._unpacker.feed(out)
+                    try:
+                        self._unpacker.feed(out)
+                    except msgpack.BufferFull:
+                        self.problem = (
+                            f"corrupt record after {self.records} records: "
+                            f"larger than {MAX_RECORD >> 20} MiB"
+                        )
+                        return
                     self._fed += len(out)
                     yield from self._drain()
                 if dobj.eof:
@@ -156,7 +164,8 @@ class TraceReader:
     def _drain(self) -> Iterator[Any]:
         try:
             yield from self._unpacker
-        except (msgpack.UnpackValueError, msgpack.ExtraData, ValueError) as exc:
+        except (msgpack.UnpackValueError, msgpack.ExtraData, ValueError, TypeError) as exc:
+            # TypeError: a corrupt map whose key is a map or an array ("unhashable type")
             self.problem = f"corrupt record after {self.records} records: {exc}"
             raise _Stop from exc
 
@@ -182,22 +191,29 @@ class TraceReader:
             self.problem = f"corrupt record after {self.records} records: not an array"
             raise _Stop
         tag = obj[0]
+        types = _FIELD_TYPES.get(tag) if isinstance(tag, str) else None
+        if types is None:
+            return None  # an unknown tag in a known version: skipped
+        fields = obj[1 : 1 + len(types)]
+        if tuple(map(type, fields)) != types or not _valid_values(tag, fields):
+            # Type-confused fields (a corrupt record that still parses) would crash
+            # whatever reads them: stop here, as for any other corruption.
+            self.problem = f"corrupt {tag!r} record after {self.records} records: {fields!r:.200}"
+            raise _Stop
         try:
             if tag == fmt.TAG_MESSAGE:
-                return MessageRecord._make(obj[1:10])
+                return MessageRecord._make(fields)
             if tag == fmt.TAG_EVENT:
-                return EventRecord._make(obj[1:6])
+                return EventRecord._make(fields)
             if tag == fmt.TAG_FINDING:
-                return FindingRecord(obj[1], Finding.from_dict(obj[2]))
+                return FindingRecord(fields[0], Finding.from_dict(fields[1]))
             if tag == fmt.TAG_STREAM:
-                return StreamRecord._make(obj[1:9])
-            if tag == fmt.TAG_END:
-                self.end = EndRecord._make(obj[1:4])
-                return self.end
+                return StreamRecord._make(fields)
+            self.end = EndRecord._make(fields)
+            return self.end
         except (TypeError, ValueError) as exc:
             self.problem = f"corrupt {tag!r} record after {self.records} records: {exc}"
             raise _Stop from exc
-        return None  # an unknown tag in a known version: skipped
 
     def close(self) -> None:
         if self._owns_file and not self._file.closed:
@@ -208,6 +224,29 @@ class TraceReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    fmt.TAG_MESSAGE: (int, int, int, int, str, str, bytes, tuple, int),
+    fmt.TAG_EVENT: (int, int, int, str, dict),
+    fmt.TAG_FINDING: (int, dict),
+    fmt.TAG_STREAM: (int, int, int, int, str, str, bytes, tuple),
+    fmt.TAG_END: (int, int, dict),
+}
+"""The types of each record's fields, in order (msgpack arrays read as tuples)."""
+_MESSAGE_CHANNELS = frozenset(c.value for c in Channel)
+_SENDERS = frozenset(s.value for s in Side)
+
+
+def _valid_values(tag: str, fields: tuple[Any, ...]) -> bool:
+    """The checks beyond types: a message's channel and sender, fd metadata maps."""
+    if tag == fmt.TAG_MESSAGE:
+        if fields[4] not in _MESSAGE_CHANNELS or fields[5] not in _SENDERS:
+            return False
+        return not fields[7] or all(type(meta) is dict for meta in fields[7])
+    if tag == fmt.TAG_STREAM:
+        return not fields[7] or all(type(meta) is dict for meta in fields[7])
+    return True
 
 
 class _Stop(Exception):

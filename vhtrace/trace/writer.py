@@ -52,7 +52,9 @@ class TraceWriter:
     def __init__(self, path: str, header: dict[str, Any] | None = None, level: int = 3) -> None:
         self.path = path
         self._fd = 1 if path == "-" else _open_private(path)
-        self._compressor = zstandard.ZstdCompressor(level=level)
+        # The frame checksum lets a reader tell a corrupt frame from a good one: without it
+        # a flipped byte often decompresses into plausible but wrong records.
+        self._compressor = zstandard.ZstdCompressor(level=level, write_checksum=True)
         self._packer = msgpack.Packer(use_bin_type=True)
         self._chunks: list[bytes] = []
         self._buffered = 0

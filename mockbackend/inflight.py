@@ -1,0 +1,146 @@
+"""The shared in-flight area (INFLIGHT_SHMFD), in libvhost-user's split-ring layout.
+
+The back-end hands the front-end a memfd (GET_INFLIGHT_FD); the front-end keeps it and
+gives it back (SET_INFLIGHT_FD) to every back-end it connects to, including a restarted
+one. The back-end marks each descriptor chain in flight when it pops it and clears the
+mark when it pushes the chain back, so a restarted back-end knows which requests the
+previous one took but never finished, and submits them again.
+
+Per queue, aligned to 64 bytes (libvhost-user ``vu_inflight_queue_size``)::
+
+    u64 features; u16 version; u16 desc_num; u16 last_batch_head; u16 used_idx;
+    desc[desc_num]: u8 inflight; u8 padding[5]; u16 next; u64 counter
+
+Values read back from the area are not trusted (bad-inputs #16: a ``last_batch_head``
+beyond ``desc_num``).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from dataclasses import dataclass
+
+ALIGNMENT = 64
+VERSION = 1
+HEADER = struct.Struct("<QHHHH")
+DESC = struct.Struct("<B5xHQ")
+DESC_STATE_SIZE = 16
+
+
+def queue_region_size(queue_size: int) -> int:
+    """libvhost-user's size of one queue's region (room for the 16-byte header kept)."""
+    raw = max(DESC_STATE_SIZE * queue_size + 2, HEADER.size + DESC_STATE_SIZE * queue_size)
+    return (raw + ALIGNMENT - 1) // ALIGNMENT * ALIGNMENT
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Where a ring picks up after a reconnect, read from the in-flight area."""
+
+    last_avail_idx: int
+    resubmit: list[int]
+    """Heads that were in flight, oldest first."""
+
+
+class InflightQueue:
+    """One queue's part of the area."""
+
+    def __init__(self, view: memoryview, queue_size: int) -> None:
+        self.view = view
+        self.queue_size = queue_size
+        self.counter = 0
+
+    def _header(self) -> tuple[int, int, int, int, int]:
+        return HEADER.unpack_from(self.view, 0)
+
+    def _set(self, fmt: str, offset: int, value: int) -> None:
+        struct.pack_into(fmt, self.view, offset, value)
+
+    @property
+    def version(self) -> int:
+        return self._header()[1]
+
+    @property
+    def used_idx(self) -> int:
+        return self._header()[4]
+
+    def desc(self, index: int) -> tuple[int, int, int]:
+        """(inflight, next, counter) of a descriptor's state."""
+        return DESC.unpack_from(self.view, HEADER.size + DESC_STATE_SIZE * index)
+
+    def get(self, head: int) -> None:
+        """The chain at ``head`` was popped: mark it in flight."""
+        offset = HEADER.size + DESC_STATE_SIZE * head
+        self._set("<Q", offset + 8, self.counter)
+        self.counter += 1
+        self._set("<B", offset, 1)
+
+    def pre_put(self, head: int) -> None:
+        self._set("<H", 12, head)
+
+    def post_put(self, head: int, used_idx: int) -> None:
+        self._set("<B", HEADER.size + DESC_STATE_SIZE * head, 0)
+        self._set("<H", 14, used_idx)
+
+    def resume(self, ring_used_idx: int) -> Resume | None:
+        """After SET_VRING_KICK: None for a fresh area, else what to resubmit."""
+        _, version, desc_num, last_batch_head, used_idx = self._header()
+        if version == 0:
+            self._set("<H", 8, VERSION)
+            self._set("<H", 10, self.queue_size)
+            return None
+        desc_num = min(desc_num, self.queue_size)
+        if used_idx != ring_used_idx:
+            # The last push reached the used ring but not the area: it is done.
+            if last_batch_head < desc_num:
+                self._set("<B", HEADER.size + DESC_STATE_SIZE * last_batch_head, 0)
+            self._set("<H", 14, ring_used_idx)
+        pending = []
+        for index in range(desc_num):
+            inflight, _, counter = self.desc(index)
+            if inflight == 1:
+                pending.append((counter, index))
+        pending.sort()
+        self.counter = pending[-1][0] + 1 if pending else 0
+        return Resume((ring_used_idx + len(pending)) & 0xFFFF, [head for _, head in pending])
+
+
+class InflightArea:
+    """The whole area: a memfd of ``num_queues`` queue regions, mapped here."""
+
+    def __init__(self, fd: int, size: int, offset: int, num_queues: int, queue_size: int) -> None:
+        step = queue_region_size(queue_size)
+        if num_queues * step > size:
+            raise ValueError(
+                f"area of {size} bytes is too small for {num_queues} queues of {queue_size}"
+            )
+        self.fd = fd
+        self.size = size
+        self.num_queues = num_queues
+        self.queue_size = queue_size
+        self._map = mmap.mmap(fd, size, mmap.MAP_SHARED, offset=offset)
+        self._view = memoryview(self._map)
+        self.queues = [
+            InflightQueue(self._view[i * step : (i + 1) * step], queue_size)
+            for i in range(num_queues)
+        ]
+
+    @classmethod
+    def create(cls, num_queues: int, queue_size: int) -> InflightArea:
+        """A new zeroed area in a fresh memfd (GET_INFLIGHT_FD)."""
+        size = queue_region_size(queue_size) * num_queues
+        fd = os.memfd_create("mockbackend-inflight", os.MFD_CLOEXEC)
+        os.ftruncate(fd, size)
+        return cls(fd, size, 0, num_queues, queue_size)
+
+    def queue(self, index: int) -> InflightQueue | None:
+        return self.queues[index] if 0 <= index < len(self.queues) else None
+
+    def close(self) -> None:
+        for queue in self.queues:
+            queue.view.release()
+        self._view.release()
+        self._map.close()
+        os.close(self.fd)

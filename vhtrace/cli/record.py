@@ -1,0 +1,142 @@
+"""``vhtrace record``: a transparent recording proxy between a front-end and a back-end."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+from vhtrace.cli import common
+from vhtrace.protocol.spec import DeviceType, Side
+from vhtrace.record.endpoints import EndpointError
+from vhtrace.record.recorder import Recorder
+from vhtrace.record.relay import Proxy, ProxyConfig
+from vhtrace.trace.writer import TraceWriter, make_header
+
+
+def add_parser(verbs: argparse._SubParsersAction) -> None:
+    parser = verbs.add_parser(
+        "record",
+        help="record a live session as a transparent proxy",
+        description="Sit between a vhost-user front-end (QEMU) and a back-end, relay every "
+        "message unchanged, and write what was said to a trace. Either the front-end "
+        "connects to us (--listen) and we connect to a listening back-end (--connect), or "
+        "the front-end listens (QEMU server=on: --connect-frontend) and the back-end "
+        "connects to us (--listen-backend, as DPDK's client mode does).",
+    )
+    parser.add_argument(
+        "--listen",
+        metavar="FRONT.sock",
+        help="socket the front-end (QEMU chardev path) connects to",
+    )
+    parser.add_argument("--connect", metavar="BACK.sock", help="the back-end's listening socket")
+    parser.add_argument(
+        "--connect-frontend",
+        metavar="FRONT.sock",
+        help="the front-end's listening socket (QEMU server=on)",
+    )
+    parser.add_argument(
+        "--listen-backend", metavar="BACK.sock", help="socket the back-end connects to"
+    )
+    parser.add_argument(
+        "-w",
+        "--write",
+        required=True,
+        metavar="TRACE",
+        help="trace file to write (created 0600; - for stdout)",
+    )
+    parser.add_argument("--once", action="store_true", help="exit after the first session")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="drop the connection on a malformed message instead of forwarding it",
+    )
+    parser.add_argument(
+        "--print",
+        action="store_true",
+        dest="print_messages",
+        help="show each message live, as vhtrace show would",
+    )
+    parser.add_argument(
+        "--socket-mode",
+        default="0600",
+        metavar="MODE",
+        help="mode of the listening socket (octal, default 0600)",
+    )
+    parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="how long to keep trying to reach the other side (default 30)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=[d.value for d in DeviceType],
+        help="device type, to name virtio feature bits (default: read off QEMU's command line)",
+    )
+    parser.set_defaults(run=run)  # fmt: skip
+
+
+def _config(args: argparse.Namespace) -> ProxyConfig:
+    try:
+        mode = int(args.socket_mode, 8)
+    except ValueError:
+        raise common.UsageError(f"--socket-mode {args.socket_mode}: not an octal mode") from None
+    if args.listen and args.connect and not (args.connect_frontend or args.listen_backend):
+        front, back, side = args.listen, args.connect, Side.FRONTEND
+    elif args.connect_frontend and args.listen_backend and not (args.listen or args.connect):
+        front, back, side = args.connect_frontend, args.listen_backend, Side.BACKEND
+    else:
+        raise common.UsageError(
+            "give either --listen FRONT.sock --connect BACK.sock, or "
+            "--connect-frontend FRONT.sock --listen-backend BACK.sock"
+        )
+    return ProxyConfig(front, back, side, socket_mode=mode,
+                       connect_timeout=args.connect_timeout, once=args.once,
+                       strict=args.strict)  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    config = _config(args)
+    header = make_header(
+        device=args.device,
+        endpoints={"frontend": config.frontend_path, "backend": config.backend_path},
+        topology="frontend-connects" if config.listen_side is Side.FRONTEND
+        else "backend-connects",
+        options={"strict": args.strict, "once": args.once},
+    )  # fmt: skip
+    try:
+        writer = TraceWriter(args.write, header)
+    except OSError as exc:
+        common.fail(f"{args.write}: cannot write: {exc.strerror}")
+    device = DeviceType(args.device) if args.device else None
+    recorder = Recorder(writer, device, print_to=sys.stdout if args.print_messages else None)
+    try:
+        proxy = Proxy(config, recorder)
+    except EndpointError as exc:
+        writer.close({"error": str(exc)})
+        common.fail(str(exc))
+    recorder.start()
+
+    def stop(signum: int, frame: object) -> None:
+        proxy.request_stop()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    other = config.backend_path if config.listen_side is Side.FRONTEND else config.frontend_path
+    where = (
+        f"listening on {proxy.listen_path} for the {config.listen_side.value}, "
+        f"{config.listen_side.peer.value} at {other}"
+    )
+    common.warn(f"recording: {where}; writing {args.write}")
+    try:
+        proxy.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        recorder.stop()
+        recorder.join()
+    common.warn(recorder.stats.summary_line(args.write))
+    if recorder.error is not None:
+        return common.EXIT_FOUND
+    return common.EXIT_OK

@@ -1,0 +1,213 @@
+"""The recorder thread: everything that is not relaying happens here.
+
+The relay hands over what crossed the wire (bytes, dups of the fds, times)
+through a queue and never waits: fd metadata, protocol analysis, live
+printing and the trace writer all run on this side. If the queue holds more
+than ``MAX_QUEUED_BYTES`` (a disk far too slow, or a flood), further records
+are dropped and counted rather than stalling the guest; the loss is recorded
+as a finding.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from vhtrace import fdinfo, render
+from vhtrace.analysis import Analyser
+from vhtrace.protocol.findings import Finding, Severity
+from vhtrace.trace.records import EventRecord, MessageRecord
+from vhtrace.trace.writer import TraceWriter
+
+MAX_QUEUED_BYTES = 256 << 20
+POLL_INTERVAL = 0.05
+
+
+@dataclass
+class RecorderStats:
+    messages: Counter[str] = field(default_factory=Counter)
+    """Messages per channel."""
+    stream_bytes: Counter[str] = field(default_factory=Counter)
+    sessions: int = 0
+    errors: int = 0
+    warnings: int = 0
+    dropped: int = 0
+
+    def summary_line(self, path: str) -> str:
+        per_channel = ", ".join(f"{c} {n}" for c, n in sorted(self.messages.items())) or "none"
+        total = sum(self.messages.values())
+        text = (
+            f"{total} messages ({per_channel}), {self.sessions} session"
+            f"{'s' if self.sessions != 1 else ''}, {self.errors + self.warnings} findings "
+            f"({self.errors} errors, {self.warnings} warnings)"
+        )
+        if self.stream_bytes:
+            text += ", streams " + ", ".join(f"{c} {n} B" for c, n in self.stream_bytes.items())
+        if self.dropped:
+            text += f", {self.dropped} records DROPPED"
+        return f"{text} -> {path}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "messages": dict(self.messages),
+            "stream_bytes": dict(self.stream_bytes),
+            "sessions": self.sessions,
+            "errors": self.errors,
+            "warnings": self.warnings,
+            "dropped": self.dropped,
+        }
+
+
+class Recorder(threading.Thread):
+    """Consumes what the relay saw and writes the trace."""
+
+    def __init__(
+        self,
+        writer: TraceWriter,
+        device: Any = None,
+        print_to: TextIO | None = None,
+        on_finding: Callable[[int, Finding], None] | None = None,
+    ) -> None:
+        super().__init__(name="vhtrace-recorder", daemon=True)
+        self.writer = writer
+        self.analyser = Analyser(device)
+        self.print_to = print_to
+        self.on_finding = on_finding
+        self.stats = RecorderStats()
+        self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._queued = 0
+        self._lock = threading.Lock()
+        self._dropped_since_report = 0
+        self.error: BaseException | None = None
+
+    # -- relay side (never blocks) ---------------------------------------------
+
+    def submit(self, item: tuple[Any, ...], size: int = 0, fds: list[int] | None = None) -> None:
+        with self._lock:
+            if size and self._queued + size > MAX_QUEUED_BYTES:
+                self.stats.dropped += 1
+                self._dropped_since_report += 1
+                for fd in fds or ():
+                    os.close(fd)
+                return
+            self._queued += size
+        self._queue.put(item)
+
+    def stop(self, summary_extra: dict[str, Any] | None = None) -> None:
+        self._queue.put(("stop", summary_extra or {}))
+
+    # -- recorder side ----------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # a failed write must be loud, not silent
+            self.error = exc
+            print(f"vhtrace: recording failed: {exc}", file=sys.stderr)
+
+    def _loop(self) -> None:
+        writer = self.writer
+        while True:
+            try:
+                item = self._queue.get(timeout=POLL_INTERVAL)
+            except queue.Empty:
+                writer.maybe_flush()
+                continue
+            kind = item[0]
+            if kind == "stop":
+                summary = self.stats.as_dict()
+                summary.update(item[1])
+                writer.close(summary)
+                return
+            handler = getattr(self, "_on_" + kind)
+            handler(*item[1:])
+            if self._dropped_since_report:
+                self._report_drops()
+            writer.maybe_flush()
+
+    def _release(self, size: int) -> None:
+        with self._lock:
+            self._queued -= size
+
+    def _describe(self, fds: list[int], extra: list[dict[str, Any] | None]) -> list[dict[str, Any]]:
+        metas = []
+        for index, fd in enumerate(fds):
+            meta = fdinfo.describe(fd)
+            if index < len(extra) and extra[index]:
+                meta.update(extra[index] or {})
+            metas.append(meta)
+            os.close(fd)
+        return metas
+
+    def _on_message(self, seq: int, mono: int, wall: int, session: int, channel: str, sender: str,
+                    raw: bytes, fds: list[int], flags: int,
+                    extra: list[dict[str, Any] | None]) -> None:  # fmt: skip
+        metas = self._describe(fds, extra)
+        self._release(len(raw))
+        self.writer.message(seq, mono, wall, session, channel, sender, raw, metas, flags)
+        self.stats.messages[channel] += 1
+        record = MessageRecord(seq, mono, wall, session, channel, sender, raw, tuple(metas), flags)
+        item = self.analyser.message(record)
+        for finding in item.analysis.findings:
+            self._count(session, finding)
+        if self.print_to is not None:
+            lines = [render.message_line(self.writer.header, item)]
+            lines += render.finding_lines(item.analysis.findings)
+            self.print_to.write("\n".join(lines) + "\n")
+            self.print_to.flush()
+
+    def _on_stream(self, seq: int, mono: int, wall: int, session: int, channel: str, sender: str,
+                   data: bytes, fds: list[int]) -> None:  # fmt: skip
+        metas = self._describe(fds, [])
+        self._release(len(data))
+        self.writer.stream(seq, mono, wall, session, channel, sender, data, tuple(metas))
+        self.stats.stream_bytes[channel] += len(data)
+
+    def _on_event(self, mono: int, wall: int, session: int, event: str,
+                  info: dict[str, Any]) -> None:  # fmt: skip
+        self.writer.event(mono, wall, session, event, info)
+        if event == "session-start":
+            self.stats.sessions += 1
+        record = EventRecord(mono, wall, session, event, info)
+        for item in self.analyser.feed(record):
+            for finding in getattr(item, "findings", ()):
+                self._count(session, finding)  # late findings: show derives them again
+        if self.print_to is not None:
+            self.print_to.write(render.event_line(self.writer.header, record) + "\n")
+            self.print_to.flush()
+
+    def _on_finding(self, session: int, finding: Finding) -> None:
+        """A transport finding (the relay saw it; the messages alone do not show it)."""
+        self.writer.finding(session, finding)
+        self._count(session, finding)
+        if self.print_to is not None:
+            self.print_to.write(f"{'':6} {'':11} {session:2} finding {finding}\n")
+            self.print_to.flush()
+
+    def _count(self, session: int, finding: Finding) -> None:
+        if finding.severity is Severity.ERROR:
+            self.stats.errors += 1
+        else:
+            self.stats.warnings += 1
+        if self.on_finding is not None:
+            self.on_finding(session, finding)
+
+    def _report_drops(self) -> None:
+        with self._lock:
+            count, self._dropped_since_report = self._dropped_since_report, 0
+        finding = Finding(None, "", "records-dropped",
+                          f"{count} records dropped: the trace writer could not keep up "
+                          f"({MAX_QUEUED_BYTES >> 20} MiB queued)")  # fmt: skip
+        self.writer.finding(0, finding)
+
+
+def now_ns() -> tuple[int, int]:
+    """(monotonic, wall) nanoseconds, taken together."""
+    return time.monotonic_ns(), time.time_ns()

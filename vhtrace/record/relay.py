@@ -1,0 +1,659 @@
+"""The relay: a transparent vhost-user proxy, one event loop, no waiting on the disk.
+
+Theory of operation
+-------------------
+Each socket (or pipe end) the proxy touches is an :class:`Endpoint`. Endpoints
+come in pairs: what one reads, its ``peer`` sends on. A :class:`Session` is one
+front-end connection and the back-end connection made for it, plus the extra
+pairs that appear during the conversation:
+
+* the back-end channel: on SET_BACKEND_REQ_FD the front-end's socket is kept
+  and the back-end gets one end of a socketpair of ours instead; the bytes
+  between them are messages on channel ``backend``;
+* the vhost-user-gpu socket (GPU_SET_SOCKET), relayed the same way and
+  recorded as a byte stream on channel ``gpu``;
+* the device-state pipe (SET_DEVICE_STATE_FD, and the back-end's own fd in
+  its reply), relayed through a pipe of ours and recorded as channel
+  ``device-state``.
+
+Which request opens which channel is a fact of the protocol table
+(``RequestSpec.opens``); this module only acts on it.
+
+Reads never go past the end of the current message (``Framer.bytes_wanted``),
+so the fds of a read belong to one message, and a message is forwarded in one
+``sendmsg`` with the same bytes and the same fds in the same order: only the
+fds of the channels above are substituted by equivalent ones of ours, which
+the trace notes. An oversized message is passed through in pieces as it
+comes. The recorder gets dups of the fds and a copy of the bytes through a
+queue; nothing on this path waits for it.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import errno
+import fcntl
+import os
+import selectors
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from vhtrace.protocol import spec
+from vhtrace.protocol.conversation import Conversation, WireMessage
+from vhtrace.protocol.findings import Finding, Severity
+from vhtrace.protocol.framing import Frame, Framer, OversizedData, OversizedStart
+from vhtrace.protocol.spec import Channel, Side
+from vhtrace.record import endpoints
+from vhtrace.record.recorder import Recorder, now_ns
+from vhtrace.trace import format as fmt
+from vhtrace.wire import READ_LIMIT, close_fds, recv_chunk
+
+PAUSE_BYTES = 1 << 20
+"""Stop reading a source while its destination has this much unsent."""
+RETRY_INTERVAL = 0.1
+GPU_MAX_MESSAGE = 1 << 20
+"""vhost-user-gpu messages (cursor images, scanouts) are bigger than vhost-user's."""
+
+
+@dataclass
+class Outgoing:
+    data: memoryview
+    fds: list[int]
+    """Sent with the first piece of data."""
+    close_after: list[int]
+    """Our copies, closed once the kernel has taken the data."""
+
+
+class Endpoint:
+    """One fd the proxy reads from, writes to, or both."""
+
+    def __init__(self, session: Session, fd: int, channel: str, sender: Side, *,
+                 is_socket: bool, framed: bool, readable: bool = True,
+                 sock: socket.socket | None = None) -> None:  # fmt: skip
+        self.session = session
+        self.fd = fd
+        self.sock = sock
+        self.channel = channel
+        self.sender = sender
+        """Who speaks through this endpoint: what we read here was sent by this side."""
+        self.is_socket = is_socket
+        self.readable = readable
+        self.framer: Framer | None = Framer() if framed else None
+        self.peer: Endpoint | None = None
+        self.outbox: deque[Outgoing] = deque()
+        self.outbox_bytes = 0
+        self.closed = False
+        self.close_when_flushed = False
+        self.paused = False
+        self.oversized_seq = 0
+        self.messages = True
+        """vhost-user messages (recorded as messages) rather than a byte stream."""
+
+    @property
+    def label(self) -> str:
+        return f"{self.channel}/{self.sender}"
+
+
+@dataclass
+class Session:
+    number: int
+    info: dict[str, Any] = field(default_factory=dict)
+    endpoints: list[Endpoint] = field(default_factory=list)
+    frontend: Endpoint | None = None
+    backend: Endpoint | None = None
+    conversation: Conversation | None = None
+    """Only with --strict: the relay checks messages before forwarding them."""
+    started: bool = False
+    ended: bool = False
+    end_reason: str = ""
+
+
+@dataclass
+class ProxyConfig:
+    frontend_path: str
+    backend_path: str
+    listen_side: Side
+    """Which side connects to us: FRONTEND (--listen) or BACKEND (--listen-backend)."""
+    socket_mode: int = 0o600
+    connect_timeout: float = 30.0
+    once: bool = False
+    strict: bool = False
+
+
+class Proxy:
+    """The event loop of ``vhtrace record``."""
+
+    def __init__(self, config: ProxyConfig, recorder: Recorder) -> None:
+        self.config = config
+        self.recorder = recorder
+        self.selector = selectors.DefaultSelector()
+        self.sessions: dict[int, Session] = {}
+        self._next_session = 1
+        self._seq = 0
+        self._timers: list[tuple[float, Callable[[], None]]] = []
+        self._stop = False
+        self._closing: set[Endpoint] = set()
+        """Endpoints that close once their outbox is sent."""
+        self.finished_sessions = 0
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
+        listen_path = (
+            config.frontend_path if config.listen_side is Side.FRONTEND else config.backend_path
+        )
+        self.listener = endpoints.listen_unix(listen_path, config.socket_mode)
+        self.listen_path = listen_path
+        self.selector.register(self.listener, selectors.EVENT_READ, ("accept", None))
+
+    # -- control -----------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Safe from a signal handler: makes the loop look at _stop."""
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
+
+    def request_stop(self) -> None:
+        self._stop = True
+        self.wake()
+
+    def run(self) -> None:
+        try:
+            while not self._stop:
+                timeout = self._run_timers()
+                for key, mask in self.selector.select(timeout):
+                    self._dispatch(key, mask)
+        finally:
+            self._shutdown()
+
+    def _dispatch(self, key: selectors.SelectorKey, mask: int) -> None:
+        what, endpoint = key.data
+        if what == "wake":
+            with contextlib.suppress(OSError):
+                os.read(self._wake_r, 4096)
+        elif what == "accept":
+            self._accept()
+        elif what == "endpoint":
+            if mask & selectors.EVENT_WRITE and not endpoint.closed:
+                self._flush(endpoint)
+            if mask & selectors.EVENT_READ and not endpoint.closed:
+                self._read(endpoint)
+
+    def _run_timers(self) -> float:
+        now = time.monotonic()
+        due = [t for t in self._timers if t[0] <= now]
+        self._timers = [t for t in self._timers if t[0] > now]
+        for _, callback in due:
+            callback()
+        if not self._timers:
+            return 1.0
+        return max(0.0, min(t[0] for t in self._timers) - time.monotonic())
+
+    def _later(self, delay: float, callback: Callable[[], None]) -> None:
+        self._timers.append((time.monotonic() + delay, callback))
+
+    # -- connections ---------------------------------------------------------------
+
+    def _accept(self) -> None:
+        try:
+            sock, _ = self.listener.accept()
+        except BlockingIOError:
+            return
+        sock.setblocking(False)
+        session = Session(self._next_session)
+        self._next_session += 1
+        self.sessions[session.number] = session
+        side = self.config.listen_side
+        info = endpoints.peer_process(sock)
+        session.info[side.value] = info
+        endpoint = self._add_endpoint(session, sock, Channel.MAIN.value, side, register=False)
+        if side is Side.FRONTEND:
+            session.frontend = endpoint
+        else:
+            session.backend = endpoint
+        deadline = time.monotonic() + self.config.connect_timeout
+        self._connect_other(session, deadline)
+
+    def _connect_other(self, session: Session, deadline: float) -> None:
+        if session.ended:
+            return
+        side = self.config.listen_side.peer
+        path = self.config.frontend_path if side is Side.FRONTEND else self.config.backend_path
+        try:
+            sock = endpoints.try_connect(path)
+        except endpoints.EndpointError as exc:
+            self._give_up(session, str(exc))
+            return
+        if sock is None:
+            if time.monotonic() >= deadline:
+                self._give_up(session, f"{path}: nobody listening after "
+                              f"{self.config.connect_timeout:.0f} s")  # fmt: skip
+            else:
+                self._later(RETRY_INTERVAL, lambda: self._connect_other(session, deadline))
+            return
+        session.info[side.value] = endpoints.peer_process(sock)
+        endpoint = self._add_endpoint(session, sock, Channel.MAIN.value, side, register=False)
+        if side is Side.FRONTEND:
+            session.frontend = endpoint
+        else:
+            session.backend = endpoint
+        self._start_session(session)
+
+    def _start_session(self, session: Session) -> None:
+        assert session.frontend is not None and session.backend is not None
+        session.frontend.peer, session.backend.peer = session.backend, session.frontend
+        frontend_info = session.info.get("frontend", {})
+        pid = frontend_info.get("pid")
+        device = None
+        if pid:
+            device = endpoints.qemu_device_of_pid(pid, self.config.frontend_path)
+        info = {
+            "frontend": frontend_info,
+            "backend": session.info.get("backend", {}),
+            "frontend_socket": self.config.frontend_path,
+            "backend_socket": self.config.backend_path,
+        }
+        if device:
+            info["device"] = device
+        if self.config.strict:
+            session.conversation = Conversation(
+                spec.DeviceType(device) if device in set(spec.DeviceType) else None
+            )
+        session.started = True
+        self._event(session, "session-start", info)
+        for endpoint in (session.frontend, session.backend):
+            self._register(endpoint)
+
+    def _give_up(self, session: Session, why: str) -> None:
+        self._finding(session, "connect", why)
+        self._end_session(session, f"could not reach the other side: {why}")
+
+    # -- endpoints -----------------------------------------------------------------
+
+    def _add_endpoint(self, session: Session, fileobj: socket.socket | int, channel: str,
+                      sender: Side, *, register: bool = True, framed: bool = True,
+                      readable: bool = True, max_payload: int = spec.MAX_PAYLOAD
+                      ) -> Endpoint:  # fmt: skip
+        if isinstance(fileobj, socket.socket):
+            fileobj.setblocking(False)
+            endpoint = Endpoint(session, fileobj.fileno(), channel, sender, is_socket=True,
+                                framed=framed, readable=readable, sock=fileobj)  # fmt: skip
+        else:
+            flags = fcntl.fcntl(fileobj, fcntl.F_GETFL)
+            fcntl.fcntl(fileobj, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+            endpoint = Endpoint(session, fileobj, channel, sender, is_socket=False,
+                                framed=framed, readable=readable)  # fmt: skip
+        if endpoint.framer is not None:
+            endpoint.framer.max_payload = max_payload
+        session.endpoints.append(endpoint)
+        if register:
+            self._register(endpoint)
+        return endpoint
+
+    def _register(self, endpoint: Endpoint) -> None:
+        events = selectors.EVENT_READ if endpoint.readable and not endpoint.paused else 0
+        if endpoint.outbox:
+            events |= selectors.EVENT_WRITE
+        key = self.selector.get_map().get(endpoint.fd)
+        if events == 0:
+            if key is not None:
+                self.selector.unregister(endpoint.fd)
+        elif key is None:
+            self.selector.register(endpoint.fd, events, ("endpoint", endpoint))
+        elif key.events != events:
+            self.selector.modify(endpoint.fd, events, ("endpoint", endpoint))
+
+    def _close_endpoint(self, endpoint: Endpoint) -> None:
+        if endpoint.closed:
+            return
+        endpoint.closed = True
+        self._closing.discard(endpoint)
+        if endpoint.fd in self.selector.get_map():
+            self.selector.unregister(endpoint.fd)
+        for out in endpoint.outbox:
+            close_fds(out.fds)
+            close_fds(out.close_after)
+        endpoint.outbox.clear()
+        if endpoint.sock is not None:
+            endpoint.sock.close()
+        else:
+            with contextlib.suppress(OSError):
+                os.close(endpoint.fd)
+
+    # -- reading -------------------------------------------------------------------
+
+    def _read(self, endpoint: Endpoint) -> None:
+        wanted = endpoint.framer.bytes_wanted() if endpoint.framer else READ_LIMIT
+        try:
+            if endpoint.is_socket:
+                assert endpoint.sock is not None
+                data, fds, truncated = recv_chunk(endpoint.sock, wanted)
+            else:
+                data, fds, truncated = os.read(endpoint.fd, wanted), [], False
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.ECONNRESET, errno.EPIPE):
+                raise
+            data, fds, truncated = b"", [], False
+        mono, wall = now_ns()
+        if truncated:
+            self._finding(endpoint.session, "fd-truncated", f"{endpoint.label}: the kernel "
+                          "dropped fds of a message (more than 253 sent)")  # fmt: skip
+        if not data:
+            close_fds(fds)
+            self._eof(endpoint, mono, wall)
+            return
+        if endpoint.framer is None:
+            self._stream(endpoint, data, fds, mono, wall)
+            return
+        endpoint.framer.feed(data, fds)
+        for event in endpoint.framer.events():
+            if endpoint.closed:
+                break
+            if isinstance(event, Frame):
+                self._frame(endpoint, event, mono, wall)
+            elif isinstance(event, OversizedStart):
+                self._oversized_start(endpoint, event, mono, wall)
+            elif isinstance(event, OversizedData):
+                self._forward(endpoint, event.data, list(event.fds), list(event.fds))
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _frame(self, endpoint: Endpoint, frame: Frame, mono: int, wall: int) -> None:
+        session = endpoint.session
+        if frame.oversized:
+            self._record_message(endpoint, endpoint.oversized_seq, frame, mono, wall,
+                                 fmt.MESSAGE_OVERSIZED, [])  # fmt: skip
+            return
+        seq = self._next_seq()
+        if not endpoint.messages:
+            self._record_stream(endpoint, seq, frame.raw, list(frame.fds), mono, wall)
+            self._forward(endpoint, frame.raw, list(frame.fds), list(frame.fds))
+            return
+        if session.conversation is not None and self._strict_rejects(endpoint, seq, frame,
+                                                                     mono, wall):  # fmt: skip
+            return
+        send_fds, keep, extra = self._interpose(endpoint, frame, (mono, wall))
+        dups = [os.dup(fd) for fd in frame.fds]
+        close_after = [fd for fd in frame.fds if fd not in keep]
+        close_after += [fd for fd in send_fds if fd not in frame.fds]
+        self._forward(endpoint, frame.raw, send_fds, close_after)
+        self._record_message(endpoint, seq, frame, mono, wall, 0, dups, extra)
+
+    def _oversized_start(self, endpoint: Endpoint, start: OversizedStart, mono: int,
+                         wall: int) -> None:  # fmt: skip
+        endpoint.oversized_seq = self._next_seq()
+        if self.config.strict:
+            frame = Frame(start.request, start.flags, start.size, b"", start.fds, oversized=True)
+            self._drop(endpoint, endpoint.oversized_seq, frame, mono, wall,
+                       f"size {start.size} above the protocol maximum")  # fmt: skip
+            return
+        self._forward(endpoint, start.header, list(start.fds), list(start.fds))
+
+    def _stream(self, endpoint: Endpoint, data: bytes, fds: list[int], mono: int,
+                wall: int) -> None:  # fmt: skip
+        seq = self._next_seq()
+        self._record_stream(endpoint, seq, data, fds, mono, wall)
+        self._forward(endpoint, data, fds, fds)
+
+    def _eof(self, endpoint: Endpoint, mono: int, wall: int) -> None:
+        """The other side closed: pass on what was left, then the close itself."""
+        session = endpoint.session
+        leftover = endpoint.framer.eof() if endpoint.framer else None
+        if leftover is not None:
+            seq = self._next_seq()
+            dups = [os.dup(fd) for fd in leftover.fds]
+            self._forward(endpoint, leftover.data, list(leftover.fds), list(leftover.fds))
+            if endpoint.messages:
+                self.recorder.submit(
+                    ("message", seq, mono, wall, session.number, endpoint.channel,
+                     endpoint.sender.value, leftover.data, dups, fmt.MESSAGE_INCOMPLETE, []),
+                    len(leftover.data), dups,
+                )  # fmt: skip
+            else:
+                self._record_stream(endpoint, seq, leftover.data, dups, mono, wall)
+            self._finding(session, "incomplete", f"#{seq} {endpoint.label}: {leftover.describe()}")
+        self._close_endpoint(endpoint)
+        peer = endpoint.peer
+        if endpoint is session.frontend or endpoint is session.backend:
+            reason = f"{endpoint.sender} closed"
+            self._end_session(session, reason)
+            return
+        self._event(session, f"{endpoint.channel}-closed", {"by": endpoint.sender.value})
+        if peer is not None:
+            self._close_when_flushed(peer)
+
+    def _close_when_flushed(self, endpoint: Endpoint) -> None:
+        if endpoint.outbox:
+            endpoint.close_when_flushed = True
+            endpoint.readable = False
+            self._closing.add(endpoint)
+            self._register(endpoint)
+        else:
+            self._close_endpoint(endpoint)
+
+    def _end_session(self, session: Session, reason: str) -> None:
+        if session.ended:
+            return
+        session.ended = True
+        session.end_reason = reason
+        for endpoint in session.endpoints:
+            self._close_when_flushed(endpoint)
+        self._event(session, "session-end" if session.started else "session-failed",
+                    {"reason": reason})  # fmt: skip
+        self.sessions.pop(session.number, None)
+        self.finished_sessions += 1
+        if self.config.once:
+            self._stop = True
+
+    # -- forwarding ------------------------------------------------------------------
+
+    def _forward(self, source: Endpoint, data: bytes, fds: list[int],
+                 close_after: list[int]) -> None:  # fmt: skip
+        destination = source.peer
+        if destination is None or destination.closed or destination.close_when_flushed:
+            close_fds(close_after)
+            return
+        destination.outbox.append(Outgoing(memoryview(data), fds, close_after))
+        destination.outbox_bytes += len(data)
+        self._flush(destination)
+        if destination.outbox_bytes > PAUSE_BYTES and not source.paused:
+            source.paused = True
+            self._register(source)
+
+    def _flush(self, endpoint: Endpoint) -> None:
+        while endpoint.outbox:
+            out = endpoint.outbox[0]
+            try:
+                if endpoint.is_socket:
+                    assert endpoint.sock is not None
+                    ancillary = []
+                    if out.fds:
+                        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                      array.array("i", out.fds))]  # fmt: skip
+                    sent = endpoint.sock.sendmsg([out.data], ancillary)
+                else:
+                    sent = os.write(endpoint.fd, out.data)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+                    raise
+                self._broken(endpoint, exc)
+                return
+            out.fds = []
+            out.data = out.data[sent:]
+            endpoint.outbox_bytes -= sent
+            if not out.data:
+                close_fds(out.close_after)
+                endpoint.outbox.popleft()
+        if not endpoint.outbox and endpoint.close_when_flushed:
+            self._close_endpoint(endpoint)
+            return
+        self._register(endpoint)
+        source = endpoint.peer
+        if source is not None and source.paused and endpoint.outbox_bytes < PAUSE_BYTES // 2:
+            source.paused = False
+            if not source.closed:
+                self._register(source)
+
+    def _broken(self, endpoint: Endpoint, exc: OSError) -> None:
+        """Writing failed: the reader on that side is gone; its read side reports the close."""
+        for out in endpoint.outbox:
+            close_fds(out.fds)
+            close_fds(out.close_after)
+        endpoint.outbox.clear()
+        endpoint.outbox_bytes = 0
+        if endpoint.close_when_flushed or not endpoint.readable:
+            self._close_endpoint(endpoint)
+
+    # -- channels carried by fds -------------------------------------------------------
+
+    def _interpose(self, endpoint: Endpoint, frame: Frame, when: tuple[int, int]
+                   ) -> tuple[list[int], set[int], list[dict[str, Any] | None]]:  # fmt: skip
+        """Substitute our own fd for one that opens a channel, and relay that channel.
+
+        Returns the fds to send, the received fds we keep (now endpoints), and extra
+        metadata for each fd saying what was done."""
+        fds = list(frame.fds)
+        extra: list[dict[str, Any] | None] = [None] * len(fds)
+        if endpoint.channel != Channel.MAIN.value or len(fds) != 1:
+            return fds, set(), extra
+        row = spec.request_spec(Channel.MAIN, frame.request)
+        if row is None or row.opens is None:
+            return fds, set(), extra
+        is_reply = bool(frame.flags & spec.FLAG_REPLY)
+        session = endpoint.session
+        original = fds[0]
+        if row.opens in ("backend", "gpu") and not is_reply and endpoint.sender is Side.FRONTEND:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            frontend_side = socket.socket(fileno=original)
+            limit = spec.MAX_PAYLOAD if row.opens == "backend" else GPU_MAX_MESSAGE
+            fe = self._add_endpoint(session, frontend_side, row.opens, Side.FRONTEND,
+                                    max_payload=limit)  # fmt: skip
+            be = self._add_endpoint(session, ours, row.opens, Side.BACKEND, max_payload=limit)
+            fe.peer, be.peer = be, fe
+            if row.opens == "gpu":
+                fe.messages = be.messages = False  # another protocol: kept as a byte stream
+            given = theirs.detach()
+            extra[0] = {"interposed": row.opens}
+            self._event(session, f"{row.opens}-channel", {"seq": self._seq}, when)
+            return [given], {original}, extra
+        if row.opens == "device-state":
+            given = self._interpose_pipe(session, original, endpoint.sender, when)
+            if given is not None:
+                extra[0] = {"interposed": "device-state"}
+                return [given], {original}, extra
+        return fds, set(), extra
+
+    def _interpose_pipe(self, session: Session, original: int, sender: Side,
+                        when: tuple[int, int]) -> int | None:  # fmt: skip
+        """Put a pipe of ours in the middle of a device-state pipe; the end to pass on."""
+        try:
+            access = fcntl.fcntl(original, fcntl.F_GETFL) & os.O_ACCMODE
+        except OSError:
+            return None
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        receiver = sender.peer
+        if access == os.O_WRONLY:
+            # The sender keeps the read end: the receiver writes the state into our pipe.
+            source = self._add_endpoint(session, read_end, "device-state", receiver,
+                                        framed=False)  # fmt: skip
+            sink = self._add_endpoint(session, original, "device-state", receiver,
+                                      framed=False, readable=False)  # fmt: skip
+            given = write_end
+        else:
+            # The sender writes the state: we read its pipe and fill ours.
+            source = self._add_endpoint(session, original, "device-state", sender,
+                                        framed=False)  # fmt: skip
+            sink = self._add_endpoint(session, write_end, "device-state", sender,
+                                      framed=False, readable=False)  # fmt: skip
+            given = read_end
+        source.messages = sink.messages = False
+        source.peer, sink.peer = sink, source
+        self._event(session, "device-state-channel", {"seq": self._seq}, when)
+        return given
+
+    # -- strict mode -----------------------------------------------------------------
+
+    def _strict_rejects(self, endpoint: Endpoint, seq: int, frame: Frame, mono: int,
+                        wall: int) -> bool:  # fmt: skip
+        session = endpoint.session
+        assert session.conversation is not None
+        analysis = session.conversation.analyse(WireMessage(
+            seq, Channel(endpoint.channel), endpoint.sender, frame.request, frame.flags,
+            frame.size, frame.payload, len(frame.fds), True))  # fmt: skip
+        errors = [f for f in analysis.findings if f.severity is Severity.ERROR]
+        if not errors:
+            return False
+        self._drop(endpoint, seq, frame, mono, wall, str(errors[0]))
+        return True
+
+    def _drop(self, endpoint: Endpoint, seq: int, frame: Frame, mono: int, wall: int,
+              why: str) -> None:  # fmt: skip
+        dups = [os.dup(fd) for fd in frame.fds]
+        close_fds(list(frame.fds))
+        self._record_message(endpoint, seq, frame, mono, wall, fmt.MESSAGE_DROPPED, dups)
+        self._finding(endpoint.session, "strict", f"--strict: dropped the connection at #{seq}:"
+                      f" {why}")  # fmt: skip
+        self._end_session(endpoint.session, f"--strict: malformed message #{seq}")
+
+    # -- recording -------------------------------------------------------------------
+
+    def _record_message(self, endpoint: Endpoint, seq: int, frame: Frame, mono: int, wall: int,
+                        flags: int, dups: list[int],
+                        extra: list[dict[str, Any] | None] | None = None) -> None:  # fmt: skip
+        raw = frame.raw
+        self.recorder.submit(
+            ("message", seq, mono, wall, endpoint.session.number, endpoint.channel,
+             endpoint.sender.value, raw, dups, flags, extra or []),
+            len(raw), dups,
+        )  # fmt: skip
+
+    def _record_stream(self, endpoint: Endpoint, seq: int, data: bytes, fds: list[int],
+                       mono: int, wall: int) -> None:  # fmt: skip
+        dups = [os.dup(fd) for fd in fds]
+        self.recorder.submit(
+            ("stream", seq, mono, wall, endpoint.session.number, endpoint.channel,
+             endpoint.sender.value, data, dups),
+            len(data), dups,
+        )  # fmt: skip
+
+    def _event(self, session: Session, event: str, info: dict[str, Any],
+               when: tuple[int, int] | None = None) -> None:  # fmt: skip
+        mono, wall = when or now_ns()
+        self.recorder.submit(("event", mono, wall, session.number, event, info))
+
+    def _finding(self, session: Session, code: str, text: str) -> None:
+        finding = Finding(None, "", code, text, Severity.ERROR)
+        self.recorder.submit(("finding", session.number, finding))
+
+    # -- shutdown --------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        for session in list(self.sessions.values()):
+            if session.started:
+                self._end_session(session, "the recorder stopped")
+            else:
+                for endpoint in session.endpoints:
+                    self._close_endpoint(endpoint)
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and self._closing:
+            for key, mask in self.selector.select(0.05):
+                self._dispatch(key, mask)
+        for key in list(self.selector.get_map().values()):
+            what, endpoint = key.data
+            if what == "endpoint":
+                self._close_endpoint(endpoint)
+        self.selector.close()
+        self.listener.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.listen_path)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
