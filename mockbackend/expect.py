@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from mockbackend.messages import Message
-
 from vhtrace.protocol.conversation import Role
 from vhtrace.protocol.findings import Severity
 from vhtrace.protocol.spec import Channel
@@ -51,7 +50,8 @@ class KickBeforeEnable(Expectation):
         elif msg.name == "GET_VRING_BASE":
             self.kicked.discard(index)
         elif msg.name == "SET_VRING_ENABLE" and msg.fields.get("num") == 1:
-            if index not in self.kicked:
+            enabled_unkicked = index not in self.kicked
+            if enabled_unkicked:
                 self.problems.append(f"#{msg.seq}: ring {index} enabled before its kick fd")
 
     def failures(self) -> list[str]:

@@ -100,7 +100,9 @@ class GuestMemory:
             )
         length = memory_size + mmap_offset
         addr = libc.mmap(fd, length, prot, flags)
-        region = MappedRegion(guest_phys_addr, memory_size, userspace_addr, mmap_offset, addr, length)
+        region = MappedRegion(
+            guest_phys_addr, memory_size, userspace_addr, mmap_offset, addr, length
+        )
         with self._lock:
             self.regions = [*self.regions, region]
         return region

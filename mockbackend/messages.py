@@ -8,6 +8,7 @@ protocol model's layouts, and every header field can be overridden to build a wr
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,10 +85,8 @@ class Message:
     def close_fds(self) -> None:
         for i, fd in enumerate(self.fds):
             if fd >= 0:
-                try:
+                with contextlib.suppress(OSError):
                     os.close(fd)
-                except OSError:
-                    pass
                 self.fds[i] = -1
 
     def __str__(self) -> str:
@@ -146,9 +145,7 @@ def build_request(
     ctx: PayloadContext = payloads.DEFAULT_CONTEXT,
 ) -> Frame:
     """A request frame by name (the back-end channel's by default)."""
-    return vmessages.build(
-        name, fields, channel=channel, need_reply=need_reply, fds=fds, ctx=ctx
-    )
+    return vmessages.build(name, fields, channel=channel, need_reply=need_reply, fds=fds, ctx=ctx)
 
 
 def is_request(msg: Message) -> bool:

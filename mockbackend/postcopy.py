@@ -11,6 +11,7 @@ ctypes only: Python has no binding for userfaultfd(2) or its ioctls.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import platform
@@ -28,7 +29,11 @@ def _iowr(nr: int, size: int) -> int:
 
 
 class UffdioApi(ctypes.Structure):
-    _fields_ = [("api", ctypes.c_uint64), ("features", ctypes.c_uint64), ("ioctls", ctypes.c_uint64)]
+    _fields_ = [
+        ("api", ctypes.c_uint64),
+        ("features", ctypes.c_uint64),
+        ("ioctls", ctypes.c_uint64),
+    ]
 
 
 class UffdioRegister(ctypes.Structure):
@@ -65,10 +70,8 @@ def register_missing(ufd: int, addr: int, length: int) -> None:
     The range is first emptied (MADV_DONTNEED: pages still arrive through the shared
     memfd), then registered, then opened for access (it was mapped PROT_NONE)."""
     libc.madvise(addr, length, libc.MADV_DONTNEED)
-    try:
+    with contextlib.suppress(OSError):  # only a performance hint, not always supported
         libc.madvise(addr, length, libc.MADV_NOHUGEPAGE)
-    except OSError:
-        pass  # not every kernel or mapping supports it; only a performance hint
     reg = UffdioRegister(start=addr, len=length, mode=UFFDIO_REGISTER_MODE_MISSING)
     libc.ioctl(ufd, UFFDIO_REGISTER, reg)
     if not reg.ioctls >> UFFDIO_COPY_BIT & 1:

@@ -36,7 +36,6 @@ from mockbackend.devices.base import Device
 from mockbackend.expect import Expectation
 from mockbackend.faults import Armed, Fault
 from mockbackend.messages import Message, Reply
-
 from vhtrace.protocol import spec
 from vhtrace.protocol.spec import ProtocolFeature
 

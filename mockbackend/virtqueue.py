@@ -207,7 +207,9 @@ class SplitQueue:
                 if indirect_done or table != self.desc:
                     raise VirtqueueError("indirect descriptor inside an indirect table")
                 if not self.indirect:
-                    raise VirtqueueError("indirect descriptor but RING_INDIRECT_DESC not negotiated")
+                    raise VirtqueueError(
+                        "indirect descriptor but RING_INDIRECT_DESC not negotiated"
+                    )
                 if length == 0 or length % DESC_SIZE or length > DESC_SIZE * MAX_QUEUE_SIZE:
                     raise VirtqueueError(f"indirect table of {length} bytes")
                 if flags & DESC_F_NEXT:

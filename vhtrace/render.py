@@ -164,10 +164,15 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value).hex()
     if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
+        return {_json_key(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
     return value
+
+
+def _json_key(key: Any) -> Any:
+    """A map key JSON can hold (msgpack maps may have bytes or array keys)."""
+    return key if isinstance(key, str | int | float | bool | None) else str(jsonable(key))
 
 
 class JsonRenderer:
@@ -203,7 +208,7 @@ class JsonRenderer:
             f'"role":"{analysis.role}","request":"{analysis.name}",'
             f'"request_id":{wire.request},"flags":{wire.flags},"size":{wire.size},'
             f'"answers":{"null" if analysis.answers is None else analysis.answers},'
-            f'"fds":{_dumps(record.fds) if record.fds else "[]"},'
+            f'"fds":{_dumps(jsonable(record.fds)) if record.fds else "[]"},'
             f'"record_flags":{record.flags},',
             self._fields_json(item),
             ',"findings":',

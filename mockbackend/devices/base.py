@@ -8,7 +8,6 @@ descriptor chain of one of its queues. It never sees a socket.
 from __future__ import annotations
 
 from mockbackend.virtqueue import Chain, MemoryAccess
-
 from vhtrace.protocol import spec
 
 TRANSPORT_FEATURES = (

@@ -11,30 +11,14 @@ import hashlib
 
 import pytest
 
-from vhtrace.analysis import AnalysedMessage, LateFindings, analyser_for
+from tests.system.tracecheck import Trace
 from vhtrace.lab import VhostUserDevice, Workspace, guest, images
-from vhtrace.trace.reader import TraceReader
-from vhtrace.trace.records import EventRecord
 
 pytestmark = pytest.mark.system
 
 MiB = 1 << 20
 DISK_SIZE = 64 * MiB
 SEED = 424242
-
-
-def analyse(path):
-    with TraceReader(path) as reader:
-        items = list(analyser_for(reader.header).run(reader))
-        return reader.header, items, reader.problem
-
-
-def messages(items):
-    return [i for i in items if isinstance(i, AnalysedMessage)]
-
-
-def named(items, name, role="request"):
-    return [m for m in messages(items) if m.analysis.name == name and m.analysis.role == role]
 
 
 @pytest.mark.lab_needs("qemu", "qsd", "qemu-img", "busybox", "kernel")
@@ -58,38 +42,36 @@ def test_blk_guest_io_through_the_recorder(lab: Workspace) -> None:
     assert markers["md5"] == original_md5
     assert markers["pattern_readback_md5"] == hashlib.md5(pattern).hexdigest()
     assert image.read_bytes()[offset : offset + len(pattern)] == pattern
+    assert "1 session" in proxy.log_text()  # the one-line summary on SIGINT
 
-    header, items, problem = analyse(proxy.trace)
-    assert problem is None, problem
+    trace = Trace.read(proxy.trace)
+    assert trace.problem is None, trace.problem
     assert (proxy.trace.stat().st_mode & 0o777) == 0o600
-    events = [i for i in items if isinstance(i, EventRecord)]
-    starts = [e for e in events if e.event == "session-start"]
+    starts = trace.events("session-start")
     assert len(starts) == 1
     assert starts[0].info.get("device") == "blk", starts[0].info
     assert starts[0].info["backend"].get("program") == "qemu-storage-daemon"
-    assert any(e.event == "session-end" for e in events)
+    assert starts[0].info["frontend"].get("program", "").startswith("qemu-system")
+    assert trace.events("session-end")
 
     # The whole session: negotiation, memory, rings started and stopped.
     for name in ("GET_FEATURES", "GET_PROTOCOL_FEATURES", "SET_FEATURES", "SET_VRING_NUM",
                  "SET_VRING_ADDR", "SET_VRING_BASE", "SET_VRING_KICK", "SET_VRING_CALL",
                  "GET_VRING_BASE"):  # fmt: skip
-        assert named(items, name), f"no {name} in the trace"
-    assert named(items, "GET_FEATURES", role="reply")
-    assert named(items, "GET_VRING_BASE", role="reply")
+        assert trace.named(name), f"no {name} in the trace"
+    assert trace.named("GET_FEATURES", role="reply")
+    assert trace.named("GET_VRING_BASE", role="reply")
 
     # fd kinds: memory regions are memfds, kick/call are eventfds, the back-end channel a socket.
-    region_msgs = named(items, "ADD_MEM_REG") or named(items, "SET_MEM_TABLE")
+    region_msgs = trace.named("ADD_MEM_REG") or trace.named("SET_MEM_TABLE")
     assert region_msgs
     assert all(meta["kind"] == "memfd" for m in region_msgs for meta in m.record.fds)
     for name in ("SET_VRING_KICK", "SET_VRING_CALL"):
-        fds = [meta for m in named(items, name) for meta in m.record.fds]
+        fds = [meta for m in trace.named(name) for meta in m.record.fds]
         assert fds and all(meta["kind"] == "eventfd" for meta in fds), (name, fds)
-    backend_req = named(items, "SET_BACKEND_REQ_FD")
+    backend_req = trace.named("SET_BACKEND_REQ_FD")
     assert backend_req and backend_req[0].record.fds[0]["kind"] == "socket"
     assert backend_req[0].record.fds[0].get("interposed") == "backend"
 
     # A real session from real QEMU and a real back-end: no protocol errors.
-    errors = [str(f) for m in messages(items) for f in m.analysis.findings
-              if f.severity == "error"]  # fmt: skip
-    errors += [str(f) for i in items if isinstance(i, LateFindings) for f in i.findings]
-    assert errors == []
+    assert [str(f) for f in trace.findings("error")] == []

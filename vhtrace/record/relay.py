@@ -425,7 +425,7 @@ class Proxy:
             reason = f"{endpoint.sender} closed"
             self._end_session(session, reason)
             return
-        self._event(session, f"{endpoint.channel}-closed", {"by": endpoint.sender.value})
+        self._event(session, f"{endpoint.channel}-channel-closed", {"by": endpoint.sender.value})
         if peer is not None:
             self._close_when_flushed(peer)
 

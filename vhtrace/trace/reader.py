@@ -102,6 +102,10 @@ class TraceReader:
                 f"{needs} (this is vhtrace {__version__}, which reads versions "
                 f"{', '.join(map(str, sorted(fmt.READABLE_VERSIONS)))})"
             )
+        for key, kind in _HEADER_TYPES.items():
+            if header.get(key) is not None and not isinstance(header[key], kind):
+                self.close()
+                raise TraceError(f"{self.path}: corrupt trace header ({key}: {header[key]!r:.60})")
         if header.get("byteorder", "little") != "little":
             self.close()
             raise TraceError(
@@ -234,6 +238,8 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     fmt.TAG_END: (int, int, dict),
 }
 """The types of each record's fields, in order (msgpack arrays read as tuples)."""
+_HEADER_TYPES: dict[str, type] = {"mono_ns": int, "wall_ns": int, "endpoints": dict}
+"""Header entries the tools compute with, when present."""
 _MESSAGE_CHANNELS = frozenset(c.value for c in Channel)
 _SENDERS = frozenset(s.value for s in Side)
 

@@ -1,0 +1,117 @@
+"""``mockbackend``: run the mock back-end from the command line.
+
+    mockbackend --socket PATH --device blk --disk FILE [--script S.py]
+    mockbackend --socket PATH --connect --device rng          # QEMU listens
+
+Exit codes: 0 ok; 1 an expectation failed, or violations were found and
+``--fail-on-violations`` was given; 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mockbackend.devices import BlkDevice, Device, RngDevice
+from mockbackend.script import Script, load_script_file
+from mockbackend.server import MockBackend
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mockbackend",
+        description="A scriptable, strict vhost-user back-end (virtio-blk on a file, virtio-rng).",
+        epilog="Exit codes: 0 ok, 1 expectation failed or violations found "
+        "(with --fail-on-violations), 2 bad usage.",
+    )
+    parser.add_argument("--socket", required=True, type=Path, help="unix socket path")
+    parser.add_argument(
+        "--connect", action="store_true", help="connect to a listening front-end (QEMU server=on)"
+    )
+    parser.add_argument("--device", choices=("blk", "rng"), default="blk")
+    parser.add_argument("--disk", type=Path, help="image file of the blk device")
+    parser.add_argument("--readonly", action="store_true", help="blk: a read-only disk")
+    parser.add_argument("--queues", type=int, default=1, help="blk: number of request queues")
+    parser.add_argument("--script", type=Path, help="Python file defining configure(script)")
+    parser.add_argument(
+        "--postcopy",
+        action="store_true",
+        help="offer PAGEFAULT (and drop CONFIGURE_MEM_SLOTS, which QEMU 7.2 breaks postcopy with)",
+    )
+    parser.add_argument(
+        "--sessions",
+        type=int,
+        default=1,
+        help="connections to serve before exiting (0: until killed); default 1",
+    )
+    parser.add_argument("--fail-on-violations", action="store_true")
+    parser.add_argument("--report", type=Path, help="write the reports as JSON here")
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    return parser
+
+
+def _device(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Device:
+    if args.device == "blk":
+        if args.disk is None:
+            parser.error("--device blk needs --disk FILE")
+        if not args.disk.is_file():
+            parser.error(f"--disk {args.disk}: no such file")
+        if args.queues < 1:
+            parser.error("--queues must be at least 1")
+        return BlkDevice(args.disk, readonly=args.readonly, num_queues=args.queues)
+    return RngDevice()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return EXIT_OK if exc.code == 0 else EXIT_USAGE
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="mockbackend: %(message)s", stream=sys.stderr)
+    try:
+        device = _device(args, parser)
+    except SystemExit:
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"mockbackend: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    script = Script(device)
+    if args.postcopy:
+        script.postcopy()
+    if args.script is not None:
+        try:
+            script = load_script_file(args.script, script)
+        except (OSError, SyntaxError, ValueError) as exc:
+            print(f"mockbackend: --script {args.script}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    backend = MockBackend(script)
+    signal.signal(signal.SIGTERM, lambda *_: backend.stop(timeout=0))
+    try:
+        backend.serve(args.socket, client=args.connect, sessions=args.sessions or None)
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        print(f"mockbackend: {args.socket}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        device.close()
+    reports = backend.reports
+    for report in reports:
+        print(report.render(), file=sys.stderr)
+    if args.report is not None:
+        args.report.write_text(json.dumps([r.to_dict() for r in reports], indent=2))
+    ok = all(r.ok(args.fail_on_violations) for r in reports)
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

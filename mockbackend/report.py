@@ -1,0 +1,57 @@
+"""The end-of-connection report: what the front-end did wrong and what it failed to do."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from vhtrace.protocol.findings import Finding, Severity
+
+
+@dataclass
+class Report:
+    """Findings on the front-end's messages, expectation results, and our own trouble."""
+
+    messages: int = 0
+    violations: list[Finding] = field(default_factory=list)
+    """Findings on what the front-end sent (requests, acks, back-end channel replies)."""
+    own: list[Finding] = field(default_factory=list)
+    """Findings on what the mock sent (expected when faults are injected)."""
+    expectation_failures: list[str] = field(default_factory=list)
+    unused_faults: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    """Handlers or hooks that raised, and rings that broke."""
+    closed_by: str = ""
+
+    @property
+    def errors_found(self) -> list[Finding]:
+        return [f for f in self.violations if f.severity is Severity.ERROR]
+
+    def ok(self, fail_on_violations: bool = False) -> bool:
+        if self.expectation_failures:
+            return False
+        return not (fail_on_violations and self.errors_found)
+
+    def render(self) -> str:
+        lines = [f"mockbackend: {self.messages} messages; connection {self.closed_by or 'ended'}"]
+        for title, items in (
+            ("front-end violations", [str(f) for f in self.violations]),
+            ("expectations not met", self.expectation_failures),
+            ("faults never triggered", self.unused_faults),
+            ("errors", self.errors),
+        ):
+            if items:
+                lines.append(f"{title} ({len(items)}):")
+                lines += [f"  {item}" for item in items]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "messages": self.messages,
+            "violations": [f.to_dict() for f in self.violations],
+            "own": [f.to_dict() for f in self.own],
+            "expectation_failures": self.expectation_failures,
+            "unused_faults": self.unused_faults,
+            "errors": self.errors,
+            "closed_by": self.closed_by,
+        }

@@ -1,0 +1,149 @@
+"""Listen (or connect) and serve vhost-user connections with a script.
+
+As a server the socket file is created with mode 0600 (umask), as a client it connects
+to a front-end that listens (QEMU's ``server=on`` chardev), retrying for a while. Each
+connection gets a fresh :class:`~mockbackend.session.Session`; the script (and its
+device) lives across connections, which is what reconnection needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import stat
+import threading
+import time
+from pathlib import Path
+
+from mockbackend.report import Report
+from mockbackend.script import Script
+from mockbackend.session import Session
+
+log = logging.getLogger("mockbackend")
+
+
+def listen(path: Path | str) -> socket.socket:
+    """A listening unix socket at ``path`` that only its owner may connect to."""
+    path = Path(path)
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old)
+    sock.listen(1)
+    return sock
+
+
+def connect(path: Path | str, timeout: float = 30.0) -> socket.socket:
+    """Connect to a listening front-end, retrying until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(path))
+            return sock
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+class MockBackend:
+    """Runs a :class:`Script` against connections; collects one report per connection."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.reports: list[Report] = []
+        self.session: Session | None = None
+        self._listener: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = False
+
+    def serve_connection(self, sock: socket.socket) -> Report:
+        """Serve one connected socket until it closes."""
+        self.session = Session(sock, self.script)
+        report = self.session.run()
+        self.reports.append(report)
+        log.info("%s", report.render())
+        return report
+
+    def serve(
+        self, path: Path | str, *, client: bool = False, sessions: int | None = 1
+    ) -> list[Report]:
+        """Serve ``sessions`` connections (None: until stopped) on ``path``."""
+        if client:
+            for _ in range(sessions or 1):
+                self.serve_connection(connect(path))
+            return self.reports
+        self._listener = listen(path)
+        try:
+            count = 0
+            while not self._stop and (sessions is None or count < sessions):
+                try:
+                    conn, _ = self._listener.accept()
+                except OSError:
+                    break
+                count += 1
+                self.serve_connection(conn)
+        finally:
+            self._listener.close()
+            with contextlib.suppress(FileNotFoundError):
+                Path(path).unlink()
+        return self.reports
+
+    def start(
+        self, path: Path | str, *, client: bool = False, sessions: int | None = 1
+    ) -> MockBackend:
+        """Serve in a background thread (tests); a listening socket exists on return."""
+        if not client:
+            self._listener = listen(path)
+            listener = self._listener
+
+            def run() -> None:
+                count = 0
+                try:
+                    while not self._stop and (sessions is None or count < sessions):
+                        try:
+                            conn, _ = listener.accept()
+                        except OSError:
+                            return
+                        count += 1
+                        self.serve_connection(conn)
+                finally:
+                    listener.close()
+
+            self._thread = threading.Thread(target=run, name="mockbackend", daemon=True)
+        else:
+            self._thread = threading.Thread(
+                target=self.serve, args=(path,), kwargs={"client": True, "sessions": sessions},
+                name="mockbackend", daemon=True,
+            )  # fmt: skip
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> list[Report]:
+        """Stop accepting, end the current connection, wait for the thread."""
+        self._stop = True
+        if self._listener is not None:
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
+            self._listener.close()
+        if self.session is not None:
+            with contextlib.suppress(OSError):
+                self.session.sock.shutdown(socket.SHUT_RDWR)
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.reports
+
+    def wait(self, timeout: float | None = None) -> list[Report]:
+        """Wait for the serving thread to end by itself (its sessions are done)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.reports

@@ -1,0 +1,56 @@
+"""The mock back-end serving a real Linux guest under QEMU 7.2 (vhost-user-blk)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from mockbackend import BlkDevice, MockBackend, Script, expect
+
+from vhtrace.lab import VhostUserDevice, Workspace, guest, images
+
+pytestmark = pytest.mark.system
+
+MiB = 1 << 20
+DISK_SIZE = 64 * MiB
+SEED = 20241125
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+@pytest.mark.lab_needs("qemu", "qemu-img", "busybox", "kernel")
+def test_guest_reads_and_writes_the_mock_disk(lab: Workspace) -> None:
+    image = images.create_image(lab.path("disk.img"), DISK_SIZE)
+    original_md5 = images.fill_random(image, SEED)
+    pattern = b"mockbackend-pattern:" + images.random_bytes(8192 - 20, SEED + 1)
+    offset = 21 * MiB + 777  # not sector aligned: the guest reads, modifies, writes
+
+    script = Script(BlkDevice(image))
+    script.expect(expect.kick_before_enable())
+    script.expect(expect.no_violations())
+    backend = MockBackend(script).start(lab.sock("mock"))
+    initrd = lab.initramfs(
+        guest.read_disk_md5() + guest.write_pattern(pattern, offset), devices=("blk",)
+    )
+    with lab.qemu(initrd, [VhostUserDevice("blk", lab.sock("mock"))]) as vm:
+        markers = vm.finish(timeout=120)
+    reports = backend.wait(30)
+
+    assert markers["md5_size"] == str(DISK_SIZE)
+    assert markers["md5"] == original_md5, "the guest read other bytes than the image holds"
+    assert markers["pattern_readback_md5"] == md5(pattern)
+    data = image.read_bytes()
+    assert data[offset : offset + len(pattern)] == pattern, "the pattern did not land in the file"
+    expected = bytearray(images.random_bytes(DISK_SIZE, SEED))
+    expected[offset : offset + len(pattern)] = pattern
+    assert md5(data) == md5(bytes(expected)), "the image changed outside the pattern"
+
+    assert len(reports) == 1
+    report = reports[0]
+    assert report.expectation_failures == []
+    assert report.errors == []
+    counts = script.device.counts  # type: ignore[union-attr]
+    assert counts.get(0, 0) > 0 and counts.get(1, 0) > 0, counts  # reads and writes
