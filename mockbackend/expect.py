@@ -26,7 +26,10 @@ class Expectation:
     description = "expectation"
 
     def observe(self, msg: Message) -> None:
-        """Called with each message, in order."""
+        """Called with each message received, in order."""
+
+    def sent(self, seq: int, channel: Channel, name: str) -> None:
+        """Called with each request the mock sends on the back-end channel."""
 
     def failures(self) -> list[str]:
         return []
@@ -105,7 +108,8 @@ class Received(Expectation):
 
 
 class Follows(Expectation):
-    """Each ``trigger`` (by name, on any channel) is followed by a ``then`` request."""
+    """Each ``trigger`` request (the front-end's, or a back-end channel request the mock
+    sends) is followed by a ``then`` request from the front-end."""
 
     def __init__(self, trigger: str, then: str, channel: Channel | None = None) -> None:
         self.trigger, self.then, self.channel = trigger, then, channel
@@ -113,14 +117,16 @@ class Follows(Expectation):
         self.waiting: list[int] = []
 
     def observe(self, msg: Message) -> None:
+        if msg.role is not Role.REQUEST:
+            return
         if msg.name == self.trigger and (self.channel is None or msg.channel is self.channel):
             self.waiting.append(msg.seq)
-        elif msg.name == self.then and msg.role is Role.REQUEST:
+        elif msg.name == self.then:
             self.waiting.clear()
 
-    def trigger_sent(self, seq: int) -> None:
-        """For triggers the back-end sends itself (back-end channel requests)."""
-        self.waiting.append(seq)
+    def sent(self, seq: int, channel: Channel, name: str) -> None:
+        if name == self.trigger and (self.channel is None or channel is self.channel):
+            self.waiting.append(seq)
 
     def failures(self) -> list[str]:
         return [f"no {self.then} after {self.trigger} #{seq}" for seq in self.waiting]

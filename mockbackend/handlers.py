@@ -460,6 +460,7 @@ def postcopy_advise(session: Session, msg: Message) -> Reply:
     except OSError as exc:
         session.error(f"userfaultfd unavailable: {exc}")
         return Reply(payload=b"")
+    log.info("postcopy: userfaultfd created and handed to the front-end")
     return Reply(payload=b"", fds=(session.ufd,))
 
 
@@ -472,6 +473,7 @@ def postcopy_listen(session: Session, msg: Message) -> Reply:
 
 
 def postcopy_end(session: Session, msg: Message) -> Reply:
+    log.info("postcopy: ended")
     session.postcopy_listening = False
     if session.ufd is not None:
         close_fd(session.ufd)
@@ -484,16 +486,19 @@ def postcopy_ack(session: Session, msg: Message) -> None:
     pending, session.postcopy_pending = session.postcopy_pending, []
     if msg.fields.get("value", 1) != 0:
         session.error(f"#{msg.seq} postcopy ack value {msg.fields.get('value')}")
+    registered = 0
     for region in pending:
         try:
             if session.ufd is None:
                 raise OSError("no userfaultfd")
             register_missing(session.ufd, region.map_addr, region.map_length)
+            registered += 1
         except OSError as exc:
             session.error(f"postcopy registration of gpa {region.guest_phys_addr:#x}: {exc}")
             with contextlib.suppress(OSError):
                 libc.mprotect(region.map_addr, region.map_length,
                               libc.PROT_READ | libc.PROT_WRITE)  # fmt: skip
+    log.info("postcopy: %d of %d regions registered with the userfaultfd", registered, len(pending))
     return None
 
 

@@ -71,7 +71,7 @@ class MockBackend:
         self.session = Session(sock, self.script)
         report = self.session.run()
         self.reports.append(report)
-        log.info("%s", report.render())
+        log.debug("%s", report.render())
         return report
 
     def serve(

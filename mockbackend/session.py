@@ -184,6 +184,9 @@ class Session:
                 )
             )
             self.report.own.extend(analysis.findings)
+            if channel is Channel.BACKEND and analysis.role is Role.REQUEST:
+                for expectation in self.script.expectations:
+                    expectation.sent(self._seq, channel, analysis.name)
             return self._seq
 
     def _handle(self, frame: Frame) -> None:

@@ -7,7 +7,6 @@ documented in docs/cli.md ("JSON output").
 from __future__ import annotations
 
 import json
-from functools import partial
 from typing import Any
 
 from vhtrace.analysis import AnalysedMessage, LateFindings
@@ -18,7 +17,8 @@ from vhtrace.protocol.payloads import human_size
 from vhtrace.trace import format as fmt
 from vhtrace.trace.records import EndRecord, EventRecord, FindingRecord, MessageRecord
 
-_dumps = partial(json.dumps, separators=(",", ":"))
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+"""Compact JSON; one encoder for all calls (json.dumps with options builds one per call)."""
 DIRECTIONS = {"frontend": "FE>BE", "backend": "BE>FE"}
 CHANNEL_WIDTH = 7
 
@@ -175,6 +175,13 @@ def _json_key(key: Any) -> Any:
     return key if isinstance(key, str | int | float | bool | None) else str(jsonable(key))
 
 
+def _fds_json(fds: tuple[dict[str, Any], ...]) -> str:
+    try:
+        return _dumps(fds)
+    except TypeError:  # bytes, or keys JSON has no form for
+        return _dumps(jsonable(fds))
+
+
 class JsonRenderer:
     """One JSON object per line; payload fields are encoded once per distinct payload."""
 
@@ -208,7 +215,7 @@ class JsonRenderer:
             f'"role":"{analysis.role}","request":"{analysis.name}",'
             f'"request_id":{wire.request},"flags":{wire.flags},"size":{wire.size},'
             f'"answers":{"null" if analysis.answers is None else analysis.answers},'
-            f'"fds":{_dumps(jsonable(record.fds)) if record.fds else "[]"},'
+            f'"fds":{_fds_json(record.fds) if record.fds else "[]"},'
             f'"record_flags":{record.flags},',
             self._fields_json(item),
             ',"findings":',

@@ -357,7 +357,13 @@ def _mem_table_fields(region: type[Packet]) -> list[Field[Any, Any]]:
     return [
         LEFieldLenField("nregions", None, count_of="regions", fmt="<I"),
         LEIntField("padding", 0),
-        PacketListField("regions", [], region, count_from=lambda pkt: pkt.nregions),
+        PacketListField(
+            "regions",
+            [],
+            region,
+            count_from=lambda pkt: pkt.nregions,
+            max_count=spec.MAX_PAYLOAD // payloads.region_size(DEFAULT_CONTEXT),
+        ),
     ]
 
 
@@ -491,6 +497,7 @@ class VhostUserShmemConfig(VhostUserPayload):
             [],
             XLELongField("size", 0),
             count_from=lambda pkt: spec.SHMEM_MAX_REGIONS,
+            max_count=spec.SHMEM_MAX_REGIONS,
         ),
     ]
 
@@ -624,7 +631,7 @@ def default_layout(channel: Channel, request: int, reply: bool) -> str | None:
     return row.reply_payload if reply else row.payload
 
 
-class _Header(Packet):
+class VhostUserHeader(Packet):
     """The 12-byte header; subclasses say which channel's requests it carries."""
 
     __slots__ = ["context_hint", "layout_hint", "record"]
@@ -709,11 +716,11 @@ class _Header(Packet):
         return 1, " / ".join(text for text in (self.mysummary(), below) if text), needed
 
     def mysummary(self) -> str:
-        if len(self.original) < HEADER_SIZE and self.raw_packet_cache == self.original:
-            return f"vhost-user message cut inside its header ({len(self.original)} bytes)"
-        parts = ["vhost-user"]
+        parts = ["vhost-user" if self.channel is Channel.MAIN else "vhost-user/backend"]
         if self.record is not None:
             parts += [f"#{self.record.seq}", _DIRECTIONS[self.record.sender]]
+        if len(self.original) < HEADER_SIZE and self.raw_packet_cache == self.original:
+            return " ".join([*parts, f"cut inside its header ({len(self.original)} bytes)"])
         parts.append(self.sprintf(f"%{self.__class__.__name__}.request%"))
         flags = self.flags
         parts += [word for word in ("REPLY", "NEED_REPLY") if getattr(flags, word)]
@@ -724,7 +731,7 @@ class _Header(Packet):
 
     def answers(self, other: Packet) -> int:
         """A reply answers a request of the same id on the same channel."""
-        if not isinstance(other, _Header) or other.channel is not self.channel:
+        if not isinstance(other, VhostUserHeader) or other.channel is not self.channel:
             return 0
         if self.record is not None and other.record is not None and self.record.answers:
             return int(self.record.answers == other.record.seq)
@@ -733,7 +740,7 @@ class _Header(Packet):
         )
 
 
-class VhostUser(_Header):
+class VhostUser(VhostUserHeader):
     """A vhost-user message on the main socket (front-end requests)."""
 
     name = "vhost-user"
@@ -745,7 +752,7 @@ class VhostUser(_Header):
     ]
 
 
-class VhostUserBackend(_Header):
+class VhostUserBackend(VhostUserHeader):
     """A vhost-user message on the back-end channel (back-end requests)."""
 
     name = "vhost-user back-end channel"
@@ -757,7 +764,7 @@ class VhostUserBackend(_Header):
     ]
 
 
-HEADER_CLASSES: dict[Channel, type[_Header]] = {
+HEADER_CLASSES: dict[Channel, type[VhostUserHeader]] = {
     Channel.MAIN: VhostUser,
     Channel.BACKEND: VhostUserBackend,
 }

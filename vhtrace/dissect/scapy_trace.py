@@ -21,7 +21,12 @@ from scapy.plist import PacketList
 
 from vhtrace.analysis import AnalysedMessage, Analyser, LateFindings, device_of
 from vhtrace.dissect.meta import RecordInfo, comments
-from vhtrace.dissect.scapy_layers import HEADER_CLASSES, VhostUser, VhostUserBackend, _Header
+from vhtrace.dissect.scapy_layers import (
+    HEADER_CLASSES,
+    VhostUser,
+    VhostUserBackend,
+    VhostUserHeader,
+)
 from vhtrace.protocol.findings import Finding
 from vhtrace.protocol.spec import HEADER_SIZE, Side
 from vhtrace.trace.reader import TraceReader
@@ -54,7 +59,7 @@ class VhostUserTrace(PacketList):
         return super().sessions(session_extractor or session_key)
 
 
-def packet_of(info: RecordInfo, raw: bytes) -> _Header:
+def packet_of(info: RecordInfo, raw: bytes) -> VhostUserHeader:
     """The scapy packet of one recorded message."""
     packet = HEADER_CLASSES[info.channel](
         raw, layout=info.layout, context=info.context, record=info
@@ -67,7 +72,7 @@ def packet_of(info: RecordInfo, raw: bytes) -> _Header:
     return packet
 
 
-def _attach(packet: _Header, extra: list[Finding]) -> None:
+def _attach(packet: VhostUserHeader, extra: list[Finding]) -> None:
     """Findings known only later (no reply came, the recorder's own) join their message."""
     info = packet.record
     assert info is not None
@@ -81,7 +86,7 @@ def read_trace(path: str | os.PathLike[str]) -> VhostUserTrace:
     Raises :class:`vhtrace.trace.reader.TraceError` if the file is not a
     trace; a trace cut short gives what it holds and says why in ``problem``."""
     packets = VhostUserTrace()
-    by_seq: dict[int, _Header] = {}
+    by_seq: dict[int, VhostUserHeader] = {}
     with TraceReader(path) as reader:
         packets.header = reader.header
         for item in Analyser(device_of(reader.header)).run(reader):

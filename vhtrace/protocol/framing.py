@@ -176,10 +176,11 @@ class Framer:
     def eof(self) -> Incomplete | None:
         """The stream ended: what was left of an unfinished message, if anything."""
         if self._streaming is not None:
+            # Its fds went out with OversizedStart: the caller owns them already.
             start = self._streaming
             data = start.header + bytes(self._stream_kept)
             self._streaming = None
-            return Incomplete(data, start.fds, HEADER_SIZE + start.size)
+            return Incomplete(data, (), HEADER_SIZE + start.size)
         if not self._buffer and not self._groups:
             return None
         fds = tuple(fd for group in self._groups for fd in group.fds)
@@ -188,6 +189,11 @@ class Framer:
         self._buffer.clear()
         expected = HEADER_SIZE + unpack_header(data)[2] if len(data) >= HEADER_SIZE else HEADER_SIZE
         return Incomplete(data, fds, expected)
+
+    @property
+    def streaming(self) -> bool:
+        """True while an oversized payload is being passed through (already forwarded)."""
+        return self._streaming is not None
 
     @property
     def in_message(self) -> bool:

@@ -91,6 +91,8 @@ class Endpoint:
         self.close_when_flushed = False
         self.paused = False
         self.oversized_seq = 0
+        self.oversized_dups: list[int] = []
+        """dups of an oversized message's fds, for its record when it ends."""
         self.messages = True
         """vhost-user messages (recorded as messages) rather than a byte stream."""
 
@@ -369,11 +371,13 @@ class Proxy:
         session = endpoint.session
         if frame.oversized:
             self._record_message(endpoint, endpoint.oversized_seq, frame, mono, wall,
-                                 fmt.MESSAGE_OVERSIZED, [])  # fmt: skip
+                                 fmt.MESSAGE_OVERSIZED, endpoint.oversized_dups)  # fmt: skip
+            endpoint.oversized_seq, endpoint.oversized_dups = 0, []
             return
         seq = self._next_seq()
         if not endpoint.messages:
-            self._record_stream(endpoint, seq, frame.raw, list(frame.fds), mono, wall)
+            self._record_stream(endpoint, seq, frame.raw, [os.dup(fd) for fd in frame.fds],
+                                mono, wall)  # fmt: skip
             self._forward(endpoint, frame.raw, list(frame.fds), list(frame.fds))
             return
         if session.conversation is not None and self._strict_rejects(endpoint, seq, frame,
@@ -389,6 +393,7 @@ class Proxy:
     def _oversized_start(self, endpoint: Endpoint, start: OversizedStart, mono: int,
                          wall: int) -> None:  # fmt: skip
         endpoint.oversized_seq = self._next_seq()
+        endpoint.oversized_dups = [os.dup(fd) for fd in start.fds]
         if self.config.strict:
             frame = Frame(start.request, start.flags, start.size, b"", start.fds, oversized=True)
             self._drop(endpoint, endpoint.oversized_seq, frame, mono, wall,
@@ -399,17 +404,20 @@ class Proxy:
     def _stream(self, endpoint: Endpoint, data: bytes, fds: list[int], mono: int,
                 wall: int) -> None:  # fmt: skip
         seq = self._next_seq()
-        self._record_stream(endpoint, seq, data, fds, mono, wall)
+        self._record_stream(endpoint, seq, data, [os.dup(fd) for fd in fds], mono, wall)
         self._forward(endpoint, data, fds, fds)
 
     def _eof(self, endpoint: Endpoint, mono: int, wall: int) -> None:
         """The other side closed: pass on what was left, then the close itself."""
         session = endpoint.session
+        streamed = endpoint.framer is not None and endpoint.framer.streaming
         leftover = endpoint.framer.eof() if endpoint.framer else None
         if leftover is not None:
-            seq = self._next_seq()
-            dups = [os.dup(fd) for fd in leftover.fds]
-            self._forward(endpoint, leftover.data, list(leftover.fds), list(leftover.fds))
+            seq = endpoint.oversized_seq or self._next_seq()
+            dups = endpoint.oversized_dups + [os.dup(fd) for fd in leftover.fds]
+            endpoint.oversized_seq, endpoint.oversized_dups = 0, []
+            if not streamed:  # a streamed message's bytes went out as they came
+                self._forward(endpoint, leftover.data, list(leftover.fds), list(leftover.fds))
             if endpoint.messages:
                 self.recorder.submit(
                     ("message", seq, mono, wall, session.number, endpoint.channel,
@@ -429,6 +437,32 @@ class Proxy:
         if peer is not None:
             self._close_when_flushed(peer)
 
+    def _record_unfinished(self, endpoint: Endpoint) -> None:
+        """A message half read when its session ends: recorded as incomplete."""
+        if endpoint.closed or endpoint.framer is None or not endpoint.framer.in_message:
+            return
+        leftover = endpoint.framer.eof()
+        if leftover is None:
+            return
+        mono, wall = now_ns()
+        seq = endpoint.oversized_seq or self._next_seq()
+        dups = endpoint.oversized_dups + [os.dup(fd) for fd in leftover.fds]
+        close_fds(list(leftover.fds))
+        endpoint.oversized_seq, endpoint.oversized_dups = 0, []
+        if endpoint.messages:
+            self.recorder.submit(
+                ("message", seq, mono, wall, endpoint.session.number, endpoint.channel,
+                 endpoint.sender.value, leftover.data, dups, fmt.MESSAGE_INCOMPLETE, []),
+                len(leftover.data), dups,
+            )  # fmt: skip
+        else:
+            close_fds(dups)
+        self._finding(
+            endpoint.session,
+            "incomplete",
+            f"#{seq} {endpoint.label}: {leftover.describe()} when the session ended",
+        )
+
     def _close_when_flushed(self, endpoint: Endpoint) -> None:
         if endpoint.outbox:
             endpoint.close_when_flushed = True
@@ -444,6 +478,7 @@ class Proxy:
         session.ended = True
         session.end_reason = reason
         for endpoint in session.endpoints:
+            self._record_unfinished(endpoint)
             self._close_when_flushed(endpoint)
         self._event(session, "session-end" if session.started else "session-failed",
                     {"reason": reason})  # fmt: skip
@@ -616,9 +651,9 @@ class Proxy:
             len(raw), dups,
         )  # fmt: skip
 
-    def _record_stream(self, endpoint: Endpoint, seq: int, data: bytes, fds: list[int],
+    def _record_stream(self, endpoint: Endpoint, seq: int, data: bytes, dups: list[int],
                        mono: int, wall: int) -> None:  # fmt: skip
-        dups = [os.dup(fd) for fd in fds]
+        """Record stream bytes; ``dups`` are the recorder's own copies of the fds."""
         self.recorder.submit(
             ("stream", seq, mono, wall, endpoint.session.number, endpoint.channel,
              endpoint.sender.value, data, dups),

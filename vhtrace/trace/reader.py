@@ -177,11 +177,23 @@ class TraceReader:
 
     def __iter__(self) -> Iterator[Record]:
         objects = self._objects
+        message_shape, channels, senders = _MESSAGE_SHAPE, _MESSAGE_CHANNELS, _SENDERS
         try:
             for obj in objects:
-                record = self._record(obj)
-                if record is None:
-                    continue
+                # The common case inline: a message record without fds, valid in every field.
+                if (
+                    type(obj) is tuple
+                    and tuple(map(type, obj)) == message_shape
+                    and obj[0] == fmt.TAG_MESSAGE
+                    and obj[5] in channels
+                    and obj[6] in senders
+                    and not obj[8]
+                ):
+                    record = _new_tuple(MessageRecord, obj[1:])
+                else:
+                    record = self._record(obj)
+                    if record is None:
+                        continue
                 self.records += 1
                 yield record
         except _Stop:
@@ -238,6 +250,8 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     fmt.TAG_END: (int, int, dict),
 }
 """The types of each record's fields, in order (msgpack arrays read as tuples)."""
+_MESSAGE_SHAPE = (str, *_FIELD_TYPES[fmt.TAG_MESSAGE])
+_new_tuple = tuple.__new__
 _HEADER_TYPES: dict[str, type] = {"mono_ns": int, "wall_ns": int, "endpoints": dict}
 """Header entries the tools compute with, when present."""
 _MESSAGE_CHANNELS = frozenset(c.value for c in Channel)
