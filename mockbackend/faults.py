@@ -132,7 +132,8 @@ class Garbage(Fault):
 
 @dataclass
 class Armed:
-    """A fault and when it fires: on the ``nth`` ``request``, or at message ``at``."""
+    """A fault and when it fires: on the ``nth`` ``request``, or at the front-end's
+    ``at``-th message on the main socket (1-based)."""
 
     fault: Fault
     request: str | None = None
@@ -141,12 +142,12 @@ class Armed:
     seen: int = 0
     fired: bool = False
 
-    def matches(self, seq: int, name: str) -> bool:
-        """Count this message; True when the fault fires now (once)."""
+    def matches(self, number: int, name: str) -> bool:
+        """Count this message (the ``number``-th received); True when the fault fires now."""
         if self.fired:
             return False
         if self.at is not None:
-            hit = seq == self.at
+            hit = number == self.at
         elif self.request is not None and (self.request == name or self.request == "*"):
             self.seen += 1
             hit = self.seen == self.nth

@@ -169,23 +169,21 @@ def rem_mem_reg(session: Session, msg: Message) -> Reply | None:
 
 
 def set_log_base(session: Session, msg: Message) -> Reply | None:
+    shmfd = session.conversation.state.has_protocol(ProtocolFeature.LOG_SHMFD)
     fd = msg.take_fd()
-    if fd is None or not msg.decoded:
-        close_fd(fd)
-        return _refuse(session, msg, "no log fd")
-    size, offset = msg.fields["mmap_size"], msg.fields["mmap_offset"]
     try:
+        if fd is None or not msg.decoded:
+            raise OSError("no log fd")
+        size, offset = msg.fields["mmap_size"], msg.fields["mmap_offset"]
         if size == 0 or size + offset >= 1 << 63 or os.fstat(fd).st_size < size + offset:
             raise OSError(f"log of {size:#x} bytes at {offset:#x} does not fit its fd")
-        log_area = DirtyLog(fd, size, offset)
+        session.memory.set_log(DirtyLog(fd, size, offset))
     except OSError as exc:
-        return _refuse(session, msg, str(exc))
+        _refuse(session, msg, str(exc))
+        return Reply({"value": 1}, layout="log_reply") if shmfd else None
     finally:
         close_fd(fd)
-    session.memory.set_log(log_area)
-    if session.conversation.state.has_protocol(ProtocolFeature.LOG_SHMFD):
-        return Reply({"value": 0}, layout="log_reply")
-    return None
+    return Reply({"value": 0}, layout="log_reply") if shmfd else None
 
 
 def set_log_fd(session: Session, msg: Message) -> Reply | None:

@@ -81,6 +81,8 @@ class Session:
         self.messages: list[Message] = []
         """Every message received (front-end requests and back-end channel replies)."""
         self._seq = 0
+        self.received = 0
+        """Front-end messages received on the main socket (what ``fault(at=N)`` counts)."""
         self._lock = threading.RLock()
         self._closed = False
         self._framer = Framer()
@@ -191,9 +193,10 @@ class Session:
 
     def _handle(self, frame: Frame) -> None:
         msg = self.receive(Channel.MAIN, frame)
+        self.received += 1
         log.debug("<- %s", msg)
         try:
-            fired = [a for a in self.script.faults if a.matches(msg.seq, msg.name)]
+            fired = [a for a in self.script.faults if a.matches(self.received, msg.name)]
             for armed in fired:
                 if isinstance(armed.fault, faultlib.Close):
                     log.info("fault: closing the connection at %s", msg)

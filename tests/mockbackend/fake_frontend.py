@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from mockbackend.report import Report
 from mockbackend.script import Script
 from mockbackend.session import Session
-
 from vhtrace import wire
 from vhtrace.protocol import payloads, spec
 from vhtrace.protocol.framing import Frame

@@ -7,7 +7,6 @@ import hashlib
 import pytest
 
 from mockbackend import BlkDevice, MockBackend, Script, expect
-
 from vhtrace.lab import VhostUserDevice, Workspace, guest, images
 
 pytestmark = pytest.mark.system

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.system
 MiB = 1 << 20
 
 
-def mock_backend(lab: Workspace, name: str, image, *extra: str) -> Backend:  # noqa: ANN001
+def mock_backend(lab: Workspace, name: str, image, *extra: str) -> Backend:
     argv = [sys.executable, "-m", "mockbackend.cli", "--socket", lab.sock(name),
             "--device", "blk", "--disk", image, "-v", "--report", lab.path(f"{name}.json"),
             *extra]  # fmt: skip

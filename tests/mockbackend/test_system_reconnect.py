@@ -36,7 +36,7 @@ def configure(script):
 """
 
 
-def mock_backend(lab: Workspace, name: str, image, script=None) -> Backend:  # noqa: ANN001
+def mock_backend(lab: Workspace, name: str, image, script=None) -> Backend:
     argv = [sys.executable, "-m", "mockbackend.cli", "--socket", lab.sock("mock"),
             "--device", "blk", "--disk", image, "-v", "--sessions", "0"]  # fmt: skip
     if script is not None:

@@ -16,7 +16,6 @@ from mockbackend import (
     expect,
 )
 from mockbackend.devices.blk import SECTOR
-
 from vhtrace.lab import QemuError, VhostUserDevice, Workspace, images
 from vhtrace.protocol.spec import Channel
 
@@ -36,7 +35,7 @@ def test_config_change_makes_qemu_reread_config_and_the_guest_sees_the_new_size(
     replies: list[Message | None] = []
 
     @script.after("SET_VRING_ENABLE")
-    def grow_disk(ctx, msg, reply) -> None:  # noqa: ANN001
+    def grow_disk(ctx, msg, reply) -> None:
         if msg.fields["num"] == 1 and "sent" not in script.state:
             script.state["sent"] = msg.seq
             device.resize(grown)
@@ -47,7 +46,7 @@ def test_config_change_makes_qemu_reread_config_and_the_guest_sees_the_new_size(
     script.expect(config_reads)
 
     @script.before("GET_CONFIG")
-    def count(ctx, msg) -> None:  # noqa: ANN001
+    def count(ctx, msg) -> None:
         script.state.setdefault("get_config", []).append(msg.seq)
 
     backend = MockBackend(script).start(lab.sock("mock"))
@@ -111,7 +110,7 @@ def test_failed_ack_of_set_vring_enable_is_reported_by_qemu(lab: Workspace) -> N
     script = Script(BlkDevice(image))
 
     @script.on("GET_VRING_BASE")
-    def wrong_ring(ctx, msg) -> Reply:  # noqa: ANN001
+    def wrong_ring(ctx, msg) -> Reply:
         return Reply({"index": msg.fields["index"] + 7, "num": 0})
 
     backend = MockBackend(script).start(lab.sock("mock"))

@@ -118,7 +118,7 @@ def test_indirect_table_is_followed() -> None:
     ids=["self-loop", "next-out-of-table", "indirect-size", "indirect-empty",
          "nested-indirect", "order"],  # fmt: skip
 )
-def test_hostile_chains_are_refused(setup, complaint: str) -> None:  # noqa: ANN001
+def test_hostile_chains_are_refused(setup, complaint: str) -> None:
     mem = FakeMemory()
     setup(mem)
     offer(mem, 0)

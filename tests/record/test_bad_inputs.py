@@ -232,8 +232,10 @@ def test_wire_size_never_drives_allocation(tmp_path: Path) -> None:
         fe.send_raw(pack_header(1, 1, 0xFFFFFFFF))
         for start in range(0, len(payload), 1 << 16):
             fe.send_raw(payload[start : start + (1 << 16)])
-            assert len(be.read_bytes(min(1 << 16, len(payload) - start) + (
-                12 if start == 0 else 0))) > 0
+            assert (
+                len(be.read_bytes(min(1 << 16, len(payload) - start) + (12 if start == 0 else 0)))
+                > 0
+            )
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
     finally:

@@ -144,7 +144,9 @@ def test_backend_channel_is_interposed_and_recorded(harness: ProxyHarness) -> No
     records, _ = harness.records()
     on_channel = [m for m in messages(records) if m.channel == "backend"]
     assert [(m.sender, m.raw) for m in on_channel] == [
-        ("backend", request.raw), ("frontend", answer.raw)]
+        ("backend", request.raw),
+        ("frontend", answer.raw),
+    ]
     assert on_channel[0].fds[0]["kind"] == "memfd"
     req_fd = [m for m in messages(records) if m.header[0] == 21][0]
     assert req_fd.fds[0]["interposed"] == "backend"

@@ -12,41 +12,28 @@ import hashlib
 import pytest
 
 from tests.system.tracecheck import Trace
-from vhtrace.lab import VhostUserDevice, Workspace, guest, images
+from vhtrace.lab import Workspace, scenarios
 
 pytestmark = pytest.mark.system
-
-MiB = 1 << 20
-DISK_SIZE = 64 * MiB
-SEED = 424242
 
 
 @pytest.mark.lab_needs("qemu", "qsd", "qemu-img", "busybox", "kernel")
 def test_blk_guest_io_through_the_recorder(lab: Workspace) -> None:
-    image = images.create_image(lab.path("disk.img"), DISK_SIZE)
-    original_md5 = images.fill_random(image, SEED)
-    pattern = b"through-the-proxy:" + images.random_bytes(8192 - 18, SEED + 1)
-    offset = 21 * MiB + 777
-    initrd = lab.initramfs(
-        guest.read_disk_md5() + guest.write_pattern(pattern, offset), devices=("blk",)
-    )
-    qsd = lab.qsd(image)
-    front = lab.sock("front")
-    proxy = lab.record(front, qsd.socket)
-    with lab.qemu(initrd, [VhostUserDevice("blk", front)]) as vm:
-        markers = vm.finish(timeout=120)
-    assert proxy.interrupt() == 0
-    qsd.stop()
+    outcome = scenarios.blk_io(lab)
+    markers, notes = outcome.markers, outcome.notes
+    assert markers is not None and outcome.image is not None and outcome.recorder is not None
+    pattern, offset = notes["pattern"], notes["offset"]
+    assert isinstance(pattern, bytes) and isinstance(offset, int)
 
     # The guest did not notice the proxy.
-    assert markers["md5"] == original_md5
+    assert markers["md5"] == notes["image_md5"]
     assert markers["pattern_readback_md5"] == hashlib.md5(pattern).hexdigest()
-    assert image.read_bytes()[offset : offset + len(pattern)] == pattern
-    assert "1 session" in proxy.log_text()  # the one-line summary on SIGINT
+    assert outcome.image.read_bytes()[offset : offset + len(pattern)] == pattern
+    assert "1 session" in outcome.recorder.log_text()  # the one-line summary on SIGINT
 
-    trace = Trace.read(proxy.trace)
+    trace = Trace.read(outcome.trace)
     assert trace.problem is None, trace.problem
-    assert (proxy.trace.stat().st_mode & 0o777) == 0o600
+    assert (outcome.trace.stat().st_mode & 0o777) == 0o600
     starts = trace.events("session-start")
     assert len(starts) == 1
     assert starts[0].info.get("device") == "blk", starts[0].info

@@ -3,37 +3,31 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 
 from tests.system.tracecheck import Trace
-from vhtrace.lab import VhostUserDevice, Workspace, guest, images
+from vhtrace.lab import Workspace, scenarios
 
 pytestmark = pytest.mark.system
 
 
 @pytest.mark.lab_needs("qemu", "virtiofsd", "busybox", "kernel")
 def test_virtiofs_through_the_recorder(lab: Workspace) -> None:
-    share = lab.path("share")
-    share.mkdir()
-    host_content = b"from the host, through the proxy\n" + images.random_bytes(500, 7)
-    (share / "host.bin").write_bytes(host_content)
-    guest_content = b"from the guest\n" + images.random_bytes(300, 8)
-    initrd = lab.initramfs(
-        guest.virtiofs_roundtrip("host.bin", "guest.bin", guest_content, tag="share"),
-        devices=("fs",),
-    )
-    vfs = lab.virtiofsd(share)
-    front = lab.sock("front")
-    proxy = lab.record(front, vfs.socket, extra_args=("--once",))
-    with lab.qemu(initrd, [VhostUserDevice("fs", front, tag="share")]) as vm:
-        markers = vm.finish(timeout=120)
-    assert proxy.wait(30) == 0  # --once: the recorder ends with the session
+    outcome = scenarios.virtiofs_io(lab)  # with --once: the recorder ends with the session
+    markers, notes = outcome.markers, outcome.notes
+    assert markers is not None and outcome.recorder is not None
+    assert outcome.recorder.process.returncode == 0
+    host_content, guest_content = notes["host_content"], notes["guest_content"]
+    assert isinstance(host_content, bytes) and isinstance(guest_content, bytes)
+    share = notes["share"]
+    assert isinstance(share, Path)
 
     assert markers["fs_read_md5"] == hashlib.md5(host_content).hexdigest()
     assert (share / "guest.bin").read_bytes() == guest_content
 
-    trace = Trace.read(proxy.trace)
+    trace = Trace.read(outcome.trace)
     assert trace.problem is None, trace.problem
     start = trace.events("session-start")[0]
     assert start.info.get("device") == "fs"
