@@ -70,7 +70,10 @@ def nothing(session: Session, msg: Message) -> Reply | None:
 
 
 def get_queue_num(session: Session, msg: Message) -> Reply:
-    return Reply({"value": len(session.rings)})
+    device = session.device
+    if device is not None and session.script.queues == device.num_queues:
+        return Reply({"value": device.reported_queues})
+    return Reply({"value": session.script.queues})
 
 
 def get_max_mem_slots(session: Session, msg: Message) -> Reply:

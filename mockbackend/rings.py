@@ -130,15 +130,17 @@ def process_ring(
     handle: Callable[[int, object], int],
     on_error: Callable[[Ring, str], None],
     inband: Callable[[int], None] | None = None,
+    ready: Callable[[int], bool] = lambda index: True,
 ) -> None:
-    """Pop every available chain, hand it to the device, push it back, notify."""
+    """Pop every available chain (while the device is ready for one), hand it to the
+    device, push it back, notify."""
     with ring.lock:
         queue = ring.queue
         if queue is None or not ring.enabled or ring.broken:
             return
         pushed = False
         try:
-            while True:
+            while ready(ring.index):
                 chain = queue.pop()
                 if chain is None:
                     break

@@ -66,11 +66,14 @@ class Session:
         self.sock = sock
         self.script = script
         self.device: Device | None = script.device
-        device_type = spec.DeviceType.BLK if self.device and self.device.name == "blk" else None
+        names = {"blk": spec.DeviceType.BLK, "net": spec.DeviceType.NET}
+        device_type = names.get(self.device.name) if self.device is not None else None
         self.conversation = Conversation(device=device_type)
         self.memory = GuestMemory()
         queues = max(1, min(script.queues, MAX_RINGS))
         self.rings = [Ring(i) for i in range(queues)]
+        if self.device is not None:
+            self.device.attach(self._wake_index)
         self.backend: BackendChannel | None = None
         self.inflight: InflightArea | None = None
         self.ufd: int | None = None
@@ -332,6 +335,11 @@ class Session:
         if ring.worker is not None:
             ring.worker.wake()
 
+    def _wake_index(self, index: int) -> None:
+        ring = self.ring(index)
+        if ring is not None:
+            self.wake_ring(ring)
+
     def _process(self, ring: Ring) -> None:
         device = self.device
         if device is None:
@@ -341,6 +349,7 @@ class Session:
             lambda queue, chain: device.handle(queue, chain, self.memory),  # type: ignore[arg-type]
             self._ring_error,
             self._inband_call if self._inband() else None,
+            device.ready,
         )
 
     def _inband(self) -> bool:

@@ -7,6 +7,8 @@ descriptor chain of one of its queues. It never sees a socket.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from mockbackend.virtqueue import Chain, MemoryAccess
 from vhtrace.protocol import spec
 
@@ -29,6 +31,7 @@ class Device:
     queue_size_max = 1024
 
     def __init__(self) -> None:
+        self.wake: Callable[[int], None] = lambda queue: None
         self.features = TRANSPORT_FEATURES
         """Every virtio bit offered in GET_FEATURES (vhost's PROTOCOL_FEATURES is added
         by the back-end)."""
@@ -40,9 +43,23 @@ class Device:
     def write_config(self, offset: int, data: bytes) -> None:
         """SET_CONFIG: the driver wrote its writable config fields."""
 
+    @property
+    def reported_queues(self) -> int:
+        """GET_QUEUE_NUM's answer (net counts queue pairs)."""
+        return self.num_queues
+
+    def ready(self, queue: int) -> bool:
+        """Whether a chain of ``queue`` can be used now (net's receive queue waits for
+        frames); chains are left in the ring until it is."""
+        return True
+
     def handle(self, queue: int, chain: Chain, mem: MemoryAccess) -> int:
         """Process one chain of ``queue``; the number of bytes written into it."""
         raise NotImplementedError
+
+    def attach(self, wake: Callable[[int], None]) -> None:
+        """The back-end's way to have a queue processed again (after ``ready`` changed)."""
+        self.wake = wake
 
     def reset(self) -> None:
         """The front-end reset the device (RESET_DEVICE, RESET_OWNER)."""

@@ -148,7 +148,7 @@ def test_backend_channel_is_interposed_and_recorded(harness: ProxyHarness) -> No
         ("frontend", answer.raw),
     ]
     assert on_channel[0].fds[0]["kind"] == "memfd"
-    req_fd = [m for m in messages(records) if m.header[0] == 21][0]
+    req_fd = next(m for m in messages(records) if m.header[0] == 21)
     assert req_fd.fds[0]["interposed"] == "backend"
     analysed = [i for i in Analyser().run(records) if isinstance(i, AnalysedMessage)]
     channel_items = [i for i in analysed if i.record.channel == "backend"]
