@@ -6,7 +6,7 @@ told to misbehave in every way a buggy back-end does. See docs/mockbackend.md.
 """
 
 from mockbackend import expect, faults
-from mockbackend.devices import BlkDevice, Device, RngDevice
+from mockbackend.devices import BlkDevice, Device, NetLoopback, RngDevice
 from mockbackend.faults import (
     Close,
     Delay,
@@ -34,6 +34,7 @@ __all__ = [
     "Message",
     "MissingFds",
     "MockBackend",
+    "NetLoopback",
     "Reply",
     "Report",
     "RngDevice",

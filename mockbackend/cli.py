@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mockbackend.devices import BlkDevice, Device, RngDevice
+from mockbackend.devices import BlkDevice, Device, NetLoopback, RngDevice
 from mockbackend.script import Script, load_script_file
 from mockbackend.server import MockBackend
 
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--connect", action="store_true", help="connect to a listening front-end (QEMU server=on)"
     )
-    parser.add_argument("--device", choices=("blk", "rng"), default="blk")
+    parser.add_argument("--device", choices=("blk", "net", "rng"), default="blk")
     parser.add_argument("--disk", type=Path, help="image file of the blk device")
     parser.add_argument("--readonly", action="store_true", help="blk: a read-only disk")
     parser.add_argument("--queues", type=int, default=1, help="blk: number of request queues")
@@ -66,6 +66,8 @@ def _device(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Device
         if args.queues < 1:
             parser.error("--queues must be at least 1")
         return BlkDevice(args.disk, readonly=args.readonly, num_queues=args.queues)
+    if args.device == "net":
+        return NetLoopback()
     return RngDevice()
 
 

@@ -2,6 +2,7 @@
 
 from mockbackend.devices.base import TRANSPORT_FEATURES, Device
 from mockbackend.devices.blk import BlkDevice
+from mockbackend.devices.net import NetLoopback
 from mockbackend.devices.rng import RngDevice
 
-__all__ = ["TRANSPORT_FEATURES", "BlkDevice", "Device", "RngDevice"]
+__all__ = ["TRANSPORT_FEATURES", "BlkDevice", "Device", "NetLoopback", "RngDevice"]

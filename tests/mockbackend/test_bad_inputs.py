@@ -255,9 +255,7 @@ def test_16_inflight_area_with_hostile_last_batch_head(fe: FakeFrontend) -> None
 
 
 def test_17_set_vring_base_beyond_the_queues_is_refused(fe: FakeFrontend) -> None:
-    assert fe.ask("SET_VRING_BASE", {"index": 9, "next_avail": 0}, need_reply=True) == {
-        "value": 1
-    }
+    assert fe.ask("SET_VRING_BASE", {"index": 9, "next_avail": 0}, need_reply=True) == {"value": 1}
 
 
 def test_18_unknown_request_id(fe: FakeFrontend) -> None:

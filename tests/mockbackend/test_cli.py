@@ -13,7 +13,6 @@ import pytest
 
 from mockbackend.cli import main
 from mockbackend.server import connect
-
 from vhtrace import wire
 from vhtrace.protocol.messages import build
 
@@ -21,8 +20,6 @@ from vhtrace.protocol.messages import build
 def run(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "mockbackend.cli", *args],
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
-
-
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,6 @@ from mockbackend import (
     expect,
 )
 from mockbackend.devices import blk
-
 from vhtrace import wire
 from vhtrace.protocol import spec
 from vhtrace.protocol.messages import build
@@ -39,7 +38,7 @@ DISK = 1 << 20
 
 
 @pytest.fixture
-def image(tmp_path) -> Iterator:  # noqa: ANN001
+def image(tmp_path) -> Iterator:
     path = tmp_path / "disk.img"
     path.write_bytes(os.urandom(DISK))
     yield path
@@ -70,7 +69,7 @@ def started(script: Script) -> tuple[FakeFrontend, Driver, int, int]:
     return fe, driver, kick_fd, call_fd
 
 
-def test_blk_serves_every_request_type(image) -> None:  # noqa: ANN001
+def test_blk_serves_every_request_type(image) -> None:
     original = image.read_bytes()
     device = BlkDevice(image, serial="serial-123")
     fe, driver, kick_fd, call_fd = started(Script(device))
@@ -122,7 +121,7 @@ def test_rng_fills_the_buffers_it_is_given() -> None:
     fe.close()
 
 
-def test_declared_identity_is_what_the_front_end_reads(image) -> None:  # noqa: ANN001
+def test_declared_identity_is_what_the_front_end_reads(image) -> None:
     config = bytes(range(40))
     script = Script(BlkDevice(image), features=1 << 32, config=config, queues=3)
     script.protocol_features |= 1 << ProtocolFeature.STATUS
@@ -138,26 +137,26 @@ def test_declared_identity_is_what_the_front_end_reads(image) -> None:  # noqa: 
     fe.close()
 
 
-def test_override_and_hooks_see_every_message_in_order(image) -> None:  # noqa: ANN001
+def test_override_and_hooks_see_every_message_in_order(image) -> None:
     script = Script(BlkDevice(image))
     seen: list[str] = []
 
     @script.on("GET_QUEUE_NUM")
-    def queue_num(ctx, msg) -> Reply:  # noqa: ANN001
+    def queue_num(ctx, msg) -> Reply:
         default = ctx.default(msg)
         assert default is not None and default.fields == {"value": 1}
         return Reply.u64(42)
 
     @script.before()
-    def before(ctx, msg) -> None:  # noqa: ANN001
+    def before(ctx, msg) -> None:
         seen.append(f"before {msg.name}")
 
     @script.after("GET_QUEUE_NUM")
-    def after(ctx, msg, reply) -> None:  # noqa: ANN001
+    def after(ctx, msg, reply) -> None:
         seen.append(f"after {msg.name} -> {reply.fields}")
 
     @script.on("SET_OWNER")
-    def broken(ctx, msg) -> None:  # noqa: ANN001
+    def broken(ctx, msg) -> None:
         raise RuntimeError("a bug in the script")
 
     fe = FakeFrontend(script)
@@ -170,7 +169,7 @@ def test_override_and_hooks_see_every_message_in_order(image) -> None:  # noqa: 
     assert any("a bug in the script" in e for e in report.errors)
 
 
-def test_need_reply_gets_an_ack_only_under_reply_ack(image) -> None:  # noqa: ANN001
+def test_need_reply_gets_an_ack_only_under_reply_ack(image) -> None:
     fe = FakeFrontend(Script(BlkDevice(image)))
     fe.negotiate()
     assert fe.ask("SET_VRING_NUM", {"index": 0, "num": 64}, need_reply=True) == {"value": 0}
@@ -192,7 +191,7 @@ def test_need_reply_gets_an_ack_only_under_reply_ack(image) -> None:  # noqa: AN
     ids=["delay", "flags-no-reply-bit", "flags-need-reply", "short", "long", "request-id",
          "extra-fds"],
 )  # fmt: skip
-def test_reply_faults_change_what_is_sent(image, fault, check) -> None:  # noqa: ANN001
+def test_reply_faults_change_what_is_sent(image, fault, check) -> None:
     script = Script(BlkDevice(image))
     armed = script.fault(fault, on="GET_FEATURES", nth=2)
     fe = FakeFrontend(script)
@@ -207,7 +206,7 @@ def test_reply_faults_change_what_is_sent(image, fault, check) -> None:  # noqa:
         assert report.own, "the mock's own checks should flag the faulty reply"
 
 
-def test_missing_fds_and_drop(image) -> None:  # noqa: ANN001
+def test_missing_fds_and_drop(image) -> None:
     script = Script(BlkDevice(image))
     script.fault(MissingFds(), on="GET_INFLIGHT_FD")
     script.fault(Drop(), on="GET_QUEUE_NUM")
@@ -223,7 +222,7 @@ def test_missing_fds_and_drop(image) -> None:  # noqa: ANN001
     assert any(f.code == "no-reply" for f in report.own)
 
 
-def test_close_at_message_n_and_garbage(image) -> None:  # noqa: ANN001
+def test_close_at_message_n_and_garbage(image) -> None:
     script = Script(BlkDevice(image))
     script.fault(Garbage(b"\xff" * 12), on="GET_PROTOCOL_FEATURES")
     script.fault(Close(), at=3)
@@ -238,7 +237,7 @@ def test_close_at_message_n_and_garbage(image) -> None:  # noqa: ANN001
     assert "closed by fault Close" in report.closed_by
 
 
-def test_expectations_are_reported_at_the_end(image) -> None:  # noqa: ANN001
+def test_expectations_are_reported_at_the_end(image) -> None:
     script = Script(BlkDevice(image))
     script.expect(expect.kick_before_enable())
     script.expect(expect.received("GET_CONFIG"))
@@ -262,12 +261,12 @@ def test_expectations_are_reported_at_the_end(image) -> None:  # noqa: ANN001
     assert not report.ok()
 
 
-def test_backend_channel_requests_and_the_front_ends_replies(image) -> None:  # noqa: ANN001
+def test_backend_channel_requests_and_the_front_ends_replies(image) -> None:
     script = Script(BlkDevice(image))
     pending = []
 
     @script.after("SET_FEATURES")
-    def send_requests(ctx, msg, reply) -> None:  # noqa: ANN001
+    def send_requests(ctx, msg, reply) -> None:
         pending.append(ctx.backend.config_change())
         pending.append(ctx.backend.iotlb_miss(0x1000))
         pending.append(ctx.backend.vring_call(0))
@@ -298,7 +297,7 @@ def test_backend_channel_requests_and_the_front_ends_replies(image) -> None:  # 
     assert any(f.code == "flags-reply" for f in report.violations)
 
 
-def test_postcopy_memory_table_exchange(image) -> None:  # noqa: ANN001
+def test_postcopy_memory_table_exchange(image) -> None:
     script = Script(BlkDevice(image)).postcopy()
     fe = FakeFrontend(script)
     _, chosen = fe.negotiate()
@@ -327,7 +326,7 @@ def test_postcopy_memory_table_exchange(image) -> None:  # noqa: ANN001
     assert not [f for f in report.violations if f.severity == "error"], report.violations
 
 
-def test_mock_backend_serves_a_listening_socket(tmp_path, image) -> None:  # noqa: ANN001
+def test_mock_backend_serves_a_listening_socket(tmp_path, image) -> None:
     from mockbackend import MockBackend
 
     path = tmp_path / "mock.sock"

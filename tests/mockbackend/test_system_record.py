@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from mockbackend import BlkDevice, MockBackend, Script, expect
-
 from vhtrace.analysis import AnalysedMessage, analyser_for
 from vhtrace.lab import VhostUserDevice, Workspace, guest, images
 from vhtrace.lab.recording import RecordingProxy
@@ -25,7 +24,7 @@ def test_backend_channel_requests_of_a_script_are_recorded(lab: Workspace) -> No
     script.expect(expect.Follows("CONFIG_CHANGE_MSG", "GET_CONFIG"))
 
     @script.after("SET_VRING_ENABLE")
-    def announce(ctx, msg, reply) -> None:  # noqa: ANN001
+    def announce(ctx, msg, reply) -> None:
         if msg.fields["num"] == 1 and not script.state.get("sent"):
             script.state["sent"] = True
             ctx.backend.config_change(need_reply=True)

@@ -106,8 +106,10 @@ def test_indirect_table_is_followed() -> None:
         (lambda m: desc(m, 0, 0x5000, 24, DESC_F_INDIRECT), "indirect table of 24"),
         (lambda m: desc(m, 0, 0x5000, 0, DESC_F_INDIRECT), "indirect table of 0"),
         (
-            lambda m: (desc(m, 0, 0x5000, 16, DESC_F_INDIRECT),
-                       desc(m, 0, 0x6000, 16, DESC_F_INDIRECT, table=0x5000)),
+            lambda m: (
+                desc(m, 0, 0x5000, 16, DESC_F_INDIRECT),
+                desc(m, 0, 0x6000, 16, DESC_F_INDIRECT, table=0x5000),
+            ),
             "inside an indirect",
         ),  # fmt: skip
         (
@@ -115,8 +117,14 @@ def test_indirect_table_is_followed() -> None:
             "readable buffer after",
         ),
     ],
-    ids=["self-loop", "next-out-of-table", "indirect-size", "indirect-empty",
-         "nested-indirect", "order"],  # fmt: skip
+    ids=[
+        "self-loop",
+        "next-out-of-table",
+        "indirect-size",
+        "indirect-empty",
+        "nested-indirect",
+        "order",
+    ],  # fmt: skip
 )
 def test_hostile_chains_are_refused(setup, complaint: str) -> None:
     mem = FakeMemory()
@@ -249,4 +257,3 @@ def test_inflight_resume_ignores_a_hostile_last_batch_head() -> None:
         assert plan is not None and plan.resubmit == []  # bad-inputs #16: no OOB write
     finally:
         area.close()
-
