@@ -311,8 +311,11 @@ def _build_queue(session: Session, ring: Ring) -> None:
         if resume is not None:
             queue.last_avail_idx = resume.last_avail_idx
             queue.resubmit = list(resume.resubmit)
-            log.info("ring %d resumes: %d requests in flight resubmitted", ring.index,
-                     len(resume.resubmit))  # fmt: skip
+            log.info(
+                "ring %d resumes: %d requests in flight resubmitted",
+                ring.index,
+                len(resume.resubmit),
+            )
             ring.signal()  # libvhost-user: "in case of I/O hang after reconnecting"
     ring.queue = queue
 
@@ -415,16 +418,21 @@ def get_inflight_fd(session: Session, msg: Message) -> Reply:
     f = msg.fields
     num_queues, queue_size = f.get("num_queues", 0), f.get("queue_size", 0)
     limit = session.device.queue_size_max if session.device else spec.MAX_QUEUE_SIZE
-    failed = Reply({"mmap_size": 0, "mmap_offset": 0, "num_queues": num_queues,
-                    "queue_size": queue_size})  # fmt: skip
+    failed = Reply(
+        {"mmap_size": 0, "mmap_offset": 0, "num_queues": num_queues, "queue_size": queue_size}
+    )
     if not 0 < num_queues <= len(session.rings) or not 0 < queue_size <= limit:
         session.error(f"#{msg.seq} GET_INFLIGHT_FD for {num_queues} x {queue_size}: refused")
         return failed
     if session.inflight is not None:
         session.inflight.close()  # bad-inputs #6: never keep more than one area
     area = session.inflight = InflightArea.create(num_queues, queue_size)
-    fields = {"mmap_size": area.size, "mmap_offset": 0, "num_queues": num_queues,
-              "queue_size": queue_size}  # fmt: skip
+    fields = {
+        "mmap_size": area.size,
+        "mmap_offset": 0,
+        "num_queues": num_queues,
+        "queue_size": queue_size,
+    }
     return Reply(fields, fds=(area.fd,))
 
 
@@ -497,8 +505,7 @@ def postcopy_ack(session: Session, msg: Message) -> None:
         except OSError as exc:
             session.error(f"postcopy registration of gpa {region.guest_phys_addr:#x}: {exc}")
             with contextlib.suppress(OSError):
-                libc.mprotect(region.map_addr, region.map_length,
-                              libc.PROT_READ | libc.PROT_WRITE)  # fmt: skip
+                libc.mprotect(region.map_addr, region.map_length, libc.PROT_READ | libc.PROT_WRITE)
     log.info("postcopy: %d of %d regions registered with the userfaultfd", registered, len(pending))
     return None
 

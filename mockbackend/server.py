@@ -122,9 +122,12 @@ class MockBackend:
             self._thread = threading.Thread(target=run, name="mockbackend", daemon=True)
         else:
             self._thread = threading.Thread(
-                target=self.serve, args=(path,), kwargs={"client": True, "sessions": sessions},
-                name="mockbackend", daemon=True,
-            )  # fmt: skip
+                target=self.serve,
+                args=(path,),
+                kwargs={"client": True, "sessions": sessions},
+                name="mockbackend",
+                daemon=True,
+            )
         self._thread.start()
         return self
 

@@ -280,8 +280,13 @@ class Session:
                 frame = fault.mutate(frame)
         if garbage_then_reply:
             self.note_sent(Channel.MAIN, frame)
-            log.debug("-> reply %s flags=0x%x size=%d fds=%d", msg.name, frame.flags,
-                      frame.size, len(frame.fds))  # fmt: skip
+            log.debug(
+                "-> reply %s flags=0x%x size=%d fds=%d",
+                msg.name,
+                frame.flags,
+                frame.size,
+                len(frame.fds),
+            )
             self.send_frame(frame)
         self._close_reply_fds(reply, frame)
         return reply

@@ -13,9 +13,9 @@ import struct
 from collections.abc import Iterator
 
 import pytest
-from fake_frontend import GUEST_SIZE, UADDR, Driver, FakeFrontend
 
 from mockbackend import BlkDevice, Script
+from mockbackend.testing import GUEST_SIZE, UADDR, Driver, FakeFrontend
 from vhtrace import wire
 from vhtrace.protocol import spec
 from vhtrace.protocol.framing import Frame, pack_header
@@ -56,8 +56,12 @@ def alive(fe: FakeFrontend) -> None:
 
 
 def region(**overrides: int) -> dict:
-    base = {"guest_phys_addr": 0, "memory_size": GUEST_SIZE, "userspace_addr": UADDR,
-            "mmap_offset": 0}  # fmt: skip
+    base = {
+        "guest_phys_addr": 0,
+        "memory_size": GUEST_SIZE,
+        "userspace_addr": UADDR,
+        "mmap_offset": 0,
+    }
     return {**base, **overrides}
 
 
@@ -79,8 +83,12 @@ def test_02_repeated_set_vring_num_allocates_nothing(fe: FakeFrontend) -> None:
 
 def test_03_log_base_wrapping_u64_is_refused(fe: FakeFrontend) -> None:
     fd = devnull()
-    reply = fe.ask("SET_LOG_BASE", {"mmap_size": 0xFFFFFFFFFFFFF000, "mmap_offset": 0x2000},
-                   fds=(fd,), layout="log_reply")  # fmt: skip
+    reply = fe.ask(
+        "SET_LOG_BASE",
+        {"mmap_size": 0xFFFFFFFFFFFFF000, "mmap_offset": 0x2000},
+        fds=(fd,),
+        layout="log_reply",
+    )
     os.close(fd)
     assert reply == {"value": 1}
     assert fe.session.memory.log is None
@@ -145,13 +153,22 @@ def test_09_ring_crossing_the_end_of_its_region_never_starts(fe: FakeFrontend) -
 @pytest.mark.parametrize(
     ("fields", "code"),
     [
-        ({"nregions": 9, "regions": [region(guest_phys_addr=i << 30, userspace_addr=i << 40)
-                                     for i in range(9)]}, "region-count"),
-        ({"nregions": 1, "regions": [region(mmap_offset=1 << 63, memory_size=1 << 63)]},
-         "region-overflow"),
+        (
+            {
+                "nregions": 9,
+                "regions": [
+                    region(guest_phys_addr=i << 30, userspace_addr=i << 40) for i in range(9)
+                ],
+            },
+            "region-count",
+        ),
+        (
+            {"nregions": 1, "regions": [region(mmap_offset=1 << 63, memory_size=1 << 63)]},
+            "region-overflow",
+        ),
     ],
     ids=["nine-regions", "size-plus-offset-overflows"],
-)  # fmt: skip
+)
 def test_10_bad_memory_tables_are_refused(fe: FakeFrontend, fields: dict, code: str) -> None:
     fds = tuple(os.dup(fe.mem_fd) for _ in fields["regions"])
     assert fe.ask("SET_MEM_TABLE", fields, fds=fds, need_reply=True) == {"value": 1}
@@ -195,11 +212,16 @@ def test_12_short_header_with_fds_then_close(fe: FakeFrontend) -> None:
 
 def test_13_valid_mem_table_with_two_regions_is_accepted(fe: FakeFrontend) -> None:
     half = GUEST_SIZE // 2
-    regions = [region(memory_size=half), region(guest_phys_addr=half, userspace_addr=UADDR + half,
-                                                mmap_offset=half, memory_size=half)]  # fmt: skip
+    regions = [
+        region(memory_size=half),
+        region(
+            guest_phys_addr=half, userspace_addr=UADDR + half, mmap_offset=half, memory_size=half
+        ),
+    ]
     fds = (os.dup(fe.mem_fd), os.dup(fe.mem_fd))
-    assert fe.ask("SET_MEM_TABLE", {"nregions": 2, "regions": regions}, fds=fds,
-                  need_reply=True) == {"value": 0}  # fmt: skip
+    assert fe.ask(
+        "SET_MEM_TABLE", {"nregions": 2, "regions": regions}, fds=fds, need_reply=True
+    ) == {"value": 0}
     wire.close_fds(fds)
     assert len(fe.session.memory.regions) == 2
 
@@ -214,14 +236,23 @@ def test_14_call_and_kick_with_nofd_are_accepted(fe: FakeFrontend) -> None:
     ("name", "fields"),
     [
         ("SET_VRING_NUM", {"index": 5, "num": 128}),
-        ("SET_VRING_ADDR", {"index": 5, "flags": 0, "desc_user_addr": UADDR,
-                            "used_user_addr": UADDR, "avail_user_addr": UADDR,
-                            "log_guest_addr": 0}),
+        (
+            "SET_VRING_ADDR",
+            {
+                "index": 5,
+                "flags": 0,
+                "desc_user_addr": UADDR,
+                "used_user_addr": UADDR,
+                "avail_user_addr": UADDR,
+                "log_guest_addr": 0,
+            },
+        ),
         ("SET_VRING_ENABLE", {"index": 5, "num": 1}),
     ],
-)  # fmt: skip
-def test_15_ring_index_beyond_the_queues_is_refused(fe: FakeFrontend, name: str,
-                                                    fields: dict) -> None:  # fmt: skip
+)
+def test_15_ring_index_beyond_the_queues_is_refused(
+    fe: FakeFrontend, name: str, fields: dict
+) -> None:
     fe.ask("GET_QUEUE_NUM")
     assert fe.ask(name, fields, need_reply=True) == {"value": 1}
     assert "ring-index" in codes(fe)
@@ -230,8 +261,9 @@ def test_15_ring_index_beyond_the_queues_is_refused(fe: FakeFrontend, name: str,
 def test_15_mem_table_with_fewer_fds_than_regions_is_refused(fe: FakeFrontend) -> None:
     regions = [region(), region(guest_phys_addr=1 << 32, userspace_addr=UADDR << 1)]
     fd = os.dup(fe.mem_fd)
-    assert fe.ask("SET_MEM_TABLE", {"nregions": 2, "regions": regions}, fds=(fd,),
-                  need_reply=True) == {"value": 1}  # fmt: skip
+    assert fe.ask(
+        "SET_MEM_TABLE", {"nregions": 2, "regions": regions}, fds=(fd,), need_reply=True
+    ) == {"value": 1}
     os.close(fd)
     assert "fd-count" in codes(fe)
 

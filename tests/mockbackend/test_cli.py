@@ -18,8 +18,9 @@ from vhtrace.protocol.messages import build
 
 
 def run(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "mockbackend.cli", *args],
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "mockbackend.cli", *args], stderr=subprocess.PIPE, text=True
+    )
 
 
 @pytest.mark.parametrize(
@@ -42,8 +43,16 @@ def test_server_socket_is_private_and_a_session_ends_with_0(tmp_path: Path) -> N
     disk = tmp_path / "disk.img"
     disk.write_bytes(bytes(1 << 20))
     path = tmp_path / "m.sock"
-    proc = run("--socket", str(path), "--device", "blk", "--disk", str(disk),
-               "--report", str(tmp_path / "r.json"))  # fmt: skip
+    proc = run(
+        "--socket",
+        str(path),
+        "--device",
+        "blk",
+        "--disk",
+        str(disk),
+        "--report",
+        str(tmp_path / "r.json"),
+    )
     sock = connect(path)
     assert os.stat(path).st_mode & 0o777 == 0o600
     wire.send_frame(sock, build("GET_FEATURES"))

@@ -10,7 +10,6 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from fake_frontend import GUEST_SIZE, UADDR, Driver, FakeFrontend, kick, wait_used
 
 from mockbackend import (
     BlkDevice,
@@ -29,6 +28,7 @@ from mockbackend import (
     expect,
 )
 from mockbackend.devices import blk
+from mockbackend.testing import GUEST_SIZE, UADDR, Driver, FakeFrontend, kick, wait_used
 from vhtrace import wire
 from vhtrace.protocol import spec
 from vhtrace.protocol.messages import build
@@ -44,8 +44,9 @@ def image(tmp_path) -> Iterator:
     yield path
 
 
-def blk_request(driver: Driver, kind: int, sector: int, data: bytes | int,
-                writable: bool) -> tuple[int, int, int]:  # fmt: skip
+def blk_request(
+    driver: Driver, kind: int, sector: int, data: bytes | int, writable: bool
+) -> tuple[int, int, int]:
     """Queue one virtio-blk request; (head, data address, status address)."""
     header = driver.buffer(struct.pack("<IIQ", kind, 0, sector))
     size = data if isinstance(data, int) else len(data)
@@ -81,8 +82,9 @@ def test_blk_serves_every_request_type(image) -> None:
     _, id_at, id_status = blk_request(driver, blk.T_GET_ID, 0, 20, writable=True)
     segment = struct.pack("<QII", 200, 4, 0)
     _, _, discard_status = blk_request(driver, blk.T_DISCARD, 0, segment, writable=False)
-    _, _, zeroes_status = blk_request(driver, blk.T_WRITE_ZEROES, 0,
-                                      struct.pack("<QII", 300, 2, 0), writable=False)  # fmt: skip
+    _, _, zeroes_status = blk_request(
+        driver, blk.T_WRITE_ZEROES, 0, struct.pack("<QII", 300, 2, 0), writable=False
+    )
     _, _, bad_status = blk_request(driver, 77, 0, 0, writable=False)
     _, _, range_status = blk_request(driver, blk.T_IN, DISK // 512, 512, writable=True)
     kick(kick_fd)
@@ -95,8 +97,10 @@ def test_blk_serves_every_request_type(image) -> None:
     assert driver.read(id_at, 20) == b"serial-123".ljust(20, b"\0")
     assert data[200 * 512 : 204 * 512] == bytes(4 * 512)
     assert data[300 * 512 : 302 * 512] == bytes(2 * 512)
-    statuses = [driver.read(a, 1)[0] for a in (read_status, write_status, flush_status,
-                                               id_status, discard_status, zeroes_status)]  # fmt: skip
+    statuses = [
+        driver.read(a, 1)[0]
+        for a in (read_status, write_status, flush_status, id_status, discard_status, zeroes_status)
+    ]
     assert statuses == [blk.S_OK] * 6
     assert driver.read(bad_status, 1)[0] == blk.S_UNSUPP
     assert driver.read(range_status, 1)[0] == blk.S_IOERR
@@ -188,9 +192,16 @@ def test_need_reply_gets_an_ack_only_under_reply_ack(image) -> None:
         (WrongRequest("GET_STATUS"), lambda f: f.request == 40),
         (ExtraFds(2), lambda f: len(f.fds) == 2),
     ],
-    ids=["delay", "flags-no-reply-bit", "flags-need-reply", "short", "long", "request-id",
-         "extra-fds"],
-)  # fmt: skip
+    ids=[
+        "delay",
+        "flags-no-reply-bit",
+        "flags-need-reply",
+        "short",
+        "long",
+        "request-id",
+        "extra-fds",
+    ],
+)
 def test_reply_faults_change_what_is_sent(image, fault, check) -> None:
     script = Script(BlkDevice(image))
     armed = script.fault(fault, on="GET_FEATURES", nth=2)
@@ -283,10 +294,17 @@ def test_backend_channel_requests_and_the_front_ends_replies(image) -> None:
     got = [reader.read() for _ in range(3)]
     assert [f.request for f in got if f] == [2, 1, 4]
     assert all(f.flags == spec.VERSION | spec.FLAG_NEED_REPLY for f in got if f)
-    wire.send_frame(ours, build("CONFIG_CHANGE_MSG", {"value": 0}, channel=spec.Channel.BACKEND,
-                                reply=True, layout="ack"))  # fmt: skip
-    bad = build("IOTLB_MSG", {"value": 0}, channel=spec.Channel.BACKEND, reply=True,
-                layout="ack")  # fmt: skip
+    wire.send_frame(
+        ours,
+        build(
+            "CONFIG_CHANGE_MSG",
+            {"value": 0},
+            channel=spec.Channel.BACKEND,
+            reply=True,
+            layout="ack",
+        ),
+    )
+    bad = build("IOTLB_MSG", {"value": 0}, channel=spec.Channel.BACKEND, reply=True, layout="ack")
     wire.send_frame(ours, bad.__class__(bad.request, 0x1, 8, bad.payload))  # flags wrong
     assert pending[0].wait(5) is not None and pending[0].reply.fields == {"value": 0}
     assert pending[1].wait(5) is not None
@@ -308,8 +326,12 @@ def test_postcopy_memory_table_exchange(image) -> None:
     assert (advise.request, advise.size, len(advise.fds)) == (28, 0, 1)
     wire.close_fds(advise.fds)
     assert fe.ask("POSTCOPY_LISTEN", need_reply=True, layout="u64") == {"value": 0}
-    region = {"guest_phys_addr": 0, "memory_size": GUEST_SIZE, "userspace_addr": UADDR,
-              "mmap_offset": 0}  # fmt: skip
+    region = {
+        "guest_phys_addr": 0,
+        "memory_size": GUEST_SIZE,
+        "userspace_addr": UADDR,
+        "mmap_offset": 0,
+    }
     request = build("SET_MEM_TABLE", {"nregions": 1, "regions": [region]}, fds=(fe.mem_fd,))
     wire.send_frame(fe.sock, request)
     table = fe.read()

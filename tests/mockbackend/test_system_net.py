@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from mockbackend import MockBackend, NetLoopback, Script, expect
-
 from vhtrace.lab import VhostUserDevice, Workspace
 
 pytestmark = pytest.mark.system
@@ -28,7 +27,11 @@ def test_guest_frames_come_back_to_it(lab: Workspace) -> None:
     script.expect(expect.no_violations())
     backend = MockBackend(script).start(lab.sock("mock"))
     initrd = lab.initramfs(SNIPPET, devices=("net",))
-    with lab.qemu(initrd, [VhostUserDevice("net", lab.sock("mock"))]) as vm:
+    # QEMU 7.2 (Debian) segfaults in msix_set_vector_notifiers when it starts a vhost-user
+    # net device whose guest uses MSI-X under TCG, before sending a single SET_FEATURES, with
+    # any feature set this mock offers; legacy interrupts (vectors=0) avoid that path.
+    net = VhostUserDevice("net", lab.sock("mock"), device_options={"vectors": 0, "romfile": ""})
+    with lab.qemu(initrd, [net]) as vm:
         markers = vm.finish(timeout=120)
     [report] = backend.wait(30)
 

@@ -23,9 +23,21 @@ MiB = 1 << 20
 
 
 def mock_backend(lab: Workspace, name: str, image, *extra: str) -> Backend:
-    argv = [sys.executable, "-m", "mockbackend.cli", "--socket", lab.sock(name),
-            "--device", "blk", "--disk", image, "-v", "--report", lab.path(f"{name}.json"),
-            *extra]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "mockbackend.cli",
+        "--socket",
+        lab.sock(name),
+        "--device",
+        "blk",
+        "--disk",
+        image,
+        "-v",
+        "--report",
+        lab.path(f"{name}.json"),
+        *extra,
+    ]
     return Backend(argv, lab.sock(name), lab.path(f"{name}.log"), name=name).start()
 
 
@@ -38,9 +50,12 @@ def test_postcopy_migration_with_mock_backends_on_both_sides(lab: Workspace) -> 
     dst_mock = mock_backend(lab, "mock-dst", image, "--postcopy")
     src = lab.qemu(initrd, [VhostUserDevice("blk", src_mock.socket)], name="src", qmp=True)
     dst = lab.qemu(
-        initrd, [VhostUserDevice("blk", dst_mock.socket)], name="dst", qmp=True,
+        initrd,
+        [VhostUserDevice("blk", dst_mock.socket)],
+        name="dst",
+        qmp=True,
         incoming_defer=True,
-    )  # fmt: skip
+    )
     assert src.config.qmp is not None and dst.config.qmp is not None
     src.wait_marker("tick", timeout=90)
 

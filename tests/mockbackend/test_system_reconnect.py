@@ -37,8 +37,20 @@ def configure(script):
 
 
 def mock_backend(lab: Workspace, name: str, image, script=None) -> Backend:
-    argv = [sys.executable, "-m", "mockbackend.cli", "--socket", lab.sock("mock"),
-            "--device", "blk", "--disk", image, "-v", "--sessions", "0"]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "mockbackend.cli",
+        "--socket",
+        lab.sock("mock"),
+        "--device",
+        "blk",
+        "--disk",
+        image,
+        "-v",
+        "--sessions",
+        "0",
+    ]
     if script is not None:
         argv += ["--script", script]
     backend = Backend(argv, lab.sock("mock"), lab.path(f"{name}.log"), name=name)

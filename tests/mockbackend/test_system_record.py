@@ -31,8 +31,13 @@ def test_backend_channel_requests_of_a_script_are_recorded(lab: Workspace) -> No
 
     backend = MockBackend(script).start(lab.sock("mock"))
     trace_path = lab.path("mock.vht")
-    recorder = RecordingProxy(lab.sock("qemu"), lab.sock("mock"), trace_path,
-                              lab.path("record.log"), extra_args=("--once",)).start()  # fmt: skip
+    recorder = RecordingProxy(
+        lab.sock("qemu"),
+        lab.sock("mock"),
+        trace_path,
+        lab.path("record.log"),
+        extra_args=("--once",),
+    ).start()
     try:
         initrd = lab.initramfs(guest.read_disk_md5(), devices=("blk",))
         with lab.qemu(initrd, [VhostUserDevice("blk", lab.sock("qemu"))]) as vm:

@@ -53,8 +53,15 @@ class FakeMemory:
         self.dirtied.append((gpa, length))
 
 
-def desc(mem: FakeMemory, index: int, addr: int, length: int, flags: int = 0, nxt: int = 0,
-         table: int = DESC) -> None:  # fmt: skip
+def desc(
+    mem: FakeMemory,
+    index: int,
+    addr: int,
+    length: int,
+    flags: int = 0,
+    nxt: int = 0,
+    table: int = DESC,
+) -> None:
     mem.write(table + 16 * index, struct.pack("<QIHH", addr, length, flags, nxt))
 
 
@@ -111,7 +118,7 @@ def test_indirect_table_is_followed() -> None:
                 desc(m, 0, 0x6000, 16, DESC_F_INDIRECT, table=0x5000),
             ),
             "inside an indirect",
-        ),  # fmt: skip
+        ),
         (
             lambda m: (desc(m, 0, DATA, 1, DESC_F_WRITE | DESC_F_NEXT, 1), desc(m, 1, DATA, 1)),
             "readable buffer after",
@@ -124,7 +131,7 @@ def test_indirect_table_is_followed() -> None:
         "indirect-empty",
         "nested-indirect",
         "order",
-    ],  # fmt: skip
+    ],
 )
 def test_hostile_chains_are_refused(setup, complaint: str) -> None:
     mem = FakeMemory()

@@ -259,3 +259,58 @@ def test_strict_drops_the_connection_on_a_malformed_message(tmp_path: Path) -> N
     dropped = [m for m in messages(records) if m.flags & fmt.MESSAGE_DROPPED]
     assert len(dropped) == 1 and dropped[0].fds[0]["kind"] == "eventfd"
     assert any(isinstance(r, FindingRecord) and r.finding.code == "strict" for r in records)
+
+
+def test_gpu_socket_is_interposed_and_recorded_as_a_stream(harness: ProxyHarness) -> None:
+    from tests.record.harness import Peer
+
+    fe, be = harness.connect()
+    negotiate(fe, be)
+    qemu_end, given = socket.socketpair()
+    fe.send(build("GPU_SET_SOCKET", fds=(given.fileno(),)))
+    got = be.read()
+    assert len(got.fds) == 1 and not same_file(got.fds[0], given.fileno())
+    gpu_backend = Peer(socket.socket(fileno=got.fds[0]))
+    qemu = Peer(qemu_end)
+    # vhost-user-gpu speaks its own protocol with the same 12-byte header; a cursor update
+    # is bigger than any vhost-user message and must still arrive whole and unchanged.
+    cursor = (3).to_bytes(4, "little") + (0).to_bytes(4, "little") + (16384 + 16).to_bytes(
+        4, "little") + os.urandom(16384 + 16)  # fmt: skip
+    dmabuf = os.memfd_create("scanout")
+    gpu_backend.send_raw(cursor[:5000], (dmabuf,))
+    gpu_backend.send_raw(cursor[5000:])
+    received = qemu.sock.recvmsg(len(cursor) + 10, socket.CMSG_SPACE(4))
+    data, ancillary = received[0], received[1]
+    while len(data) < len(cursor):
+        data += qemu.read_bytes(len(cursor) - len(data))
+    assert data == cursor
+    assert ancillary, "the dma-buf fd rides with the message"
+    records, _ = harness.records()
+    streams = [r for r in records if isinstance(r, StreamRecord) and r.channel == "gpu"]
+    assert b"".join(s.data for s in streams) == cursor
+    assert streams[0].sender == "backend" and streams[0].fds[0]["kind"] == "memfd"
+
+
+def test_a_stalled_trace_writer_does_not_stall_the_relay(harness: ProxyHarness) -> None:
+    """The disk hangs (the writer blocks); messages keep flowing between the peers."""
+    import threading
+
+    release = threading.Event()
+    original = harness.writer.message
+
+    def stuck_message(*args, **kwargs) -> None:
+        release.wait(20)
+        original(*args, **kwargs)
+
+    harness.writer.message = stuck_message  # type: ignore[method-assign]
+    fe, be = harness.connect()
+    for i in range(50):
+        fe.send(build("SET_VRING_NUM", {"index": 0, "num": 256}))
+        assert be.read().payload == build("SET_VRING_NUM", {"index": 0, "num": 256}).payload
+        be.send(build("SET_VRING_NUM", {"value": i}, reply=True))
+        assert fe.read().payload == i.to_bytes(8, "little")
+    assert not release.is_set()  # all of it went through while the writer was stuck
+    release.set()
+    records, problem = harness.records()
+    assert problem is None
+    assert len(messages(records)) == 100

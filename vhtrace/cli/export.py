@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import sys
 import tempfile
@@ -26,7 +27,9 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
         " && tshark -X lua_script:vhost-user.lua -r t.pcapng -Y 'vhost_user.request == 5'",
     )
     parser.add_argument("trace", nargs="?", help="trace file (- for stdin)")
-    parser.add_argument("-o", "--output", metavar="FILE", help="pcapng file to write (- for stdout)")
+    parser.add_argument(
+        "-o", "--output", metavar="FILE", help="pcapng file to write (- for stdout)"
+    )
     parser.add_argument(
         "--linktype",
         choices=[t.value for t in LinkType],
@@ -42,7 +45,7 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
 
 def _spooled_stdin() -> IO[bytes]:
     """stdin copied to a temporary file: the export reads its input twice."""
-    spool = tempfile.TemporaryFile()
+    spool = tempfile.TemporaryFile()  # noqa: SIM115 (read by the caller, closed at exit)
     shutil.copyfileobj(sys.stdin.buffer, spool)
     spool.seek(0)
     return spool
@@ -56,6 +59,12 @@ def _check_trace(source: str | IO[bytes]) -> None:
         common.fail(str(exc))
 
 
+def _output(path: str) -> contextlib.AbstractContextManager[BinaryIO]:
+    if path == "-":
+        return contextlib.nullcontext(sys.stdout.buffer)
+    return open(path, "wb")
+
+
 def run(args: argparse.Namespace) -> int:
     if args.lua:
         sys.stdout.write(lua_source())
@@ -65,12 +74,9 @@ def run(args: argparse.Namespace) -> int:
     source: str | IO[bytes] = _spooled_stdin() if args.trace == "-" else args.trace
     _check_trace(source)
     try:
-        out: BinaryIO = sys.stdout.buffer if args.output == "-" else open(args.output, "wb")  # noqa: SIM115
-    except OSError as exc:
-        common.fail(f"{args.output}: {exc.strerror}")
-    try:
-        with out if out is not sys.stdout.buffer else _NoClose(out):
+        with _output(args.output) as out:
             result = export_trace(source, out, LinkType(args.linktype))
+            out.flush()
     except OSError as exc:
         common.fail(f"{args.output}: {exc.strerror or exc}")
     common.warn(f"{result.packets} messages written to {args.output}")
@@ -78,16 +84,3 @@ def run(args: argparse.Namespace) -> int:
         common.warn(f"{args.trace}: {result.problem} (exported up to there)")
         return common.EXIT_BAD_INPUT
     return common.EXIT_OK
-
-
-class _NoClose:
-    """Context manager for stdout: flush it, do not close it."""
-
-    def __init__(self, stream: BinaryIO) -> None:
-        self.stream = stream
-
-    def __enter__(self) -> BinaryIO:
-        return self.stream
-
-    def __exit__(self, *exc: object) -> None:
-        self.stream.flush()

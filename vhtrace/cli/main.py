@@ -6,9 +6,9 @@ import argparse
 import sys
 
 from vhtrace import __version__
-from vhtrace.cli import common, record, show, stats
+from vhtrace.cli import common, export, record, show, stats
 
-VERBS = (record, show, stats)
+VERBS = (record, show, stats, export)
 
 
 def build_parser() -> argparse.ArgumentParser:

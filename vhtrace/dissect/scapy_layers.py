@@ -169,15 +169,19 @@ class VhostUserPayload(Packet):
     variant: ClassVar[str] = ""
     """The context flag this class is for ('' for the default context)."""
 
-    @classmethod
-    def context(cls) -> PayloadContext:
-        if not cls.variant:
+    def payload_context(self) -> PayloadContext:
+        """The conversation's context if the packet came from a trace, else the class's."""
+        record = getattr(self.underlayer, "record", None)
+        if record is not None:
+            return record.context
+        if not self.variant:
             return DEFAULT_CONTEXT
-        return DEFAULT_CONTEXT._replace(**{cls.variant: True})
+        return DEFAULT_CONTEXT._replace(**{self.variant: True})
 
     def mysummary(self) -> str:
         """The summary vhtrace itself shows, from the codec."""
-        return payloads.decode(self.layout, bytes(self), self.context()).summary(self.context())
+        ctx = self.payload_context()
+        return payloads.decode(self.layout, bytes(self), ctx).summary(ctx)
 
 
 @_register

@@ -1,4 +1,5 @@
-"""A fake vhost-user front-end for unit tests: a socketpair, guest RAM in a memfd, a driver.
+"""A fake vhost-user front-end for tests and benchmarks: a socketpair, guest RAM in a
+memfd, a driver.
 
 The mock back-end runs its :class:`~mockbackend.session.Session` on a thread over one end
 of a socketpair; the test speaks the protocol on the other end with the protocol model's
@@ -14,6 +15,7 @@ import os
 import socket
 import struct
 import threading
+import time
 from dataclasses import dataclass
 
 from mockbackend.report import Report
@@ -50,8 +52,14 @@ class FakeFrontend:
 
     # -- messages ------------------------------------------------------------------
 
-    def send(self, name: str, fields: dict | None = None, *, need_reply: bool = False,
-             fds: tuple[int, ...] = ()) -> None:  # fmt: skip
+    def send(
+        self,
+        name: str,
+        fields: dict | None = None,
+        *,
+        need_reply: bool = False,
+        fds: tuple[int, ...] = (),
+    ) -> None:
         wire.send_frame(self.sock, build(name, fields, need_reply=need_reply, fds=fds))
 
     def send_frame(self, frame: Frame) -> None:
@@ -62,8 +70,15 @@ class FakeFrontend:
         assert frame is not None, "the back-end closed the connection"
         return frame
 
-    def ask(self, name: str, fields: dict | None = None, *, fds: tuple[int, ...] = (),
-            need_reply: bool = False, layout: str | None = None) -> dict:  # fmt: skip
+    def ask(
+        self,
+        name: str,
+        fields: dict | None = None,
+        *,
+        fds: tuple[int, ...] = (),
+        need_reply: bool = False,
+        layout: str | None = None,
+    ) -> dict:
         """Send a request and decode its reply with the reply layout."""
         self.send(name, fields, need_reply=need_reply, fds=fds)
         frame = self.read()
@@ -96,10 +111,18 @@ class FakeFrontend:
         return features, chosen
 
     def set_mem_table(self) -> None:
-        region = {"guest_phys_addr": 0, "memory_size": GUEST_SIZE, "userspace_addr": UADDR,
-                  "mmap_offset": 0}  # fmt: skip
-        self.ask("SET_MEM_TABLE", {"nregions": 1, "regions": [region]}, fds=(self.mem_fd,),
-                 need_reply=True)  # fmt: skip
+        region = {
+            "guest_phys_addr": 0,
+            "memory_size": GUEST_SIZE,
+            "userspace_addr": UADDR,
+            "mmap_offset": 0,
+        }
+        self.ask(
+            "SET_MEM_TABLE",
+            {"nregions": 1, "regions": [region]},
+            fds=(self.mem_fd,),
+            need_reply=True,
+        )
 
     def start_ring(self, index: int, driver: Driver) -> tuple[int, int]:
         """Configure and start a ring; (kick eventfd, call eventfd) kept by the test."""
@@ -107,11 +130,17 @@ class FakeFrontend:
         call = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self.send("SET_VRING_NUM", {"index": index, "num": driver.size})
         self.send("SET_VRING_BASE", {"index": index, "next_avail": 0})
-        self.send("SET_VRING_ADDR", {"index": index, "flags": 0,
-                                     "desc_user_addr": UADDR + driver.desc,
-                                     "used_user_addr": UADDR + driver.used,
-                                     "avail_user_addr": UADDR + driver.avail,
-                                     "log_guest_addr": 0})  # fmt: skip
+        self.send(
+            "SET_VRING_ADDR",
+            {
+                "index": index,
+                "flags": 0,
+                "desc_user_addr": UADDR + driver.desc,
+                "used_user_addr": UADDR + driver.used,
+                "avail_user_addr": UADDR + driver.avail,
+                "log_guest_addr": 0,
+            },
+        )
         self.send("SET_VRING_CALL", {"index": index}, fds=(call,))
         self.send("SET_VRING_KICK", {"index": index}, fds=(kick,))
         self.ask("SET_VRING_ENABLE", {"index": index, "num": 1}, need_reply=True)
@@ -140,8 +169,9 @@ class Driver:
         self.next_data += (len(payload) + 15) // 16 * 16
         return addr
 
-    def write_desc(self, index: int, addr: int, length: int, flags: int, nxt: int,
-                   table: int | None = None) -> None:  # fmt: skip
+    def write_desc(
+        self, index: int, addr: int, length: int, flags: int, nxt: int, table: int | None = None
+    ) -> None:
         base = (self.desc if table is None else table) + 16 * index
         self.ram[base : base + 16] = struct.pack("<QIHH", addr, length, flags, nxt)
 
@@ -173,12 +203,12 @@ class Driver:
 
 
 def kick(fd: int) -> None:
+    """The guest's notification: one write to the kick eventfd."""
     os.write(fd, (1).to_bytes(8, "little"))
 
 
 def wait_used(driver: Driver, count: int, timeout: float = 5.0) -> None:
-    import time
-
+    """Wait until the device has returned ``count`` chains in total."""
     deadline = time.monotonic() + timeout
     while driver.used_idx() < count:
         assert time.monotonic() < deadline, f"used idx {driver.used_idx()} never reached {count}"
