@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from vhtrace.protocol.conversation import Analysis, Conversation, WireMessage
+from vhtrace.protocol.conversation import CUT_HEADER, Analysis, Conversation, WireMessage
 from vhtrace.protocol.findings import Finding
 from vhtrace.protocol.framing import unpack_header
 from vhtrace.protocol.spec import HEADER_SIZE, Channel, DeviceType, Side
@@ -60,8 +60,8 @@ def wire_message(record: MessageRecord) -> WireMessage:
     if len(raw) >= HEADER_SIZE:
         request, flags, size = unpack_header(raw)
         complete = len(raw) == HEADER_SIZE + size and not record.flags & _CUT
-    else:
-        request = flags = size = 0
+    else:  # the stream ended inside the header: size says how much of it came
+        request, flags, size = CUT_HEADER, 0, len(raw)
         complete = False
     return _new_tuple(
         WireMessage,

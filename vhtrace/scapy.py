@@ -51,6 +51,7 @@ from vhtrace.dissect.scapy_layers import (
     default_layout,
     payload_class,
     register_user_dlt,
+    scapy_name,
 )
 from vhtrace.dissect.scapy_trace import VhostUserTrace, read_trace, session_key
 
@@ -102,5 +103,6 @@ __all__ = [
     "payload_class",
     "read_trace",
     "register_user_dlt",
+    "scapy_name",
     "session_key",
 ]

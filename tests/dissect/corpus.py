@@ -62,6 +62,7 @@ def write_trace(path: Path, messages: Iterable[Msg], device: str | None = "blk")
                 tuple(fd_meta(kind) for kind in msg.fds),
                 msg.flags,
             )
+            writer.flush()  # a frame per message, as a recorder flushing often: cuts lose little
         for session in sessions:
             writer.event(10**9, WALL_BASE + 10**9, session, "session-end", {})
     return path

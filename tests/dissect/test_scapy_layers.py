@@ -101,7 +101,7 @@ def test_reply_uses_the_tables_reply_layout() -> None:
 
 def test_channels_name_the_same_id_differently() -> None:
     data = le32(3, 1, 24) + struct.pack("<QQQ", 0x102, 0x1000, 0x2000)
-    assert VhostUser(data).sprintf("%VhostUser.request%") == "RESET_OWNER"
+    assert VhostUser(data).sprintf("%VhostUser.request%") == "SET_OWNER"
     packet = VhostUserBackend(data)
     assert packet.sprintf("%VhostUserBackend.request%") == "VRING_HOST_NOTIFIER_MSG"
     area = packet[VhostUserVringArea]
@@ -112,7 +112,7 @@ def test_layout_hint_reads_a_postcopy_reply_as_a_memory_table() -> None:
     regions = [{"guest_phys_addr": 0, "memory_size": 1 << 30, "userspace_addr": 0x7F00,
                 "mmap_offset": 0}]  # fmt: skip
     data = build("SET_MEM_TABLE", {"regions": regions}, reply=True, layout="mem_table").raw
-    assert isinstance(VhostUser(data).payload, Raw | VhostUserAck)  # the table says: an ack
+    assert isinstance(VhostUser(data).payload, VhostUserAck)  # the table says: an ack
     packet = VhostUser(data, layout="mem_table")
     assert packet[VhostUserMemTable].regions[0].memory_size == 1 << 30
     assert raw(packet) == data

@@ -392,9 +392,13 @@ def _values() -> dict[str, dict[int, str]]:
 
 def generated_block() -> str:
     """The Lua between the markers, from the protocol model."""
+    if (spec.VRING_IDX_MASK, spec.VRING_NOFD_MASK) != (0xFF, 0x100):
+        raise ValueError("the Lua reads the ring index as byte 0 and NOFD as bit 0 of byte 1")
     out = [
         BEGIN + ": written by `python -m vhtrace.dissect.lua` from vhtrace.protocol; do not edit.",
         f"local HEADER_SIZE = {spec.HEADER_SIZE}",
+        f"local VRING_MASKS = {{ INDEX = 0x{spec.VRING_IDX_MASK:x},"
+        f" NOFD = 0x{spec.VRING_NOFD_MASK:x} }}",
         f"local FLAGS = {{ VERSION_MASK = 0x{spec.VERSION_MASK:x}, REPLY = 0x{spec.FLAG_REPLY:x},"
         f" NEED_REPLY = 0x{spec.FLAG_NEED_REPLY:x} }}",
         "",

@@ -89,11 +89,21 @@ _INT_FIELDS: dict[str, Callable[[str, int], Field[Any, Any]]] = {
 _FMT_TOKEN = re.compile(r"(\d*)([a-zA-Z?])")
 
 
+RENAMED = {"direction": "transfer_direction"}
+"""Codec field names that scapy's Packet already uses for itself (a slot), and
+what the scapy field is called instead."""
+
+
+def scapy_name(name: str) -> str:
+    """The scapy field name of a codec field."""
+    return RENAMED.get(name, name)
+
+
 def struct_fields(layout: str, **overrides: Field[Any, Any]) -> list[Field[Any, Any]]:
     """Scapy fields for a struct layout of the codec, in its order and widths.
 
-    ``overrides`` replace a field's presentation (an enum, flags, decimal);
-    each must keep the codec's width, which is checked here."""
+    ``overrides`` (by codec field name) replace a field's presentation (an
+    enum, flags, decimal); each must keep the codec's width, checked here."""
     codec = payloads.LAYOUTS[layout]
     if not isinstance(codec, payloads.StructLayout):
         raise TypeError(f"{layout} is not a fixed struct")
@@ -102,13 +112,14 @@ def struct_fields(layout: str, **overrides: Field[Any, Any]) -> list[Field[Any, 
     for count, code in _FMT_TOKEN.findall(codec.fmt):
         repeat, size = (1, int(count)) if code == "s" else (int(count or 1), 0)
         for _ in range(repeat):
-            name = names.pop(0)
+            codec_name = names.pop(0)
+            name = scapy_name(codec_name)
             if code == "s":
                 default: Field[Any, Any] = StrFixedLenField(name, b"\0" * size, size)
             else:
                 default = _INT_FIELDS[code](name, 0)
                 size = struct.calcsize("<" + code)
-            field = overrides.pop(name, default)
+            field = overrides.pop(codec_name, default)
             if field.name != name or field.sz != size:
                 raise ValueError(f"{layout}.{name}: override does not fit {code!r}")
             fields.append(field)
@@ -470,7 +481,7 @@ class VhostUserDeviceState(VhostUserPayload):
     layout = "device_state"
     fields_desc = struct_fields(
         "device_state",
-        direction=LEIntEnumField("direction", 0, payloads.DEVICE_STATE_DIRECTIONS),
+        direction=LEIntEnumField("transfer_direction", 0, payloads.DEVICE_STATE_DIRECTIONS),
         phase=LEIntEnumField("phase", 0, payloads.DEVICE_STATE_PHASES),
     )
 
@@ -525,7 +536,7 @@ def _sym_info_fields(cond: Callable[[Packet], bool] | None) -> list[Field[Any, A
     fields: list[Field[Any, Any]] = [
         *(LEIntField(name, 0) for name in ("cipher_alg", "key_len", "hash_alg")),
         *(LEIntField(name, 0) for name in ("hash_result_len", "auth_key_len", "add_len")),
-        *(ByteField(name, 0) for name in ("op_type", "direction", "hash_mode")),
+        *(ByteField(scapy_name(n), 0) for n in ("op_type", "direction", "hash_mode")),
         ByteField("alg_chain_order", 0),
     ]
     return [ConditionalField(f, cond) for f in fields] if cond else fields
@@ -537,7 +548,11 @@ def _is_sym(pkt: Packet) -> bool:
 
 @_register
 class VhostUserCryptoSession(VhostUserPayload):
-    """CREATE_CRYPTO_SESSION, QEMU's current layout (1072 bytes)."""
+    """CREATE_CRYPTO_SESSION, QEMU's current layout (1072 bytes).
+
+    A union of a symmetric and an asymmetric session, chosen by op_code; the
+    asymmetric fields whose codec names the symmetric ones also use are
+    prefixed ``asym_`` (scapy wants one name per field)."""
 
     name = "vhost-user crypto session"
     layout = "crypto_session"
@@ -708,11 +723,17 @@ class VhostUserHeader(Packet):
 
     # -- scapy conveniences --------------------------------------------------
 
-    def copy(self) -> Any:
-        clone = super().copy()
+    def _keep_slots(self, clone: Any) -> Any:
+        """Copies keep what the trace said about the message."""
         for slot in ("record", "layout_hint", "context_hint"):
             object.__setattr__(clone, slot, getattr(self, slot))
         return clone
+
+    def copy(self) -> Any:
+        return self._keep_slots(super().copy())
+
+    def clone_with(self, payload: Any = None, **kwargs: Any) -> Any:
+        return self._keep_slots(super().clone_with(payload, **kwargs))
 
     def _do_summary(self) -> tuple[int, str, list[Any]]:
         """Always name the request, whatever the layers below say about themselves."""
@@ -767,6 +788,18 @@ class VhostUserBackend(VhostUserHeader):
         LEIntField("size", None),
     ]
 
+
+def _check_names() -> None:
+    """No field may hide behind one of scapy's own packet attributes."""
+    classes = [*LAYOUT_CLASSES.values(), *_VARIANTS.values(), VhostUserRegionXen]
+    classes += [VhostUserCryptoSessionOld, VhostUserCryptoSessionRaw]
+    for cls in classes:
+        for field in cls.fields_desc:
+            if field.name in Packet.__all_slots__:  # type: ignore[attr-defined]
+                raise TypeError(f"{cls.__name__}.{field.name} is hidden by scapy's Packet")
+
+
+_check_names()
 
 HEADER_CLASSES: dict[Channel, type[VhostUserHeader]] = {
     Channel.MAIN: VhostUser,

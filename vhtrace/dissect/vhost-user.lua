@@ -24,6 +24,7 @@ local vhost_user = Proto("vhost-user", "vhost-user")
 
 -- BEGIN GENERATED: written by `python -m vhtrace.dissect.lua` from vhtrace.protocol; do not edit.
 local HEADER_SIZE = 12
+local VRING_MASKS = { INDEX = 0xff, NOFD = 0x100 }
 local FLAGS = { VERSION_MASK = 0x3, REPLY = 0x4, NEED_REPLY = 0x8 }
 
 -- Requests by channel and id: name, request layout, reply layout(s).
@@ -263,8 +264,8 @@ local E = {
     expert.group.MALFORMED, expert.severity.WARN),
   short = ProtoExpert.new("vhost_user.expert.short", "Payload too short for its layout",
     expert.group.MALFORMED, expert.severity.ERROR),
-  trailing = ProtoExpert.new("vhost_user.expert.trailing", "Payload bytes the layout does not define",
-    expert.group.PROTOCOL, expert.severity.WARN),
+  trailing = ProtoExpert.new("vhost_user.expert.trailing",
+    "Payload bytes the layout does not define", expert.group.PROTOCOL, expert.severity.WARN),
   after_size = ProtoExpert.new("vhost_user.expert.after_size", "Bytes after the message size",
     expert.group.MALFORMED, expert.severity.ERROR),
   unknown = ProtoExpert.new("vhost_user.expert.unknown_request", "Request id not in the spec",
@@ -299,7 +300,8 @@ local function hex64(buf, off)
 end
 
 local function human(n)
-  for _, unit in ipairs({ { "TiB", 2 ^ 40 }, { "GiB", 2 ^ 30 }, { "MiB", 2 ^ 20 }, { "KiB", 2 ^ 10 } }) do
+  local units = { { "TiB", 2 ^ 40 }, { "GiB", 2 ^ 30 }, { "MiB", 2 ^ 20 }, { "KiB", 2 ^ 10 } }
+  for _, unit in ipairs(units) do
     if n ~= 0 and n % unit[2] == 0 then
       return string.format("%d %s", n / unit[2], unit[1])
     end
@@ -366,8 +368,9 @@ end
 
 local D = {}
 
-local function ack_text(value)
-  return value == 0 and "ok" or ("failed (" .. value .. ")")
+local function ack_text(buf)
+  local value = buf(0, 8):le_uint64()
+  return value == UInt64.new(0) and "ok" or ("failed (" .. tostring(value) .. ")")
 end
 
 local function plain(layout, summary)
@@ -384,7 +387,7 @@ D.u64 = plain("u64", function(buf)
   return value < 2 ^ 32 and tostring(value) or hex64(buf, 0)
 end)
 
-D.ack = plain("ack", function(buf) return ack_text(num64(buf, 0)) end)
+D.ack = plain("ack", ack_text)
 
 D.log_reply = function(buf, tree, ctx)
   if buf:len() == 0 then
@@ -424,7 +427,8 @@ local function index_word(buf, tree, index_key, nofd_key)
   end
   tree:add(F[index_key], buf(0, 1), buf(0, 1):uint())
   tree:add(F[nofd_key], buf(1, 1))
-  tree:add(F["vring.reserved"], buf(0, 8), buf(0, 8):le_uint64():band(UInt64.new(0xfffffe00, 0xffffffff)))
+  local reserved = UInt64.new(VRING_MASKS.INDEX + VRING_MASKS.NOFD):bnot()
+  tree:add(F["vring.reserved"], buf(0, 8), buf(0, 8):le_uint64():band(reserved))
   return true
 end
 
@@ -444,7 +448,8 @@ D.device_state_result = function(buf, tree)
     return 0, false, nil
   end
   local err = buf(0, 1):uint()
-  return 8, true, (err == 0 and "ok" or "error " .. err) .. (nofd(buf) and ", no fd" or ", back-end's fd")
+  local text = (err == 0 and "ok" or "error " .. err)
+  return 8, true, text .. (nofd(buf) and ", no fd" or ", back-end's fd")
 end
 
 D.vring_area = function(buf, tree)
@@ -717,7 +722,7 @@ local function add_meta(tree, tvb, pinfo, meta)
     end
   end
   if tonumber(meta.v or "0") > META_VERSION then
-    item:add_proto_expert_info(E.meta, "metadata version " .. meta.v .. ", newer than this dissector")
+    item:add_proto_expert_info(E.meta, "metadata version " .. meta.v .. ", newer than I know")
   end
   number("session", meta.session)
   number("seq", meta.seq, true)
@@ -766,7 +771,8 @@ function vhost_user.dissector(tvb, pinfo, tree)
   end
   if tvb:len() < HEADER_SIZE then
     root:add(F.payload, tvb())
-    root:add_proto_expert_info(E.header_cut, "message cut inside its header (" .. tvb:len() .. " bytes)")
+    root:add_proto_expert_info(E.header_cut,
+      "message cut inside its header (" .. tvb:len() .. " bytes)")
     info[#info + 1] = "message cut inside its header"
     pinfo.cols.info = table.concat(info, " ")
     return tvb:len()
@@ -791,32 +797,37 @@ function vhost_user.dissector(tvb, pinfo, tree)
   end
   local kept = tvb:len() - HEADER_SIZE
   local length = math.min(size, kept)
+  local cut = size > kept -- the recorder kept only a prefix: no "too short" on top of that
   local summary
   if not row then
     root:add_proto_expert_info(E.unknown, "request id " .. request .. " is not in the spec")
   end
-  if length == 0 and layout and LAYOUT_SIZES[layout] ~= 0 and layout ~= "log_reply" then
-    root:add_proto_expert_info(E.short, "no payload, layout " .. layout .. " needs one")
-  elseif length > 0 then
+  if length == 0 then
+    if layout and not cut and LAYOUT_SIZES[layout] ~= 0 and layout ~= "log_reply" then
+      root:add_proto_expert_info(E.short, "no payload, layout " .. layout .. " needs one")
+    end
+  else
     local decode = layout and D[layout]
     local payload_tree = root:add(tvb(HEADER_SIZE, length),
       "Payload" .. (layout and " (" .. layout .. ")" or "") .. ", " .. length .. " bytes")
     local done, complete = 0, true
     if decode then
-      done, complete, summary = decode(tvb(HEADER_SIZE, length):tvb(), payload_tree, context_of(meta))
+      local buf = tvb(HEADER_SIZE, length):tvb()
+      done, complete, summary = decode(buf, payload_tree, context_of(meta))
     end
     if done < length then
       local rest = tvb(HEADER_SIZE + done, length - done)
       payload_tree:add(decode and complete and F.trailing or F.payload, rest)
       if decode and complete then
-        payload_tree:add_proto_expert_info(E.trailing, (length - done) .. " bytes beyond the " .. layout .. " layout")
+        payload_tree:add_proto_expert_info(E.trailing,
+          (length - done) .. " bytes beyond the " .. layout .. " layout")
       end
     end
-    if decode and not complete then
+    if decode and not complete and not cut then
       payload_tree:add_proto_expert_info(E.short, length .. " bytes do not hold a whole " .. layout)
     end
   end
-  if size > kept then
+  if cut then
     root:add_proto_expert_info(E.cut, "size " .. size .. ", " .. kept .. " payload bytes recorded"
       .. (meta.cut and " (" .. meta.cut .. ")" or ""))
   elseif kept > size then

@@ -56,12 +56,17 @@ class WireMessage(NamedTuple):
     channel: Channel
     sender: Side
     request: int
+    """The header's request id; CUT_HEADER when the stream ended inside the header."""
     flags: int
     size: int
     payload: bytes
     fd_count: int = 0
     complete: bool = True
     """False when the payload was not kept whole (oversized, or the stream ended)."""
+
+
+CUT_HEADER = -1
+"""WireMessage.request of a message whose 12-byte header never arrived whole."""
 
 
 @dataclass(slots=True)
@@ -125,6 +130,8 @@ class Conversation:
 
     def analyse(self, msg: WireMessage) -> Analysis:
         """Classify, decode and check one message, and update the state."""
+        if msg.request == CUT_HEADER:
+            return self._cut_header(msg)
         if msg.sender is _REQUESTER[msg.channel]:
             if self.state.postcopy_ack_due is not None and self._is_postcopy_ack(msg):
                 return self._postcopy_ack(msg)
@@ -194,6 +201,15 @@ class Conversation:
             apply = _REQUEST_EFFECTS.get(row.name) if msg.channel is Channel.MAIN else None
             if apply is not None:
                 apply(state, msg, fields)
+        return analysis
+
+    def _cut_header(self, msg: WireMessage) -> Analysis:
+        """Nothing can be said of a message whose header was cut, but that it was."""
+        role = Role.REQUEST if msg.sender is _REQUESTER[msg.channel] else Role.REPLY
+        analysis = Analysis(msg.seq, msg.channel, msg.sender, role, "(cut header)", None, None,
+                            self.state.payload_context())  # fmt: skip
+        self._add(analysis, [error("cut-header", f"the stream ended {msg.size} bytes into "
+                                   f"the {spec.HEADER_SIZE}-byte header")])  # fmt: skip
         return analysis
 
     def _unknown_request(self, msg: WireMessage, ctx: PayloadContext) -> Analysis:

@@ -35,6 +35,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import select
 import selectors
 import socket
 import time
@@ -46,7 +47,7 @@ from typing import Any
 from vhtrace.protocol import spec
 from vhtrace.protocol.conversation import Conversation, WireMessage
 from vhtrace.protocol.findings import Finding, Severity
-from vhtrace.protocol.framing import Frame, Framer, OversizedData, OversizedStart
+from vhtrace.protocol.framing import Frame, Framer, OversizedData, OversizedStart, unpack_header
 from vhtrace.protocol.spec import Channel, Side
 from vhtrace.record import endpoints
 from vhtrace.record.recorder import Recorder, now_ns
@@ -426,7 +427,8 @@ class Proxy:
                 )  # fmt: skip
             else:
                 self._record_stream(endpoint, seq, leftover.data, dups, mono, wall)
-            self._finding(session, "incomplete", f"#{seq} {endpoint.label}: {leftover.describe()}")
+            self._finding(session, "incomplete", f"{endpoint.label}: {leftover.describe()}", seq,
+                          _request_name(endpoint, leftover.data))  # fmt: skip
         self._close_endpoint(endpoint)
         peer = endpoint.peer
         if endpoint is session.frontend or endpoint is session.backend:
@@ -436,6 +438,13 @@ class Proxy:
         self._event(session, f"{endpoint.channel}-channel-closed", {"by": endpoint.sender.value})
         if peer is not None:
             self._close_when_flushed(peer)
+
+    def _drain(self, endpoint: Endpoint, limit: int = 256) -> None:
+        """Read what a closing session's peer had already sent, so that it is recorded."""
+        for _ in range(limit):
+            if endpoint.closed or not endpoint.readable or not _has_data(endpoint.fd):
+                return
+            self._read(endpoint)
 
     def _record_unfinished(self, endpoint: Endpoint) -> None:
         """A message half read when its session ends: recorded as incomplete."""
@@ -457,11 +466,9 @@ class Proxy:
             )  # fmt: skip
         else:
             close_fds(dups)
-        self._finding(
-            endpoint.session,
-            "incomplete",
-            f"#{seq} {endpoint.label}: {leftover.describe()} when the session ended",
-        )
+        self._finding(endpoint.session, "incomplete",
+                      f"{endpoint.label}: {leftover.describe()} when the session ended", seq,
+                      _request_name(endpoint, leftover.data))  # fmt: skip
 
     def _close_when_flushed(self, endpoint: Endpoint) -> None:
         if endpoint.outbox:
@@ -477,7 +484,8 @@ class Proxy:
             return
         session.ended = True
         session.end_reason = reason
-        for endpoint in session.endpoints:
+        for endpoint in list(session.endpoints):
+            self._drain(endpoint)
             self._record_unfinished(endpoint)
             self._close_when_flushed(endpoint)
         self._event(session, "session-end" if session.started else "session-failed",
@@ -635,8 +643,8 @@ class Proxy:
         dups = [os.dup(fd) for fd in frame.fds]
         close_fds(list(frame.fds))
         self._record_message(endpoint, seq, frame, mono, wall, fmt.MESSAGE_DROPPED, dups)
-        self._finding(endpoint.session, "strict", f"--strict: dropped the connection at #{seq}:"
-                      f" {why}")  # fmt: skip
+        self._finding(endpoint.session, "strict", f"--strict: dropped the connection: {why}", seq,
+                      _request_name(endpoint, frame.header))  # fmt: skip
         self._end_session(endpoint.session, f"--strict: malformed message #{seq}")
 
     # -- recording -------------------------------------------------------------------
@@ -665,8 +673,9 @@ class Proxy:
         mono, wall = when or now_ns()
         self.recorder.submit(("event", mono, wall, session.number, event, info))
 
-    def _finding(self, session: Session, code: str, text: str) -> None:
-        finding = Finding(None, "", code, text, Severity.ERROR)
+    def _finding(self, session: Session, code: str, text: str, seq: int | None = None,
+                 request: str = "") -> None:  # fmt: skip
+        finding = Finding(seq, request, code, text, Severity.ERROR)
         self.recorder.submit(("finding", session.number, finding))
 
     # -- shutdown --------------------------------------------------------------------
@@ -692,3 +701,17 @@ class Proxy:
             os.unlink(self.listen_path)
         os.close(self._wake_r)
         os.close(self._wake_w)
+
+
+def _request_name(endpoint: Endpoint, data: bytes) -> str:
+    """The request a (maybe cut) message names, for a finding; '' if its header is cut."""
+    if len(data) < spec.HEADER_SIZE or endpoint.channel not in ("main", "backend"):
+        return ""
+    return spec.request_name(Channel(endpoint.channel), unpack_header(data)[0])
+
+
+def _has_data(fd: int) -> bool:
+    """True if a read would not block (data or EOF waiting)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
