@@ -8,7 +8,7 @@ import sys
 from vhtrace import render
 from vhtrace.analysis import AnalysedMessage, LateFindings, analyser_for
 from vhtrace.cli import common
-from vhtrace.cli.filters import add_filter_arguments, filter_from_args
+from vhtrace.cli.filters import MessageFilter, add_filter_arguments, filter_from_args
 from vhtrace.protocol.findings import Severity
 from vhtrace.trace.records import EndRecord, EventRecord, FindingRecord
 
@@ -43,6 +43,7 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     message_filter = filter_from_args(args)
+    filtering = message_filter != MessageFilter()
     reader = common.open_trace(args.trace)
     header = reader.header
     analyser = analyser_for(header, args.device)
@@ -61,9 +62,10 @@ def run(args: argparse.Namespace) -> int:
 
     for item in analyser.run(reader):
         if isinstance(item, AnalysedMessage):
-            if not message_filter.matches(item):
+            if filtering and not message_filter.matches(item):
                 continue
-            note([f.severity for f in item.analysis.findings])
+            if item.analysis.findings:
+                note([f.severity for f in item.analysis.findings])
             if json_out is not None:
                 write(json_out.message(item) + "\n")
             else:
@@ -90,6 +92,11 @@ def run(args: argparse.Namespace) -> int:
                         render.late_finding_lines(LateFindings(item.session, [finding]))[0] + "\n"
                     )
         elif isinstance(item, FindingRecord):
+            # the recorder's findings obey --session and --range as the late ones do
+            if message_filter.session not in (None, item.session) or not _seq_in_range(
+                item.finding.seq, message_filter.seq_range
+            ):
+                continue
             note([item.finding.severity])
             if json_out is not None:
                 write(json_out.finding(item.session, item.finding) + "\n")

@@ -24,9 +24,12 @@ from vhtrace.trace import format as fmt
 from vhtrace.trace.records import (
     EndRecord,
     EventRecord,
+    ExtentRecord,
     FindingRecord,
     MessageRecord,
+    PageRecord,
     Record,
+    SnapshotRecord,
     StreamRecord,
 )
 
@@ -177,17 +180,27 @@ class TraceReader:
 
     def __iter__(self) -> Iterator[Record]:
         objects = self._objects
-        message_shape, channels, senders = _MESSAGE_SHAPE, _MESSAGE_CHANNELS, _SENDERS
+        channels, senders, tag = _MESSAGE_CHANNELS, _SENDERS, fmt.TAG_MESSAGE
         try:
             for obj in objects:
-                # The common case inline: a message record without fds, valid in every field.
+                # The common case inline: a message record without fds whose fields have
+                # the types of _FIELD_TYPES[TAG_MESSAGE] (checked one by one: faster than
+                # building the tuple of types). Anything else goes through _record.
                 if (
                     type(obj) is tuple
-                    and tuple(map(type, obj)) == message_shape
-                    and obj[0] == fmt.TAG_MESSAGE
+                    and len(obj) == 10
+                    and obj[0] == tag
+                    and type(obj[1]) is int
+                    and type(obj[2]) is int
+                    and type(obj[3]) is int
+                    and type(obj[4]) is int
+                    and type(obj[5]) is str
                     and obj[5] in channels
+                    and type(obj[6]) is str
                     and obj[6] in senders
-                    and not obj[8]
+                    and type(obj[7]) is bytes
+                    and obj[8] == ()
+                    and type(obj[9]) is int
                 ):
                     record = _new_tuple(MessageRecord, obj[1:])
                 else:
@@ -225,6 +238,12 @@ class TraceReader:
                 return FindingRecord(fields[0], Finding.from_dict(fields[1]))
             if tag == fmt.TAG_STREAM:
                 return StreamRecord._make(fields)
+            if tag == fmt.TAG_PAGE:
+                return PageRecord._make(fields)
+            if tag == fmt.TAG_EXTENT:
+                return ExtentRecord._make(fields)
+            if tag == fmt.TAG_SNAPSHOT:
+                return SnapshotRecord._make(fields)
             self.end = EndRecord._make(fields)
             return self.end
         except (TypeError, ValueError) as exc:
@@ -248,9 +267,11 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     fmt.TAG_FINDING: (int, dict),
     fmt.TAG_STREAM: (int, int, int, int, str, str, bytes, tuple),
     fmt.TAG_END: (int, int, dict),
+    fmt.TAG_PAGE: (bytes, int, bytes),
+    fmt.TAG_EXTENT: (int, int, str, int, int, str, int, tuple),
+    fmt.TAG_SNAPSHOT: (int, int, int, int, int, str, dict),
 }
 """The types of each record's fields, in order (msgpack arrays read as tuples)."""
-_MESSAGE_SHAPE = (str, *_FIELD_TYPES[fmt.TAG_MESSAGE])
 _new_tuple = tuple.__new__
 _HEADER_TYPES: dict[str, type] = {"mono_ns": int, "wall_ns": int, "endpoints": dict}
 """Header entries the tools compute with, when present."""
