@@ -191,15 +191,22 @@ class JsonRenderer:
         self._origin = int(header.get("mono_ns", 0))
         self._fields_cache: dict[tuple[Any, ...], str] = {}
 
-    def _fields_json(self, item: AnalysedMessage) -> str:
-        analysis = item.analysis
-        key = (analysis.layout, item.record.raw, analysis.context)
+    def _constant_part(self, item: AnalysedMessage) -> str:
+        """Everything but number, times, session, pairing, fds and findings: the same for
+        every message with the same bytes and meaning, so encoded once."""
+        record, analysis = item.record, item.analysis
+        key = (record.raw, record.channel, record.sender, record.flags, analysis.role,
+               analysis.name, analysis.layout, analysis.context)  # fmt: skip
         cached = self._fields_cache.get(key)
         if cached is None:
             if len(self._fields_cache) > 65536:
                 self._fields_cache.clear()
+            wire = item.wire
             cached = (
-                f'"layout":{_dumps(analysis.layout)},'
+                f'"channel":"{record.channel}","from":"{record.sender}",'
+                f'"role":"{analysis.role}","request":{_dumps(analysis.name)},'
+                f'"request_id":{wire.request},"flags":{wire.flags},"size":{wire.size},'
+                f'"record_flags":{record.flags},"layout":{_dumps(analysis.layout)},'
                 f'"fields":{_dumps(jsonable(analysis.fields))},'
                 f'"summary":{_dumps(analysis.summary())}'
             )
@@ -207,24 +214,20 @@ class JsonRenderer:
         return cached
 
     def message(self, item: AnalysedMessage) -> str:
-        record, analysis, wire = item.record, item.analysis, item.wire
-        parts = [
+        record, analysis = item.record, item.analysis
+        answers = analysis.answers
+        findings = analysis.findings
+        line = (
             f'{{"type":"message","seq":{record.seq},'
             f'"time":{(record.mono_ns - self._origin) / 1e9:.9f},"wall_ns":{record.wall_ns},'
-            f'"session":{record.session},"channel":"{record.channel}","from":"{record.sender}",'
-            f'"role":"{analysis.role}","request":"{analysis.name}",'
-            f'"request_id":{wire.request},"flags":{wire.flags},"size":{wire.size},'
-            f'"answers":{"null" if analysis.answers is None else analysis.answers},'
+            f'"session":{record.session},{self._constant_part(item)},'
+            f'"answers":{"null" if answers is None else answers},'
             f'"fds":{_fds_json(record.fds) if record.fds else "[]"},'
-            f'"record_flags":{record.flags},',
-            self._fields_json(item),
-            ',"findings":',
-            _dumps([f.to_dict() for f in analysis.findings]) if analysis.findings else "[]",
-        ]
+            f'"findings":{_dumps([f.to_dict() for f in findings]) if findings else "[]"}'
+        )
         if self.with_raw:
-            parts.append(f',"raw":"{record.raw.hex()}"')
-        parts.append("}")
-        return "".join(parts)
+            return f'{line},"raw":"{record.raw.hex()}"}}'
+        return line + "}"
 
     def event(self, record: EventRecord) -> str:
         return _dumps(
