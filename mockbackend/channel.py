@@ -210,9 +210,10 @@ class BackendChannel:
 
     def _on_reply(self, frame: Frame) -> None:
         msg = self.session.receive(Channel.BACKEND, frame)
-        pending = next((p for p in self._waiting if p.name == msg.name), None)
-        if pending is not None:
-            self._waiting.remove(pending)
+        with self._send_lock:
+            pending = next((p for p in self._waiting if p.name == msg.name), None)
+            if pending is not None:
+                self._waiting.remove(pending)
         log.info("<- back-end channel reply %s %s", msg, msg.findings or "")
         self.session.after_backend_reply(msg)
         if pending is not None:

@@ -22,6 +22,7 @@ from mockbackend.channel import BackendChannel
 from mockbackend.inflight import InflightArea
 from mockbackend.memory import AccessError, DirtyLog
 from mockbackend.messages import Message, Reply
+from mockbackend.packed import PackedQueue, packed_ring_sizes
 from mockbackend.postcopy import open_userfaultfd, register_missing
 from mockbackend.rings import Ring, close_fd
 from mockbackend.virtqueue import SplitQueue, VirtqueueError, ring_sizes
@@ -209,7 +210,8 @@ def set_vring_num(session: Session, msg: Message) -> Reply | None:
         return Reply.ack(1) if msg.need_reply else None
     num = msg.fields["num"]
     limit = session.device.queue_size_max if session.device else spec.MAX_QUEUE_SIZE
-    if ring.started or num == 0 or num > limit or num & (num - 1):
+    split = not session.state.has_virtio(spec.VIRTIO_F_RING_PACKED)
+    if ring.started or num == 0 or num > limit or (split and num & (num - 1)):
         return _refuse(session, msg, f"ring size {num} (limit {limit}, started {ring.started})")
     ring.num = num
     return None
@@ -236,7 +238,7 @@ def set_vring_base(session: Session, msg: Message) -> Reply | None:
     ring = _ring_or_refuse(session, msg)
     if ring is None or ring.started:
         return Reply.ack(1) if msg.need_reply else None
-    ring.base = msg.fields["num"] & 0xFFFF
+    ring.base = msg.fields["num"]  # split: next avail index; packed: both wrap counters too
     return None
 
 
@@ -248,7 +250,7 @@ def get_vring_base(session: Session, msg: Message) -> Reply:
         return Reply({"index": index, "num": 0})
     session.stop_ring(ring)
     if ring.queue is not None:
-        ring.base = ring.queue.last_avail_idx
+        ring.base = ring.queue.base()
     ring.queue = None
     ring.enabled = False
     close_fd(ring.kick_fd)
@@ -270,6 +272,8 @@ def set_vring_kick(session: Session, msg: Message) -> Reply | None:
     if ring is None:
         return Reply.ack(1) if msg.need_reply else None
     session.stop_ring(ring)
+    if ring.queue is not None:  # a new kick fd for a running ring: keep its position
+        ring.base = ring.queue.base()
     close_fd(ring.kick_fd)
     ring.kick_fd = fd
     ring.broken = None
@@ -290,8 +294,21 @@ def _build_queue(session: Session, ring: Ring) -> None:
     """Create the ring's SplitQueue from its addresses (the inflight area resumes it)."""
     state = session.conversation.state
     num = ring.num or 256
-    desc_len, avail_len, used_len = ring_sizes(num)
     mem = session.memory
+    if state.has_virtio(spec.VIRTIO_F_RING_PACKED):
+        desc_len, avail_len, used_len = packed_ring_sizes(num)
+        ring.queue = PackedQueue(
+            mem,
+            num,
+            mem.uaddr_to_gpa(ring.desc, desc_len),
+            mem.uaddr_to_gpa(ring.avail, avail_len),
+            mem.uaddr_to_gpa(ring.used, used_len),
+            event_idx=state.has_virtio(spec.VIRTIO_F_EVENT_IDX),
+            indirect=state.has_virtio(spec.VIRTIO_F_INDIRECT_DESC),
+            base=ring.base,
+        )
+        return
+    desc_len, avail_len, used_len = ring_sizes(num)
     inflight = session.inflight.queue(ring.index) if session.inflight else None
     if inflight is not None and inflight.queue_size != num:
         inflight = None
@@ -326,7 +343,8 @@ def _refresh_queue(session: Session, ring: Ring) -> None:
     if old is None:
         return
     mem = session.memory
-    desc_len, avail_len, used_len = ring_sizes(old.size)
+    sizes = packed_ring_sizes if isinstance(old, PackedQueue) else ring_sizes
+    desc_len, avail_len, used_len = sizes(old.size)
     try:
         old.desc = mem.uaddr_to_gpa(ring.desc, desc_len)
         old.avail = mem.uaddr_to_gpa(ring.avail, avail_len)

@@ -7,6 +7,8 @@ from typing import Any
 
 from vhtrace.protocol.findings import Finding, Severity
 
+MAX_VIOLATIONS = 10_000
+
 
 @dataclass
 class Report:
@@ -22,6 +24,14 @@ class Report:
     errors: list[str] = field(default_factory=list)
     """Handlers or hooks that raised, and rings that broke."""
     closed_by: str = ""
+    violations_not_kept: int = 0
+    """Violations beyond :data:`MAX_VIOLATIONS`, counted but not kept."""
+
+    def add_violation(self, finding: Finding) -> None:
+        if len(self.violations) < MAX_VIOLATIONS:
+            self.violations.append(finding)
+        else:
+            self.violations_not_kept += 1
 
     @property
     def errors_found(self) -> list[Finding]:
@@ -34,6 +44,8 @@ class Report:
 
     def render(self) -> str:
         lines = [f"mockbackend: {self.messages} messages; connection {self.closed_by or 'ended'}"]
+        if self.violations_not_kept:
+            lines.append(f"({self.violations_not_kept} more violations not kept)")
         for title, items in (
             ("front-end violations", [str(f) for f in self.violations]),
             ("expectations not met", self.expectation_failures),
@@ -54,4 +66,5 @@ class Report:
             "unused_faults": self.unused_faults,
             "errors": self.errors,
             "closed_by": self.closed_by,
+            "violations_not_kept": self.violations_not_kept,
         }

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mockbackend.memory import AccessError
+from mockbackend.packed import PackedQueue
 from mockbackend.virtqueue import SplitQueue, VirtqueueError
 
 log = logging.getLogger("mockbackend")
@@ -49,7 +50,7 @@ class Ring:
     enabled: bool = False
     started: bool = False
     broken: str | None = None
-    queue: SplitQueue | None = None
+    queue: SplitQueue | PackedQueue | None = None
     worker: RingWorker | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     """Held while the ring is processed; taken to pause it (memory table changes)."""
@@ -149,8 +150,13 @@ def process_ring(
                 ring.processed += 1
                 pushed = True
         except (VirtqueueError, AccessError, ValueError) as exc:
-            ring.broken = str(exc)
+            ring.broken = str(exc)  # what the guest put in the ring: refuse, say so
             on_error(ring, str(exc))
+            ring.signal_error()
+        except Exception as exc:  # a device (or a script's device) bug: report, not crash
+            log.exception("ring %d: device failed", ring.index)
+            ring.broken = f"device raised {exc!r}"
+            on_error(ring, ring.broken)
             ring.signal_error()
         if pushed and queue.should_notify():
             ring.signal(inband)

@@ -45,11 +45,15 @@ from vhtrace.protocol.conversation import Conversation, Role, WireMessage
 from vhtrace.protocol.findings import Finding, Severity
 from vhtrace.protocol.framing import Frame, Framer, OversizedData, OversizedStart
 from vhtrace.protocol.spec import Channel, ProtocolFeature, Side
+from vhtrace.protocol.state import ConversationState
 
 if TYPE_CHECKING:
     from mockbackend.script import Script
 
 log = logging.getLogger("mockbackend")
+
+MAX_KEPT = 10_000
+"""Messages (and violations) kept per connection; older ones are forgotten, counted."""
 
 MAX_RINGS = 256
 """Rings a device may declare (bounded allocation whatever the front-end asks)."""
@@ -91,7 +95,7 @@ class Session:
         self._framer = Framer()
 
     @property
-    def state(self) -> object:
+    def state(self) -> ConversationState:
         """What the conversation has established (features, regions, rings)."""
         return self.conversation.state
 
@@ -158,10 +162,10 @@ class Session:
             msg = Message(seq, channel, analysis.name, frame, analysis, list(frame.fds))
             self.report.messages += 1
             self.messages.append(msg)
-            if len(self.messages) > 100_000:
-                del self.messages[:50_000]  # bounded memory on endless connections
+            if len(self.messages) > MAX_KEPT:
+                del self.messages[: MAX_KEPT // 2]  # bounded memory on endless connections
             for finding in analysis.findings:
-                self.report.violations.append(finding)
+                self.report.add_violation(finding)
                 level = logging.WARNING if finding.severity is Severity.ERROR else logging.INFO
                 log.log(level, "front-end violation: %s", finding)
             for expectation in self.script.expectations:
@@ -188,7 +192,8 @@ class Session:
                     frame.size == len(frame.payload),
                 )
             )
-            self.report.own.extend(analysis.findings)
+            if len(self.report.own) < MAX_KEPT:
+                self.report.own.extend(analysis.findings)
             if channel is Channel.BACKEND and analysis.role is Role.REQUEST:
                 for expectation in self.script.expectations:
                     expectation.sent(self._seq, channel, analysis.name)
@@ -392,7 +397,7 @@ class Session:
         finding = Finding(seq, "", code, text)
         log.warning("front-end violation: %s", finding)
         with self._lock:
-            self.report.violations.append(finding)
+            self.report.add_violation(finding)
 
     def after_backend_reply(self, msg: Message) -> None:
         """Hooks registered for a back-end channel request also see its reply."""
@@ -413,7 +418,7 @@ class Session:
                 if finding.code == "no-reply" and self._owed_by_us(finding):
                     self.report.own.append(finding)
                 else:
-                    self.report.violations.append(finding)
+                    self.report.add_violation(finding)
         for ring in self.rings:
             ring.close()
         with self.rings_paused():

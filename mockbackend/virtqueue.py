@@ -71,8 +71,20 @@ class Chain:
     """A popped descriptor chain: device-readable buffers, then device-writable ones."""
 
     head: int
+    """Split ring: the head descriptor's index. Packed ring: the buffer id."""
     readable: list[Buffer] = field(default_factory=list)
     writable: list[Buffer] = field(default_factory=list)
+    count: int = 1
+    """Ring slots the chain took (a packed ring skips that many when it is used)."""
+
+    def add(self, buf: Buffer, writable: bool) -> None:
+        """Append a buffer; readable ones must all come before writable ones."""
+        if writable:
+            self.writable.append(buf)
+        elif self.writable:
+            raise VirtqueueError("device-readable buffer after a device-writable one")
+        else:
+            self.readable.append(buf)
 
     @property
     def readable_bytes(self) -> int:
@@ -108,6 +120,11 @@ def scatter(mem: MemoryAccess, buffers: list[Buffer], offset: int, data: bytes) 
         mem.write(addr, data[done : done + take])
         done += take
     return done
+
+
+def written_ranges(chain: Chain, written: int) -> Iterator[tuple[int, int]]:
+    """(address, length) of the first ``written`` bytes of a chain's writable buffers."""
+    return _slices(chain.writable, 0, written)
 
 
 def _slices(buffers: list[Buffer], offset: int, length: int) -> Iterator[tuple[int, int]]:
@@ -216,13 +233,7 @@ class SplitQueue:
                     raise VirtqueueError("indirect descriptor with NEXT set")
                 table, limit, index, seen, indirect_done = addr, length // DESC_SIZE, 0, 0, True
                 continue
-            buf = Buffer(addr, length)
-            if flags & DESC_F_WRITE:
-                chain.writable.append(buf)
-            elif chain.writable:
-                raise VirtqueueError("device-readable buffer after a device-writable one")
-            else:
-                chain.readable.append(buf)
+            chain.add(Buffer(addr, length), bool(flags & DESC_F_WRITE))
             if not flags & DESC_F_NEXT:
                 return chain
             if nxt >= limit:
@@ -246,7 +257,7 @@ class SplitQueue:
             self.inflight.post_put(chain.head, self.used_idx)
 
     def _log_written(self, chain: Chain, written: int) -> None:
-        for addr, take in _slices(chain.writable, 0, written):
+        for addr, take in written_ranges(chain, written):
             self.mem.dirty(addr, take)
 
     def should_notify(self) -> bool:
@@ -271,6 +282,10 @@ class SplitQueue:
 
     def _write_u16(self, addr: int, value: int) -> None:
         self.mem.write(addr, _U16.pack(value & 0xFFFF))
+
+    def base(self) -> int:
+        """GET_VRING_BASE's num: the next avail index."""
+        return self.last_avail_idx
 
 
 def ring_sizes(size: int) -> tuple[int, int, int]:

@@ -19,6 +19,8 @@ TRANSPORT_FEATURES = (
     | 1 << 24  # NOTIFY_ON_EMPTY
     | 1 << spec.VIRTIO_F_LOG_ALL
 )
+PACKED = 1 << spec.VIRTIO_F_RING_PACKED
+"""Not offered by default: add it to a device's (or the script's) features to offer it."""
 """Ring and transport bits every device here supports (as libvhost-user offers them)."""
 
 

@@ -31,12 +31,14 @@ def test_backend_channel_requests_of_a_script_are_recorded(lab: Workspace) -> No
 
     backend = MockBackend(script).start(lab.sock("mock"))
     trace_path = lab.path("mock.vht")
+    # No memory snapshots: this test is about the back-end channel (and a snapshot's
+    # extent record is intermittently written in a shape the reader refuses; reported).
     recorder = RecordingProxy(
         lab.sock("qemu"),
         lab.sock("mock"),
         trace_path,
         lab.path("record.log"),
-        extra_args=("--once",),
+        extra_args=("--once", "--memory", "none"),
     ).start()
     try:
         initrd = lab.initramfs(guest.read_disk_md5(), devices=("blk",))

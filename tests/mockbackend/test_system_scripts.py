@@ -104,13 +104,15 @@ def test_wrong_get_features_reply_is_reported_by_qemu(
 
 
 @pytest.mark.lab_needs("qemu", "qemu-img", "busybox", "kernel")
-def test_failed_ack_of_set_vring_enable_is_reported_by_qemu(lab: Workspace) -> None:
-    """A handler override: a negative acknowledgement where QEMU waits for a reply."""
+def test_overridden_reply_is_judged_as_the_mocks_own_finding(lab: Workspace) -> None:
+    """A handler override answers GET_VRING_BASE for another ring: QEMU 7.2 lets it pass,
+    the conversation flags it among the mock's own findings (not the front-end's)."""
     image = images.create_image(lab.path("disk.img"), 4 * MiB)
     script = Script(BlkDevice(image))
 
     @script.on("GET_VRING_BASE")
     def wrong_ring(ctx, msg) -> Reply:
+        ctx.default(msg)  # stop the ring as usual
         return Reply({"index": msg.fields["index"] + 7, "num": 0})
 
     backend = MockBackend(script).start(lab.sock("mock"))
@@ -119,3 +121,4 @@ def test_failed_ack_of_set_vring_enable_is_reported_by_qemu(lab: Workspace) -> N
         vm.finish(timeout=60)
     [report] = backend.wait(30)
     assert any(f.code == "reply-mismatch" for f in report.own), report.own
+    assert not any(f.code == "reply-mismatch" for f in report.violations)
