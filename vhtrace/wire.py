@@ -14,7 +14,7 @@ import os
 import socket
 from typing import NamedTuple
 
-from vhtrace.protocol.framing import Frame, Framer, Incomplete
+from vhtrace.protocol.framing import Frame, Framer, Incomplete, OversizedData
 
 MAX_FDS_PER_READ = 253
 """SCM_MAX_FD: the most fds the kernel passes in one message."""
@@ -88,8 +88,11 @@ class MessageReader:
             event = self.framer.next_event()
             if isinstance(event, Frame):
                 return event
+            if isinstance(event, OversizedData):
+                close_fds(event.fds)  # fds arriving inside an oversized payload: unowned
+                continue
             if event is not None:
-                continue  # oversized pieces: the final Frame follows
+                continue  # the oversized header: its fds come back with the final Frame
             data, fds, _ = recv_chunk(self.sock, self.framer.bytes_wanted())
             if not data:
                 close_fds(fds)

@@ -48,6 +48,11 @@ class Backend:
         self.name = name
         self._proc = LabProcess(self.argv, self.log_path, name=name, env=env)
 
+    def launch(self) -> Self:
+        """Launch the program without waiting (a client that connects by itself)."""
+        self._proc.start()
+        return self
+
     def start(self, timeout: float = 15.0) -> Self:
         """Launch the program and wait until it listens on its socket."""
         remove_stale_socket(self.socket)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,7 +110,7 @@ def postcopy(lab: Workspace) -> Outcome:
     """Postcopy live migration, each QEMU through its own recorder (the trace: destination's).
 
     Notes: ``migration`` (MigrationResult), ``source_trace``, ``backend_log`` (the
-    destination qemu-storage-daemon's output)."""
+    destination back-end's output)."""
     image = images.create_image(lab.path("disk.img"), 16 * MiB)
     images.fill_random(image, 5)
     # No disk I/O after the switch: QEMU 7.2's destination device breaks in postcopy
@@ -117,9 +118,14 @@ def postcopy(lab: Workspace) -> Outcome:
     initrd = lab.initramfs(guest.tick_loop(2000, 0.2, device=None), devices=("blk",))
     src_qsd = lab.qsd(image, name="qsd-src", locking=False)
     dst_qsd = lab.qsd(image, name="qsd-dst", locking=False)
+    return _migrate(lab, initrd, src_qsd.socket, dst_qsd.socket, dst_qsd.log_text)
+
+
+def _migrate(lab: Workspace, initrd: guest.Initramfs, src_backend: Path, dst_backend: Path,
+             backend_log: Callable[[], str]) -> Outcome:  # fmt: skip
     src_front, dst_front = lab.sock("src-front"), lab.sock("dst-front")
-    src_rec = lab.record(src_front, src_qsd.socket, name="postcopy-src")
-    dst_rec = lab.record(dst_front, dst_qsd.socket, name="postcopy-dst")
+    src_rec = lab.record(src_front, src_backend, name="postcopy-src")
+    dst_rec = lab.record(dst_front, dst_backend, name="postcopy-dst")
     src = lab.qemu(initrd, [VhostUserDevice("blk", src_front)], name="src", qmp=True)
     dst = lab.qemu(initrd, [VhostUserDevice("blk", dst_front)], name="dst", qmp=True,
                    incoming_defer=True)  # fmt: skip
@@ -139,9 +145,39 @@ def postcopy(lab: Workspace) -> Outcome:
     dst.wait(30)
     dst_rec.interrupt()
     src_rec.interrupt()
-    return Outcome(dst_rec.trace, None, dst_rec, image,
+    return Outcome(dst_rec.trace, None, dst_rec, None,
                    {"migration": result, "source_trace": src_rec.trace,
-                    "backend_log": dst_qsd.log_text()})  # fmt: skip
+                    "backend_log": backend_log()})  # fmt: skip
+
+
+def frontend_listens(lab: Workspace, *, size: int = 16 * MiB, seed: int = 31) -> Outcome:
+    """QEMU listens (server=on), the back-end connects: the other topology of the recorder.
+
+    The back-end is ``mockbackend --connect`` (qemu-storage-daemon only listens); the guest
+    reads the disk. Notes: ``image_md5``."""
+    image = images.create_image(lab.path("disk.img"), size)
+    original_md5 = images.fill_random(image, seed)
+    initrd = lab.initramfs(guest.read_disk_md5(), devices=("blk",))
+    front, back = lab.sock("front"), lab.sock("back")
+    proxy = lab.record(front, back, name="frontend-listens", backend_connects=True)
+    lab.mockbackend("--device", "blk", "--disk", image, name="mock", socket=back, connect=True)
+    with lab.qemu(initrd, [VhostUserDevice("blk", front, server=True)]) as vm:
+        markers = vm.finish(timeout=120)
+    proxy.interrupt()
+    return Outcome(proxy.trace, markers, proxy, image, {"image_md5": original_md5})
+
+
+def postcopy_mock(lab: Workspace) -> Outcome:
+    """Postcopy migration with mockbackend on both sides, each QEMU through its own recorder.
+
+    The mock offers PAGEFAULT without CONFIGURE_MEM_SLOTS, so QEMU uses SET_MEM_TABLE and
+    the whole postcopy sequence happens, guest disk I/O included. Notes as ``postcopy``."""
+    image = images.create_image(lab.path("disk.img"), 16 * MiB)
+    images.fill_random(image, 6)
+    initrd = lab.initramfs(guest.tick_loop(2000, 0.2, device="/dev/vda"), devices=("blk",))
+    src_mock = lab.mockbackend("--device", "blk", "--disk", image, "--postcopy", name="mock-src")
+    dst_mock = lab.mockbackend("--device", "blk", "--disk", image, "--postcopy", name="mock-dst")
+    return _migrate(lab, initrd, src_mock.socket, dst_mock.socket, dst_mock.log_text)
 
 
 SCENARIOS = {
@@ -149,6 +185,8 @@ SCENARIOS = {
     "qemu-virtiofsd": virtiofs_io,
     "qemu-qsd-reconnect": backend_restart,
     "qemu-qsd-postcopy-dst": postcopy,
+    "qemu-mockbackend-postcopy-dst": postcopy_mock,
+    "qemu-listens-mockbackend-connects": frontend_listens,
 }
 
 

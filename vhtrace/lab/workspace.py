@@ -9,6 +9,7 @@ even when a test fails half-way, so no QEMU outlives its test.
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -99,6 +100,28 @@ class Workspace:
             shared_dir, socket or self.sock(name), self.path(f"{name}.log"), name=name, **options
         )
         self._started.append(daemon)
+        return daemon.start()
+
+    def mockbackend(
+        self,
+        *args: str | Path,
+        name: str = "mockbackend",
+        socket: Path | None = None,
+        connect: bool = False,
+    ) -> Backend:
+        """A started ``mockbackend --socket <name>.sock ARGS`` (the project's own back-end).
+
+        With ``connect`` it is a client of a listening QEMU (or recorder) at ``socket``
+        and is only launched, not waited for."""
+        path = socket or self.sock(name)
+        argv = [sys.executable, "-m", "mockbackend.cli", "--socket", str(path), *map(str, args)]
+        if connect:
+            argv.append("--connect")
+        daemon = Backend(argv, path, self.path(f"{name}.log"), name=name)
+        self._started.append(daemon)
+        if connect:
+            daemon.launch()
+            return daemon
         return daemon.start()
 
     def record(

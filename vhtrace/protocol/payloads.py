@@ -542,8 +542,11 @@ class Config(Layout):
         return {"offset": offset, "size": size, "flags": flags, "region": bytes(data[12:])}
 
     def encode(self, fields: Fields, ctx: PayloadContext) -> bytes:
-        region = fields.get("region", b"")
+        """A region shorter than ``size`` is padded with zeros, as QEMU's GET_CONFIG is."""
+        region = bytes(fields.get("region", b""))
         size = fields.get("size", len(region))
+        if len(region) < size:
+            region = region.ljust(size, b"\0")
         return struct.pack("<III", fields.get("offset", 0), size, fields.get("flags", 0)) + region
 
     def summary(self, fields: Fields, ctx: PayloadContext) -> str:
