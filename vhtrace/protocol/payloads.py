@@ -542,11 +542,10 @@ class Config(Layout):
         return {"offset": offset, "size": size, "flags": flags, "region": bytes(data[12:])}
 
     def encode(self, fields: Fields, ctx: PayloadContext) -> bytes:
-        """A region shorter than ``size`` is padded with zeros, as QEMU's GET_CONFIG is."""
-        region = bytes(fields.get("region", b""))
-        size = fields.get("size", len(region))
-        if len(region) < size:
-            region = region.ljust(size, b"\0")
+        """Without a region, ``size`` zero bytes follow, as in QEMU's GET_CONFIG request;
+        a given region is kept as it is, even if it disagrees with ``size``."""
+        size = fields.get("size", len(fields.get("region", b"")))
+        region = bytes(fields["region"]) if "region" in fields else bytes(size)
         return struct.pack("<III", fields.get("offset", 0), size, fields.get("flags", 0)) + region
 
     def summary(self, fields: Fields, ctx: PayloadContext) -> str:
