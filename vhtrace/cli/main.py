@@ -6,9 +6,9 @@ import argparse
 import sys
 
 from vhtrace import __version__
-from vhtrace.cli import common, export, record, show, stats
+from vhtrace.cli import common, export, memory, record, replay, rings, show, stats
 
-VERBS = (record, show, stats, export)
+VERBS = (record, show, stats, export, replay, rings, memory)
 
 
 def build_parser() -> argparse.ArgumentParser:
