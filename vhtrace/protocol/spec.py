@@ -373,6 +373,8 @@ class RequestSpec:
     notes: str = ""
     postcopy_payload: str | None = field(default=None)
     """Layout of the postcopy reply (Reply.POSTCOPY)."""
+    reply_fd_kind: str | None = None
+    """What the fd of the reply is (userfaultfd, memfd, dma-buf, pipe), when it carries one."""
     opens: str | None = None
     """The fd it carries opens another channel: 'backend' (the back-end channel, same
     framing), 'gpu' (the vhost-user-gpu protocol) or 'device-state' (a byte stream).
@@ -433,14 +435,15 @@ FRONTEND_REQUESTS: tuple[RequestSpec, ...] = (
                 reply_payload="crypto_session", gate=_p(PF.CRYPTO_SESSION)),
     RequestSpec(27, "CLOSE_CRYPTO_SESSION", Channel.MAIN, "u64", gate=_p(PF.CRYPTO_SESSION)),
     RequestSpec(28, "POSTCOPY_ADVISE", Channel.MAIN, "empty", reply=Reply.ALWAYS,
-                reply_payload="empty", reply_fds=Fds.ONE, gate=_p(PF.PAGEFAULT),
-                notes="the reply carries the back-end's userfaultfd"),
+                reply_payload="empty", reply_fds=Fds.ONE, reply_fd_kind="userfaultfd",
+                gate=_p(PF.PAGEFAULT), notes="the reply carries the back-end's userfaultfd"),
     RequestSpec(29, "POSTCOPY_LISTEN", Channel.MAIN, "empty", reply=Reply.ALWAYS,
                 gate=_p(PF.PAGEFAULT)),
     RequestSpec(30, "POSTCOPY_END", Channel.MAIN, "empty", reply=Reply.ALWAYS,
                 gate=_p(PF.PAGEFAULT)),
     RequestSpec(31, "GET_INFLIGHT_FD", Channel.MAIN, "inflight", reply=Reply.ALWAYS,
-                reply_payload="inflight", reply_fds=Fds.ONE, gate=_p(PF.INFLIGHT_SHMFD)),
+                reply_payload="inflight", reply_fds=Fds.ONE, reply_fd_kind="memfd",
+                gate=_p(PF.INFLIGHT_SHMFD)),
     RequestSpec(32, "SET_INFLIGHT_FD", Channel.MAIN, "inflight", fds=Fds.ONE,
                 gate=_p(PF.INFLIGHT_SHMFD)),
     RequestSpec(33, "GPU_SET_SOCKET", Channel.MAIN, "empty", fds=Fds.ONE, opens="gpu"),
@@ -457,10 +460,11 @@ FRONTEND_REQUESTS: tuple[RequestSpec, ...] = (
     RequestSpec(40, "GET_STATUS", Channel.MAIN, "empty", reply=Reply.ALWAYS,
                 reply_payload="status", gate=_p(PF.STATUS)),
     RequestSpec(41, "GET_SHARED_OBJECT", Channel.MAIN, "shared_uuid", reply=Reply.ALWAYS,
-                reply_payload="u64", reply_fds=Fds.OPTIONAL, gate=_p(PF.SHARED_OBJECT)),
+                reply_payload="u64", reply_fds=Fds.OPTIONAL, reply_fd_kind="dma-buf",
+                gate=_p(PF.SHARED_OBJECT)),
     RequestSpec(42, "SET_DEVICE_STATE_FD", Channel.MAIN, "device_state", fds=Fds.ONE,
                 reply=Reply.ALWAYS, reply_payload="device_state_result", reply_fds=Fds.OPTIONAL,
-                gate=_p(PF.DEVICE_STATE), opens="device-state"),
+                gate=_p(PF.DEVICE_STATE), opens="device-state", reply_fd_kind="pipe"),
     RequestSpec(43, "CHECK_DEVICE_STATE", Channel.MAIN, "empty", reply=Reply.ALWAYS,
                 reply_payload="u64", gate=_p(PF.DEVICE_STATE)),
     RequestSpec(44, "GET_SHMEM_CONFIG", Channel.MAIN, "empty", reply=Reply.ALWAYS,
@@ -487,7 +491,8 @@ BACKEND_REQUESTS: tuple[RequestSpec, ...] = (
     RequestSpec(7, "SHARED_OBJECT_REMOVE", Channel.BACKEND, "shared_uuid",
                 gate=_p(PF.SHARED_OBJECT)),
     RequestSpec(8, "SHARED_OBJECT_LOOKUP", Channel.BACKEND, "shared_uuid", reply=Reply.ALWAYS,
-                reply_payload="u64", reply_fds=Fds.OPTIONAL, gate=_p(PF.SHARED_OBJECT)),
+                reply_payload="u64", reply_fds=Fds.OPTIONAL, reply_fd_kind="dma-buf",
+                gate=_p(PF.SHARED_OBJECT)),
     RequestSpec(9, "SHMEM_MAP", Channel.BACKEND, "shmem_map", fds=Fds.ONE, gate=_p(PF.SHMEM)),
     RequestSpec(10, "SHMEM_UNMAP", Channel.BACKEND, "shmem_map", gate=_p(PF.SHMEM)),
 )

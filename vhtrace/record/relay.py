@@ -44,6 +44,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from vhtrace.memory import triggers
+from vhtrace.memory.hold import DEFAULT_HOLD_SECONDS, Hold
 from vhtrace.protocol import spec
 from vhtrace.protocol.conversation import Conversation, WireMessage
 from vhtrace.protocol.findings import Finding, Severity
@@ -91,6 +93,8 @@ class Endpoint:
         self.closed = False
         self.close_when_flushed = False
         self.paused = False
+        self.held = False
+        """A message read here waits for a before:NAME snapshot: read nothing more."""
         self.oversized_seq = 0
         self.oversized_dups: list[int] = []
         """dups of an oversized message's fds, for its record when it ends."""
@@ -100,6 +104,17 @@ class Endpoint:
     @property
     def label(self) -> str:
         return f"{self.channel}/{self.sender}"
+
+
+@dataclass
+class Held:
+    """A message kept back until its before:NAME snapshot is written (or the deadline)."""
+
+    hold: Hold
+    endpoint: Endpoint
+    data: bytes
+    fds: list[int]
+    close_after: list[int]
 
 
 @dataclass
@@ -126,6 +141,10 @@ class ProxyConfig:
     connect_timeout: float = 30.0
     once: bool = False
     strict: bool = False
+    hold: triggers.Triggers | None = None
+    """Snapshot triggers whose before:NAME messages wait for the snapshot."""
+    hold_seconds: float = DEFAULT_HOLD_SECONDS
+    """The longest a message waits for its before:NAME snapshot."""
 
 
 class Proxy:
@@ -142,6 +161,7 @@ class Proxy:
         self._stop = False
         self._closing: set[Endpoint] = set()
         """Endpoints that close once their outbox is sent."""
+        self._held: list[Held] = []
         self.finished_sessions = 0
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.selector.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
@@ -167,6 +187,8 @@ class Proxy:
         try:
             while not self._stop:
                 timeout = self._run_timers()
+                if self._held:
+                    timeout = min(timeout, self._release_held())
                 for key, mask in self.selector.select(timeout):
                     self._dispatch(key, mask)
         finally:
@@ -297,7 +319,8 @@ class Proxy:
         return endpoint
 
     def _register(self, endpoint: Endpoint) -> None:
-        events = selectors.EVENT_READ if endpoint.readable and not endpoint.paused else 0
+        reading = endpoint.readable and not endpoint.paused and not endpoint.held
+        events = selectors.EVENT_READ if reading else 0
         if endpoint.outbox:
             events |= selectors.EVENT_WRITE
         key = self.selector.get_map().get(endpoint.fd)
@@ -388,6 +411,9 @@ class Proxy:
         dups = [os.dup(fd) for fd in frame.fds]
         close_after = [fd for fd in frame.fds if fd not in keep]
         close_after += [fd for fd in send_fds if fd not in frame.fds]
+        if self._holds(endpoint, frame):
+            self._hold(endpoint, seq, frame, mono, wall, dups, extra, send_fds, close_after)
+            return
         self._forward(endpoint, frame.raw, send_fds, close_after)
         self._record_message(endpoint, seq, frame, mono, wall, 0, dups, extra)
 
@@ -432,7 +458,7 @@ class Proxy:
         self._close_endpoint(endpoint)
         peer = endpoint.peer
         if endpoint is session.frontend or endpoint is session.backend:
-            reason = f"{endpoint.sender} closed"
+            reason = fmt.closed_by(endpoint.sender.value)
             self._end_session(session, reason)
             return
         self._event(session, f"{endpoint.channel}-channel-closed", {"by": endpoint.sender.value})
@@ -556,6 +582,51 @@ class Proxy:
         if endpoint.close_when_flushed or not endpoint.readable:
             self._close_endpoint(endpoint)
 
+    # -- before:NAME snapshots ------------------------------------------------------------
+
+    def _holds(self, endpoint: Endpoint, frame: Frame) -> bool:
+        """Does a before:NAME snapshot want this message held? (header only: cheap)"""
+        if self.config.hold is None:
+            return False
+        sender = endpoint.sender.value
+        trigger = triggers.before(self.config.hold, endpoint.channel, sender, frame.request,
+                                  frame.flags)  # fmt: skip
+        return trigger is not None
+
+    def _hold(self, endpoint: Endpoint, seq: int, frame: Frame, mono: int, wall: int,
+              dups: list[int], extra: list[dict[str, Any] | None], send_fds: list[int],
+              close_after: list[int]) -> None:  # fmt: skip
+        """Record the message now, forward it once the recorder has snapshotted before it."""
+        hold = Hold(time.monotonic() + self.config.hold_seconds, self.wake)
+        endpoint.held = True
+        self._register(endpoint)
+        self._held.append(Held(hold, endpoint, frame.raw, send_fds, close_after))
+        if not self._record_message(endpoint, seq, frame, mono, wall, 0, dups, extra, hold):
+            hold.expire()  # dropped (queue full): nobody will snapshot it
+
+    def _release_held(self) -> float:
+        """Forward what the recorder released or what waited too long; the next deadline."""
+        now = time.monotonic()
+        waiting: list[Held] = []
+        for held in self._held:
+            if not held.hold.done and now >= held.hold.deadline:
+                held.hold.expire()
+            if not held.hold.done:
+                waiting.append(held)
+                continue
+            endpoint = held.endpoint
+            endpoint.held = False
+            if endpoint.closed:
+                close_fds(held.fds)
+                close_fds(held.close_after)
+                continue
+            self._forward(endpoint, held.data, held.fds, held.close_after)
+            self._register(endpoint)
+        self._held = waiting
+        if not waiting:
+            return 1.0
+        return max(0.0, min(h.hold.deadline for h in waiting) - time.monotonic())
+
     # -- channels carried by fds -------------------------------------------------------
 
     def _interpose(self, endpoint: Endpoint, frame: Frame, when: tuple[int, int]
@@ -651,13 +722,15 @@ class Proxy:
 
     def _record_message(self, endpoint: Endpoint, seq: int, frame: Frame, mono: int, wall: int,
                         flags: int, dups: list[int],
-                        extra: list[dict[str, Any] | None] | None = None) -> None:  # fmt: skip
+                        extra: list[dict[str, Any] | None] | None = None,
+                        hold: Hold | None = None) -> bool:  # fmt: skip
         raw = frame.raw
-        self.recorder.submit(
-            ("message", seq, mono, wall, endpoint.session.number, endpoint.channel,
-             endpoint.sender.value, raw, dups, flags, extra or []),
-            len(raw), dups,
-        )  # fmt: skip
+        item: tuple[Any, ...] = ("message", seq, mono, wall, endpoint.session.number,
+                                 endpoint.channel, endpoint.sender.value, raw, dups, flags,
+                                 extra or [])  # fmt: skip
+        if hold is not None:
+            item += (hold,)
+        return self.recorder.submit(item, len(raw), dups)
 
     def _record_stream(self, endpoint: Endpoint, seq: int, data: bytes, dups: list[int],
                        mono: int, wall: int) -> None:  # fmt: skip
@@ -681,9 +754,14 @@ class Proxy:
     # -- shutdown --------------------------------------------------------------------
 
     def _shutdown(self) -> None:
+        for held in self._held:
+            held.hold.expire()
+            close_fds(held.fds)
+            close_fds(held.close_after)
+        self._held = []
         for session in list(self.sessions.values()):
             if session.started:
-                self._end_session(session, "the recorder stopped")
+                self._end_session(session, fmt.END_RECORDER_STOPPED)
             else:
                 for endpoint in session.endpoints:
                     self._close_endpoint(endpoint)

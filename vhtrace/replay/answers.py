@@ -24,10 +24,6 @@ from vhtrace.protocol import payloads
 from vhtrace.protocol.conversation import Pending
 from vhtrace.protocol.spec import PAGE_SIZE, Fds
 
-FD_KIND_OF_REPLY = {"POSTCOPY_ADVISE": "userfaultfd", "GET_INFLIGHT_FD": "memfd"}
-"""The kind of the fd a reply carries, when no recorded reply says (spec.py has the count,
-not the kind: see the report's request to the protocol owner)."""
-
 
 @dataclass(frozen=True, slots=True)
 class Answer:
@@ -67,7 +63,7 @@ def answer(pending: Pending, request_payload: bytes, recorded: Sequence[Recorded
             return Answer(reply.payload, reply.fds, f"answered as recorded #{reply.seq}")
     fds: tuple[dict[str, Any], ...] = ()
     if pending.fds is Fds.ONE:
-        kind = FD_KIND_OF_REPLY.get(pending.row.name, "memfd")
+        kind = pending.row.reply_fd_kind or "memfd"
         fds = ({"kind": kind, "size": PAGE_SIZE},) if kind == "memfd" else ({"kind": kind},)
     if fixed is not None:
         data = bytes(fixed)

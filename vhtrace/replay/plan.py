@@ -186,8 +186,8 @@ class _Builder:
     def end(self, reason: str | None) -> None:
         self.plan.end_reason = reason
         peer = self.plan.play.peer
-        self.plan.peer_closes = reason == f"{peer.value} closed" and not self.cut_by_until
-        self.plan.we_close = reason == f"{self.plan.play.value} closed" and not self.cut_by_until
+        self.plan.peer_closes = reason == fmt.closed_by(peer.value) and not self.cut_by_until
+        self.plan.we_close = reason == fmt.closed_by(self.plan.play.value) and not self.cut_by_until
 
 
 def plan_sessions(
