@@ -1,3 +1,3 @@
 """vhtrace: record, inspect and replay vhost-user conversations."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

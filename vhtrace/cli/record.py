@@ -7,11 +7,17 @@ import signal
 import sys
 
 from vhtrace.cli import common
+from vhtrace.memory import triggers
+from vhtrace.memory.capture import MODES
+from vhtrace.memory.recording import SnapshotConfig
 from vhtrace.protocol.spec import DeviceType, Side
 from vhtrace.record.endpoints import EndpointError
 from vhtrace.record.recorder import Recorder
 from vhtrace.record.relay import Proxy, ProxyConfig
 from vhtrace.trace.writer import TraceWriter, make_header
+
+SWITCH_INTERVAL = 0.001
+"""Seconds the relay thread waits at most for the interpreter while a snapshot runs."""
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
@@ -75,10 +81,46 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
         choices=[d.value for d in DeviceType],
         help="device type, to name virtio feature bits (default: read off QEMU's command line)",
     )
+    snapshots = parser.add_argument_group(
+        "shared-memory snapshots",
+        "Copy guest memory, vrings and inflight areas into the trace when a trigger fires "
+        "(docs/snapshots.md). Pages are stored once per trace, zero pages never.",
+    )
+    snapshots.add_argument(
+        "--snapshot",
+        default=triggers.DEFAULT,
+        metavar="TRIGGER[,...]",
+        help="when: start (a ring starts), stop (GET_VRING_BASE reply), before:NAME, "
+        "after:NAME, every:SECONDS, signal (SIGUSR1); default start,stop",
+    )
+    snapshots.add_argument(
+        "--memory",
+        choices=MODES,
+        default="rings",
+        help="what: rings (descriptor tables, avail/used rings, the buffers descriptors "
+        "point to; default), full (every region), none (no snapshots)",
+    )
+    snapshots.add_argument(
+        "--snapshot-hold",
+        type=float,
+        default=1000.0,
+        metavar="MS",
+        help="the longest a before:NAME message waits for its snapshot (default 1000)",
+    )
     parser.set_defaults(run=run)  # fmt: skip
 
 
-def _config(args: argparse.Namespace) -> ProxyConfig:
+def _snapshots(args: argparse.Namespace) -> SnapshotConfig:
+    try:
+        wanted = triggers.parse(args.snapshot)
+    except triggers.TriggerError as exc:
+        raise common.UsageError(f"--snapshot {exc}") from None
+    if not args.snapshot_hold >= 0:
+        raise common.UsageError("--snapshot-hold: expected a number of milliseconds")
+    return SnapshotConfig(wanted, args.memory, hold_seconds=args.snapshot_hold / 1000)
+
+
+def _config(args: argparse.Namespace, snapshots: SnapshotConfig) -> ProxyConfig:
     try:
         mode = int(args.socket_mode, 8)
     except ValueError:
@@ -94,35 +136,48 @@ def _config(args: argparse.Namespace) -> ProxyConfig:
         )
     return ProxyConfig(front, back, side, socket_mode=mode,
                        connect_timeout=args.connect_timeout, once=args.once,
-                       strict=args.strict)  # fmt: skip
+                       strict=args.strict,
+                       hold=snapshots.triggers if snapshots.active else None,
+                       hold_seconds=snapshots.hold_seconds)  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
-    config = _config(args)
+    snapshots = _snapshots(args)
+    config = _config(args, snapshots)
     header = make_header(
         device=args.device,
         endpoints={"frontend": config.frontend_path, "backend": config.backend_path},
         topology="frontend-connects" if config.listen_side is Side.FRONTEND
         else "backend-connects",
-        options={"strict": args.strict, "once": args.once},
+        options={"strict": args.strict, "once": args.once, **snapshots.describe()},
     )  # fmt: skip
     try:
         writer = TraceWriter(args.write, header)
     except OSError as exc:
         common.fail(f"{args.write}: cannot write: {exc.strerror}")
     device = DeviceType(args.device) if args.device else None
-    recorder = Recorder(writer, device, print_to=sys.stdout if args.print_messages else None)
+    recorder = Recorder(writer, device, print_to=sys.stdout if args.print_messages else None,
+                        snapshots=snapshots)  # fmt: skip
     try:
         proxy = Proxy(config, recorder)
     except EndpointError as exc:
         writer.close({"error": str(exc)})
         common.fail(str(exc))
+    if snapshots.active:
+        # The recorder thread computes for long stretches during a snapshot; the relay
+        # thread gets the interpreter back after at most this long (docs/snapshots.md).
+        sys.setswitchinterval(SWITCH_INTERVAL)
     recorder.start()
 
     def stop(signum: int, frame: object) -> None:
         proxy.request_stop()
 
+    def snapshot_now(signum: int, frame: object) -> None:
+        recorder.request_snapshot("signal")
+
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    if snapshots.active and snapshots.triggers.signal:
+        previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, snapshot_now)
     other = config.backend_path if config.listen_side is Side.FRONTEND else config.frontend_path
     where = (
         f"listening on {proxy.listen_path} for the {config.listen_side.value}, "

@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +58,49 @@ def blk_io(lab: Workspace, *, size: int = 64 * MiB, seed: int = 424242) -> Outco
     qsd.stop()
     return Outcome(proxy.trace, markers, proxy, image,
                    {"image_md5": original_md5, "pattern": pattern, "offset": offset})  # fmt: skip
+
+
+def blk_readback(lab: Workspace, *, record: Sequence[str] | None = (), size: int = 64 * MiB,
+                 pattern_size: int = 256 << 10, seed: int = 515151) -> Outcome:  # fmt: skip
+    """vhost-user-blk where the guest's last I/O reads back a pattern it wrote (snapshots).
+
+    The pattern fills the last ``pattern_size`` bytes of the disk (readahead stops
+    there), is written and synced, the page cache is dropped and the pattern read
+    back through it: the last requests on the ring are that read, and their buffers
+    are page-cache pages that stay in guest RAM until power-off. ``record`` holds
+    extra ``vhtrace record`` options; None runs QEMU straight to the back-end.
+
+    Notes: ``pattern``, ``offset``, ``seconds`` (QEMU start to exit)."""
+    image = images.create_image(lab.path("disk.img"), size)
+    images.fill_random(image, seed)
+    pattern = images.random_bytes(pattern_size, seed + 1)
+    offset = size - pattern_size
+    script = f"""
+wait_dev /dev/vda
+dd if=/vht/pattern.bin of=/dev/vda bs={pattern_size} count=1 seek={offset} oflag=seek_bytes \
+conv=notrunc,fsync status=none
+sync
+echo 3 > /proc/sys/vm/drop_caches
+dd if=/dev/vda of=/tmp/back.bin bs={pattern_size} count=1 skip={offset} iflag=skip_bytes status=none
+_sum=$(md5sum < /tmp/back.bin)
+vht readback_md5 "${{_sum%% *}}"
+"""
+    initrd = lab.initramfs(script, devices=("blk",), files={"/vht/pattern.bin": pattern})
+    qsd = lab.qsd(image)
+    proxy = None
+    socket = qsd.socket
+    if record is not None:
+        socket = lab.sock("front")
+        proxy = lab.record(socket, qsd.socket, name="readback", extra_args=tuple(record))
+    started = time.monotonic()
+    with lab.qemu(initrd, [VhostUserDevice("blk", socket)]) as vm:
+        markers = vm.finish(timeout=120)
+    seconds = time.monotonic() - started
+    if proxy is not None:
+        proxy.interrupt()
+    qsd.stop()
+    return Outcome(proxy.trace if proxy else Path(), markers, proxy, image,
+                   {"pattern": pattern, "offset": offset, "seconds": seconds})  # fmt: skip
 
 
 def virtiofs_io(lab: Workspace) -> Outcome:

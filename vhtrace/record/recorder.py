@@ -22,6 +22,9 @@ from typing import Any, TextIO
 
 from vhtrace import fdinfo, render
 from vhtrace.analysis import Analyser
+from vhtrace.memory.capture import SnapshotResult
+from vhtrace.memory.hold import Hold
+from vhtrace.memory.recording import MemoryRecorder, SnapshotConfig, close_unkept
 from vhtrace.protocol.findings import Finding, Severity
 from vhtrace.trace.records import EventRecord, MessageRecord
 from vhtrace.trace.writer import TraceWriter
@@ -74,6 +77,7 @@ class Recorder(threading.Thread):
         device: Any = None,
         print_to: TextIO | None = None,
         on_finding: Callable[[int, Finding], None] | None = None,
+        snapshots: SnapshotConfig | None = None,
     ) -> None:
         super().__init__(name="vhtrace-recorder", daemon=True)
         self.writer = writer
@@ -86,22 +90,33 @@ class Recorder(threading.Thread):
         self._lock = threading.Lock()
         self._dropped_since_report = 0
         self.error: BaseException | None = None
+        self.memory: MemoryRecorder | None = None
+        """Shared-memory snapshots (None with --memory=none)."""
+        if snapshots is not None and snapshots.active:
+            self.memory = MemoryRecorder(snapshots, writer, self._on_finding,
+                                         self.analyser.conversation, self._announce)  # fmt: skip
 
     # -- relay side (never blocks) ---------------------------------------------
 
-    def submit(self, item: tuple[Any, ...], size: int = 0, fds: list[int] | None = None) -> None:
+    def submit(self, item: tuple[Any, ...], size: int = 0, fds: list[int] | None = None) -> bool:
+        """Queue an item for the recorder thread; False if it was dropped (queue full)."""
         with self._lock:
             if size and self._queued + size > MAX_QUEUED_BYTES:
                 self.stats.dropped += 1
                 self._dropped_since_report += 1
                 for fd in fds or ():
                     os.close(fd)
-                return
+                return False
             self._queued += size
         self._queue.put(item)
+        return True
 
     def stop(self, summary_extra: dict[str, Any] | None = None) -> None:
         self._queue.put(("stop", summary_extra or {}))
+
+    def request_snapshot(self, trigger: str = "signal") -> None:
+        """A snapshot of every session now (safe from a signal handler: SimpleQueue.put)."""
+        self._queue.put(("snapshot", trigger))
 
     # -- recorder side ----------------------------------------------------------
 
@@ -118,10 +133,13 @@ class Recorder(threading.Thread):
             try:
                 item = self._queue.get(timeout=POLL_INTERVAL)
             except queue.Empty:
+                self._tick()
                 writer.maybe_flush()
                 continue
             kind = item[0]
             if kind == "stop":
+                if self.memory is not None:
+                    self.memory.close()
                 summary = self.stats.as_dict()
                 summary.update(item[1])
                 writer.close(summary)
@@ -130,38 +148,83 @@ class Recorder(threading.Thread):
             handler(*item[1:])
             if self._dropped_since_report:
                 self._report_drops()
+            self._tick()
             writer.maybe_flush()
+
+    def _tick(self) -> None:
+        if self.memory is not None:
+            self._guarded(0, self.memory.tick)
 
     def _release(self, size: int) -> None:
         with self._lock:
             self._queued -= size
 
-    def _describe(self, fds: list[int], extra: list[dict[str, Any] | None]) -> list[dict[str, Any]]:
+    def _describe(self, fds: list[int], extra: list[dict[str, Any] | None],
+                  close: bool = True) -> list[dict[str, Any]]:  # fmt: skip
         metas = []
         for index, fd in enumerate(fds):
             meta = fdinfo.describe(fd)
             if index < len(extra) and extra[index]:
                 meta.update(extra[index] or {})
             metas.append(meta)
-            os.close(fd)
+            if close:
+                os.close(fd)
         return metas
 
     def _on_message(self, seq: int, mono: int, wall: int, session: int, channel: str, sender: str,
-                    raw: bytes, fds: list[int], flags: int,
-                    extra: list[dict[str, Any] | None]) -> None:  # fmt: skip
-        metas = self._describe(fds, extra)
+                    raw: bytes, fds: list[int], flags: int, extra: list[dict[str, Any] | None],
+                    hold: Hold | None = None) -> None:  # fmt: skip
+        memory = self.memory
+        metas = self._describe(fds, extra, close=memory is None)
         self._release(len(raw))
-        self.writer.message(seq, mono, wall, session, channel, sender, raw, metas, flags)
-        self.stats.messages[channel] += 1
         record = MessageRecord(seq, mono, wall, session, channel, sender, raw, tuple(metas), flags)
-        item = self.analyser.message(record)
-        for finding in item.analysis.findings:
-            self._count(session, finding)
-        if self.print_to is not None:
-            lines = [render.message_line(self.writer.header, item)]
-            lines += render.finding_lines(item.analysis.findings)
-            self.print_to.write("\n".join(lines) + "\n")
-            self.print_to.flush()
+        kept: set[int] = set()
+        try:
+            if memory is not None:
+                self._guarded(session, memory.before, record, hold)
+            self.writer.message(seq, mono, wall, session, channel, sender, raw, metas, flags)
+            self.stats.messages[channel] += 1
+            item = self.analyser.message(record)
+            for finding in item.analysis.findings:
+                self._count(session, finding)
+            if self.print_to is not None:
+                lines = [render.message_line(self.writer.header, item)]
+                lines += render.finding_lines(item.analysis.findings)
+                self.print_to.write("\n".join(lines) + "\n")
+                self.print_to.flush()
+            if memory is not None:
+                self._guarded(session, memory.after, item, fds, metas, kept)
+        finally:
+            if hold is not None and not hold.done:
+                hold.release()
+            if memory is not None:
+                close_unkept(fds, kept)
+
+    def _on_snapshot(self, trigger: str) -> None:
+        if self.memory is not None:
+            self._guarded(0, self.memory.on_demand, trigger)
+
+    def _guarded(self, session: int, call: Callable[..., Any], *args: Any) -> Any:
+        """Snapshot code must never stop the recording: a failure becomes a finding."""
+        try:
+            return call(*args)
+        except Exception as exc:  # reported; the trace goes on
+            finding = Finding(None, "", "snapshot-failed", f"snapshot failed: {exc!r}")
+            self._on_finding(session, finding)
+            return None
+
+    def _announce(self, session: int, seq: int, trigger: str, result: SnapshotResult) -> None:
+        """--print: one line per snapshot."""
+        if self.print_to is None:
+            return
+        stats = result.stats
+        where = f"#{seq} " if seq else ""
+        self.print_to.write(
+            f"{'':6} {'':11} {session:2} ---     snapshot {result.snapshot} {where}{trigger}: "
+            f"{stats.pages} pages, {stats.new_pages} new ({stats.new_bytes >> 10} KiB), "
+            f"{result.seconds * 1000:.1f} ms\n"
+        )
+        self.print_to.flush()
 
     def _on_stream(self, seq: int, mono: int, wall: int, session: int, channel: str, sender: str,
                    data: bytes, fds: list[int]) -> None:  # fmt: skip
@@ -175,6 +238,8 @@ class Recorder(threading.Thread):
         self.writer.event(mono, wall, session, event, info)
         if event == "session-start":
             self.stats.sessions += 1
+        elif event in ("session-end", "session-failed") and self.memory is not None:
+            self._guarded(session, self.memory.session_ended, session)
         record = EventRecord(mono, wall, session, event, info)
         for item in self.analyser.feed(record):
             for finding in getattr(item, "findings", ()):

@@ -93,4 +93,60 @@ class EndRecord(NamedTuple):
     summary: dict[str, Any]
 
 
-Record = MessageRecord | EventRecord | FindingRecord | StreamRecord | EndRecord
+class PageRecord(NamedTuple):
+    """Version 2: one 4 KiB page of guest memory, stored once per trace."""
+
+    hash: bytes
+    """16-byte BLAKE2b of the page's bytes: what page maps refer to."""
+    codec: int
+    """How ``data`` holds the page: PAGE_RAW (the zstd frame compresses it)."""
+    data: bytes
+
+
+class ExtentRecord(NamedTuple):
+    """Version 2: what one extent of memory held at a snapshot, as a page map."""
+
+    snapshot: int
+    """The snapshot it belongs to (its record follows the extents)."""
+    session: int
+    space: str
+    """``gpa`` (guest memory), ``inflight`` or ``log`` (offsets into those areas)."""
+    addr: int
+    """First byte, page-aligned."""
+    pages: int
+    role: str
+    """Why it was taken: ``region``, ``desc``, ``avail``, ``used``, ``indirect``,
+    ``buffer``, ``inflight``, ``log``; ring parts carry the ring: ``desc:0``."""
+    base: int
+    """0: ``items`` is an absolute map. N: a delta against the map of the same extent
+    (session, space, addr, pages) in snapshot N, the last one that had it."""
+    items: tuple[int | bytes, ...]
+    """The page map (see vhtrace.memory.pages)."""
+
+
+class SnapshotRecord(NamedTuple):
+    """Version 2: a snapshot of shared memory, committing the extents written before it."""
+
+    snapshot: int
+    """Snapshot number, from 1, unique in the trace."""
+    seq: int
+    """The message that triggered it (0: a timer or a signal)."""
+    mono_ns: int
+    wall_ns: int
+    session: int
+    trigger: str
+    """``start``, ``stop``, ``before:NAME``, ``after:NAME``, ``every``, ``signal``."""
+    info: dict[str, Any]
+    """Mode, rings, regions, areas, statistics, problems (docs/trace-format.md)."""
+
+
+Record = (
+    MessageRecord
+    | EventRecord
+    | FindingRecord
+    | StreamRecord
+    | EndRecord
+    | PageRecord
+    | ExtentRecord
+    | SnapshotRecord
+)

@@ -117,6 +117,26 @@ class TraceWriter:
             )
         )
 
+    def page(self, digest: bytes, data: bytes, codec: int = fmt.PAGE_RAW) -> None:
+        """Append one page of guest memory (version 2)."""
+        self._add(self._packer.pack((fmt.TAG_PAGE, digest, codec, data)))
+
+    def extent(self, snapshot: int, session: int, space: str, addr: int, pages: int, role: str,
+               base: int, items: list[int | bytes] | tuple[int | bytes, ...]) -> None:  # fmt: skip
+        """Append the page map of one extent of a snapshot (version 2)."""
+        self._add(self._packer.pack(
+            (fmt.TAG_EXTENT, snapshot, session, space, addr, pages, role, base, items)
+        ))  # fmt: skip
+
+    def snapshot(self, snapshot: int, seq: int, mono_ns: int, wall_ns: int, session: int,
+                 trigger: str, info: dict[str, Any]) -> None:  # fmt: skip
+        """Append a snapshot record, committing its extents (version 2)."""
+        self._add(
+            self._packer.pack(
+                (fmt.TAG_SNAPSHOT, snapshot, seq, mono_ns, wall_ns, session, trigger, info)
+            )
+        )
+
     # -- frames ----------------------------------------------------------------
 
     def _add(self, packed: bytes) -> None:
