@@ -38,7 +38,7 @@ def test_backend_channel_requests_of_a_script_are_recorded(lab: Workspace) -> No
         lab.sock("mock"),
         trace_path,
         lab.path("record.log"),
-        extra_args=("--once", "--memory", "none"),
+        extra_args=("--once",),
     ).start()
     try:
         initrd = lab.initramfs(guest.read_disk_md5(), devices=("blk",))

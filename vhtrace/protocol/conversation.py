@@ -402,6 +402,7 @@ class Conversation:
         elif name in ("GET_VRING_BASE", "GET_VRING_BASE_SKIP_DRAIN"):
             ring = state.ring(fields["index"])
             ring.last_base, ring.started = fields["num"], False
+            state.inflight_requests = 0  # a device restart may ask for the area again
             if request_fields is not None and fields["index"] != request_fields["index"]:
                 problems.append(
                     error(

@@ -89,6 +89,7 @@ class ConversationState:
     backend_channel: bool = False
     """SET_BACKEND_REQ_FD passed a socket."""
     inflight_requests: int = 0
+    """GET_INFLIGHT_FD requests since a ring last stopped (GET_VRING_BASE reply)."""
     log_base: tuple[int, int] | None = None
     status: int | None = None
     _context: PayloadContext | None = None
