@@ -77,7 +77,7 @@ def test_bad_snapshot_options_are_usage_errors(
 
 def test_rings_and_memory_refuse_stdin_and_traces_without_snapshots(capsys) -> None:
     repo = Path(__file__).resolve().parents[2]
-    old = str(repo / "traces" / "qemu-qsd-blk.vht")
+    old = str(repo / "tests" / "fixtures" / "traces-v1" / "qemu-qsd-blk.vht")
     with pytest.raises(SystemExit) as exited:
         main(["rings", "-"])
     assert exited.value.code == 2

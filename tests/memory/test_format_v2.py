@@ -55,7 +55,13 @@ def test_a_version_1_reader_refuses_version_2_and_says_what_it_needs(
 
 
 def test_version_1_traces_still_read() -> None:
-    trace = Path(__file__).resolve().parents[2] / "traces" / "qemu-qsd-blk.vht"
+    trace = (
+        Path(__file__).resolve().parents[2]
+        / "tests"
+        / "fixtures"
+        / "traces-v1"
+        / "qemu-qsd-blk.vht"
+    )
     with TraceReader(trace) as reader:
         assert reader.header["version"] == 1
         assert len(list(reader)) > 40 and reader.problem is None

@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             outcome = SCENARIOS[name](lab)
             target = args.directory / f"{name}.vht"
             shutil.copyfile(outcome.trace, target)
-            target.chmod(0o644)  # shipped test data: control messages only, no guest memory
+            target.chmod(0o644)  # shipped test data: a test guest's rings and buffers only
             print(f"{name}: {target}", file=sys.stderr)
     shutil.rmtree(work, ignore_errors=True)
     return 0
