@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.record.harness import Peer, ProxyHarness, open_fds
-from tests.record.test_relay import ALL_PROTOCOL, FEATURES, negotiate
+from tests.record.test_relay import ALL_PROTOCOL, FEATURES, messages, negotiate
 from vhtrace.analysis import AnalysedMessage, Analyser, LateFindings
 from vhtrace.protocol import spec
 from vhtrace.protocol.framing import pack_header
@@ -201,8 +201,6 @@ def test_bad_input_is_forwarded_recorded_and_survived(tmp_path: Path, row: Row) 
     finally:
         harness.stop()
     assert after <= before | {harness.writer._fd}, "the proxy kept fds"
-    from tests.record.test_relay import messages
-
     recorded = [m.raw for m in messages(records)]
     for raw in forwarded:
         assert any(r == raw or raw.startswith(r) or r.startswith(raw) for r in recorded), (

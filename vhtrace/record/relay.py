@@ -39,19 +39,18 @@ import select
 import selectors
 import socket
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from vhtrace.memory import triggers
-from vhtrace.memory.hold import DEFAULT_HOLD_SECONDS, Hold
+from vhtrace.memory.hold import Hold
 from vhtrace.protocol import spec
 from vhtrace.protocol.conversation import Conversation, WireMessage
 from vhtrace.protocol.findings import Finding, Severity
-from vhtrace.protocol.framing import Frame, Framer, OversizedData, OversizedStart, unpack_header
+from vhtrace.protocol.framing import Frame, OversizedData, OversizedStart, unpack_header
 from vhtrace.protocol.spec import Channel, Side
 from vhtrace.record import endpoints
+from vhtrace.record.model import Endpoint, Held, Outgoing, ProxyConfig, Session
 from vhtrace.record.recorder import Recorder, now_ns
 from vhtrace.trace import format as fmt
 from vhtrace.wire import READ_LIMIT, close_fds, recv_chunk
@@ -61,90 +60,6 @@ PAUSE_BYTES = 1 << 20
 RETRY_INTERVAL = 0.1
 GPU_MAX_MESSAGE = 1 << 20
 """vhost-user-gpu messages (cursor images, scanouts) are bigger than vhost-user's."""
-
-
-@dataclass
-class Outgoing:
-    data: memoryview
-    fds: list[int]
-    """Sent with the first piece of data."""
-    close_after: list[int]
-    """Our copies, closed once the kernel has taken the data."""
-
-
-class Endpoint:
-    """One fd the proxy reads from, writes to, or both."""
-
-    def __init__(self, session: Session, fd: int, channel: str, sender: Side, *,
-                 is_socket: bool, framed: bool, readable: bool = True,
-                 sock: socket.socket | None = None) -> None:  # fmt: skip
-        self.session = session
-        self.fd = fd
-        self.sock = sock
-        self.channel = channel
-        self.sender = sender
-        """Who speaks through this endpoint: what we read here was sent by this side."""
-        self.is_socket = is_socket
-        self.readable = readable
-        self.framer: Framer | None = Framer() if framed else None
-        self.peer: Endpoint | None = None
-        self.outbox: deque[Outgoing] = deque()
-        self.outbox_bytes = 0
-        self.closed = False
-        self.close_when_flushed = False
-        self.paused = False
-        self.held = False
-        """A message read here waits for a before:NAME snapshot: read nothing more."""
-        self.oversized_seq = 0
-        self.oversized_dups: list[int] = []
-        """dups of an oversized message's fds, for its record when it ends."""
-        self.messages = True
-        """vhost-user messages (recorded as messages) rather than a byte stream."""
-
-    @property
-    def label(self) -> str:
-        return f"{self.channel}/{self.sender}"
-
-
-@dataclass
-class Held:
-    """A message kept back until its before:NAME snapshot is written (or the deadline)."""
-
-    hold: Hold
-    endpoint: Endpoint
-    data: bytes
-    fds: list[int]
-    close_after: list[int]
-
-
-@dataclass
-class Session:
-    number: int
-    info: dict[str, Any] = field(default_factory=dict)
-    endpoints: list[Endpoint] = field(default_factory=list)
-    frontend: Endpoint | None = None
-    backend: Endpoint | None = None
-    conversation: Conversation | None = None
-    """Only with --strict: the relay checks messages before forwarding them."""
-    started: bool = False
-    ended: bool = False
-    end_reason: str = ""
-
-
-@dataclass
-class ProxyConfig:
-    frontend_path: str
-    backend_path: str
-    listen_side: Side
-    """Which side connects to us: FRONTEND (--listen) or BACKEND (--listen-backend)."""
-    socket_mode: int = 0o600
-    connect_timeout: float = 30.0
-    once: bool = False
-    strict: bool = False
-    hold: triggers.Triggers | None = None
-    """Snapshot triggers whose before:NAME messages wait for the snapshot."""
-    hold_seconds: float = DEFAULT_HOLD_SECONDS
-    """The longest a message waits for its before:NAME snapshot."""
 
 
 class Proxy:

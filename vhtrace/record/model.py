@@ -1,0 +1,98 @@
+"""What the relay keeps per connection: endpoints, sessions, held messages, its options."""
+
+from __future__ import annotations
+
+import socket
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from vhtrace.memory import triggers
+from vhtrace.memory.hold import DEFAULT_HOLD_SECONDS, Hold
+from vhtrace.protocol.conversation import Conversation
+from vhtrace.protocol.framing import Framer
+from vhtrace.protocol.spec import Side
+
+
+@dataclass
+class Outgoing:
+    data: memoryview
+    fds: list[int]
+    """Sent with the first piece of data."""
+    close_after: list[int]
+    """Our copies, closed once the kernel has taken the data."""
+
+
+class Endpoint:
+    """One fd the proxy reads from, writes to, or both."""
+
+    def __init__(self, session: Session, fd: int, channel: str, sender: Side, *,
+                 is_socket: bool, framed: bool, readable: bool = True,
+                 sock: socket.socket | None = None) -> None:  # fmt: skip
+        self.session = session
+        self.fd = fd
+        self.sock = sock
+        self.channel = channel
+        self.sender = sender
+        """Who speaks through this endpoint: what we read here was sent by this side."""
+        self.is_socket = is_socket
+        self.readable = readable
+        self.framer: Framer | None = Framer() if framed else None
+        self.peer: Endpoint | None = None
+        self.outbox: deque[Outgoing] = deque()
+        self.outbox_bytes = 0
+        self.closed = False
+        self.close_when_flushed = False
+        self.paused = False
+        self.held = False
+        """A message read here waits for a before:NAME snapshot: read nothing more."""
+        self.oversized_seq = 0
+        self.oversized_dups: list[int] = []
+        """dups of an oversized message's fds, for its record when it ends."""
+        self.messages = True
+        """vhost-user messages (recorded as messages) rather than a byte stream."""
+
+    @property
+    def label(self) -> str:
+        return f"{self.channel}/{self.sender}"
+
+
+@dataclass
+class Held:
+    """A message kept back until its before:NAME snapshot is written (or the deadline)."""
+
+    hold: Hold
+    endpoint: Endpoint
+    data: bytes
+    fds: list[int]
+    close_after: list[int]
+
+
+@dataclass
+class Session:
+    number: int
+    info: dict[str, Any] = field(default_factory=dict)
+    endpoints: list[Endpoint] = field(default_factory=list)
+    frontend: Endpoint | None = None
+    backend: Endpoint | None = None
+    conversation: Conversation | None = None
+    """Only with --strict: the relay checks messages before forwarding them."""
+    started: bool = False
+    ended: bool = False
+    end_reason: str = ""
+
+
+@dataclass
+class ProxyConfig:
+    frontend_path: str
+    backend_path: str
+    listen_side: Side
+    """Which side connects to us: FRONTEND (--listen) or BACKEND (--listen-backend)."""
+    socket_mode: int = 0o600
+    connect_timeout: float = 30.0
+    once: bool = False
+    strict: bool = False
+    hold: triggers.Triggers | None = None
+    """Snapshot triggers whose before:NAME messages wait for the snapshot."""
+    hold_seconds: float = DEFAULT_HOLD_SECONDS
+    """The longest a message waits for its before:NAME snapshot."""
