@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     subprocess.run([*vhtrace, "stats", str(args.output)], check=False)
     print(f"\n$ vhtrace show {args.output}", flush=True)
     subprocess.run([*vhtrace, "show", str(args.output)], check=False)
+    print(f"\n$ vhtrace rings {args.output} --at 2", flush=True)
+    subprocess.run([*vhtrace, "rings", str(args.output), "--at", "2"], check=False)
     print(
         f"\nThe trace is {args.output}. Try: vhtrace show -V {args.output} -r SET_VRING_ADDR, "
         f"vhtrace show --json {args.output} | head",
