@@ -30,6 +30,8 @@ _CHANNELS = {c.value: c for c in Channel}
 _new_tuple = tuple.__new__
 _CUT = fmt.MESSAGE_OVERSIZED | fmt.MESSAGE_INCOMPLETE
 _SIDES = {s.value: s for s in Side}
+_MAIN, _FRONTEND = Channel.MAIN, Side.FRONTEND
+"""The defaults, as globals: an enum member read off its class is slow in Python 3.11."""
 
 SESSION_START = "session-start"
 SESSION_END = "session-end"
@@ -55,28 +57,46 @@ Item = AnalysedMessage | EventRecord | FindingRecord | StreamRecord | EndRecord 
 
 
 def wire_message(record: MessageRecord) -> WireMessage:
-    """The protocol model's view of a recorded message."""
-    raw = record.raw
-    if len(raw) >= HEADER_SIZE:
-        request, flags, size = unpack_header(raw)
-        complete = len(raw) == HEADER_SIZE + size and not record.flags & _CUT
-    else:  # the stream ended inside the header: size says how much of it came
-        request, flags, size = CUT_HEADER, 0, len(raw)
-        complete = False
+    """The protocol model's view of a recorded message (Analyser.message has it inline)."""
+    seq, _, _, _, channel, sender, raw, fds, record_flags = record
+    head = _HEADS.get(raw) or _head(raw)
+    request, flags, size, payload, whole = head
     return _new_tuple(
         WireMessage,
         (
-            record.seq,
-            _CHANNELS.get(record.channel, Channel.MAIN),
-            _SIDES.get(record.sender, Side.FRONTEND),
+            seq,
+            _CHANNELS.get(channel, _MAIN),
+            _SIDES.get(sender, _FRONTEND),
             request,
             flags,
             size,
-            raw[HEADER_SIZE:],
-            len(record.fds),
-            complete,
+            payload,
+            len(fds),
+            whole and not record_flags & _CUT,
         ),
     )
+
+
+def _head(raw: bytes) -> tuple[int, int, int, bytes, bool]:
+    """(request, flags, size, payload, whether raw is as long as size says) of a message's
+    bytes; kept for small messages, since conversations repeat the same ones."""
+    if len(raw) >= HEADER_SIZE:
+        request, flags, size = unpack_header(raw)
+        head = (request, flags, size, raw[HEADER_SIZE:], len(raw) == HEADER_SIZE + size)
+    else:  # the stream ended inside the header: size says how much of it came
+        head = (CUT_HEADER, 0, len(raw), b"", False)
+    if len(raw) <= _HEAD_CACHED_SIZE:
+        if len(_HEADS) >= _HEADS_MAX:
+            _HEADS.clear()
+        _HEADS[raw] = head
+    return head
+
+
+_HEADS: dict[bytes, tuple[int, int, int, bytes, bool]] = {}
+"""_head by message bytes: a pure function of them, so never stale."""
+_HEADS_MAX = 8192
+_HEAD_CACHED_SIZE = 256
+"""Larger messages are rare and not worth keeping."""
 
 
 def device_of(header: dict[str, object], override: str | None = None) -> DeviceType | None:
@@ -120,8 +140,16 @@ class Analyser:
                 self._session_devices[record.session] = DeviceType(str(name))
 
     def message(self, record: MessageRecord) -> AnalysedMessage:
-        wire = wire_message(record)
-        conversation = self.conversations.get(record.session) or self.conversation(record.session)
+        """The analysis of one message record (with wire_message inline: every message of
+        a trace comes this way)."""
+        seq, _, _, session, channel, sender, raw, fds, record_flags = record
+        request, flags, size, payload, whole = _HEADS.get(raw) or _head(raw)
+        wire = _new_tuple(
+            WireMessage,
+            (seq, _CHANNELS.get(channel, _MAIN), _SIDES.get(sender, _FRONTEND), request, flags,
+             size, payload, len(fds), whole and not record_flags & _CUT),
+        )  # fmt: skip
+        conversation = self.conversations.get(session) or self.conversation(session)
         return AnalysedMessage(record, wire, conversation.analyse(wire))
 
     def feed(self, record: Record) -> Iterator[Item]:
@@ -154,9 +182,10 @@ class Analyser:
             yield LateFindings(session, findings)
 
     def run(self, records: Iterable[Record]) -> Iterator[Item]:
+        message = self.message
         for record in records:
             if type(record) is MessageRecord:
-                yield self.message(record)
+                yield message(record)
             else:
                 yield from self.feed(record)
         yield from self.finish()

@@ -7,6 +7,7 @@ documented in docs/cli.md ("JSON output").
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from vhtrace.analysis import AnalysedMessage, LateFindings
@@ -17,8 +18,22 @@ from vhtrace.protocol.payloads import human_size
 from vhtrace.trace import format as fmt
 from vhtrace.trace.records import EndRecord, EventRecord, FindingRecord, MessageRecord
 
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
-"""Compact JSON; one encoder for all calls (json.dumps with options builds one per call)."""
+
+def _compact_encoder() -> Callable[[Any], str]:
+    """Compact JSON with one C encoder for all calls: JSONEncoder.encode builds a new one
+    per call (json.dumps with options even a new JSONEncoder), which takes longer than
+    encoding the small values here. Same output; no circular check (msgpack data and
+    decoded payloads hold no cycles)."""
+    encoder = json.JSONEncoder(separators=(",", ":"))
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # no C accelerator: nothing to gain
+        return encoder.encode
+    iterencode = make(None, encoder.default, json.encoder.encode_basestring_ascii, None,
+                      ":", ",", False, False, True)  # fmt: skip
+    return lambda value: "".join(iterencode(value, 0))
+
+
+_dumps = _compact_encoder()
 DIRECTIONS = {"frontend": "FE>BE", "backend": "BE>FE"}
 CHANNEL_WIDTH = 7
 
@@ -191,43 +206,40 @@ class JsonRenderer:
         self._origin = int(header.get("mono_ns", 0))
         self._fields_cache: dict[tuple[Any, ...], str] = {}
 
-    def _constant_part(self, item: AnalysedMessage) -> str:
+    def _constant_part(self, item: AnalysedMessage, key: tuple[Any, ...]) -> str:
         """Everything but number, times, session, pairing, fds and findings: the same for
-        every message with the same bytes and meaning, so encoded once."""
-        record, analysis = item.record, item.analysis
-        key = (record.raw, record.channel, record.sender, record.flags, analysis.role,
-               analysis.name, analysis.layout, analysis.context)  # fmt: skip
-        cached = self._fields_cache.get(key)
-        if cached is None:
-            if len(self._fields_cache) > 65536:
-                self._fields_cache.clear()
-            wire = item.wire
-            cached = (
-                f'"channel":"{record.channel}","from":"{record.sender}",'
-                f'"role":"{analysis.role}","request":{_dumps(analysis.name)},'
-                f'"request_id":{wire.request},"flags":{wire.flags},"size":{wire.size},'
-                f'"record_flags":{record.flags},"layout":{_dumps(analysis.layout)},'
-                f'"fields":{_dumps(jsonable(analysis.fields))},'
-                f'"summary":{_dumps(analysis.summary())}'
-            )
-            self._fields_cache[key] = cached
-        return cached
+        every message with the same bytes and meaning (``key``), so encoded once."""
+        record, analysis, wire = item.record, item.analysis, item.wire
+        if len(self._fields_cache) > 65536:
+            self._fields_cache.clear()
+        text = self._fields_cache[key] = (
+            f'"channel":"{record.channel}","from":"{record.sender}",'
+            f'"role":"{analysis.role}","request":{_dumps(analysis.name)},'
+            f'"request_id":{wire.request},"flags":{wire.flags},"size":{wire.size},'
+            f'"record_flags":{record.flags},"layout":{_dumps(analysis.layout)},'
+            f'"fields":{_dumps(jsonable(analysis.fields))},'
+            f'"summary":{_dumps(analysis.summary())}'
+        )
+        return text
 
     def message(self, item: AnalysedMessage) -> str:
-        record, analysis = item.record, item.analysis
+        seq, mono_ns, wall_ns, session, channel, sender, raw, fds, flags = item.record
+        analysis = item.analysis
+        key = (raw, channel, sender, flags, analysis.role, analysis.name, analysis.layout,
+               analysis.context)  # fmt: skip
+        constant = self._fields_cache.get(key) or self._constant_part(item, key)
         answers = analysis.answers
         findings = analysis.findings
-        line = (
-            f'{{"type":"message","seq":{record.seq},'
-            f'"time":{(record.mono_ns - self._origin) / 1e9:.9f},"wall_ns":{record.wall_ns},'
-            f'"session":{record.session},{self._constant_part(item)},'
+        end = f',"raw":"{raw.hex()}"}}' if self.with_raw else "}"
+        return (
+            f'{{"type":"message","seq":{seq},'
+            f'"time":{(mono_ns - self._origin) / 1e9:.9f},"wall_ns":{wall_ns},'
+            f'"session":{session},{constant},'
             f'"answers":{"null" if answers is None else answers},'
-            f'"fds":{_fds_json(record.fds) if record.fds else "[]"},'
+            f'"fds":{_fds_json(fds) if fds else "[]"},'
             f'"findings":{_dumps([f.to_dict() for f in findings]) if findings else "[]"}'
+            f"{end}"
         )
-        if self.with_raw:
-            return f'{line},"raw":"{record.raw.hex()}"}}'
-        return line + "}"
 
     def event(self, record: EventRecord) -> str:
         return _dumps(

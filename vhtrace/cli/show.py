@@ -6,13 +6,15 @@ import argparse
 import sys
 
 from vhtrace import render
-from vhtrace.analysis import AnalysedMessage, LateFindings, analyser_for
+from vhtrace.analysis import Item, LateFindings, analyser_for
 from vhtrace.cli import common
 from vhtrace.cli.filters import MessageFilter, add_filter_arguments, filter_from_args
 from vhtrace.protocol.findings import Severity
-from vhtrace.trace.records import EndRecord, EventRecord, FindingRecord
+from vhtrace.trace.records import EndRecord, EventRecord, FindingRecord, MessageRecord
 
 SEVERITY_ORDER = {"warning": 1, "error": 2}
+_BATCH = 256
+"""Output lines per write."""
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
@@ -48,9 +50,13 @@ def run(args: argparse.Namespace) -> int:
     header = reader.header
     analyser = analyser_for(header, args.device)
     out = sys.stdout
-    write = out.write
+    lines: list[str] = []
+    """Output lines not written yet: written in batches, a write per line costs more."""
+    emit = lines.append
     json_out = render.JsonRenderer(header, with_raw=args.hex) if args.json else None
+    json_message = json_out.message if json_out is not None else None
     shown = 0
+    limit = args.count
     worst = 0
     show_events = not message_filter.narrows_events
     fail_level = SEVERITY_ORDER.get(args.fail_on or "", 99)
@@ -60,54 +66,77 @@ def run(args: argparse.Namespace) -> int:
         for severity in findings_severities:
             worst = max(worst, SEVERITY_ORDER[severity])
 
-    for item in analyser.run(reader):
-        if isinstance(item, AnalysedMessage):
-            if filtering and not message_filter.matches(item):
-                continue
-            if item.analysis.findings:
-                note([f.severity for f in item.analysis.findings])
-            if json_out is not None:
-                write(json_out.message(item) + "\n")
-            else:
-                write(render.message_line(header, item) + "\n")
-                if args.verbose:
-                    write("\n".join(render.message_verbose(header, item)) + "\n")
-                elif item.analysis.findings:
-                    write("\n".join(render.finding_lines(item.analysis.findings)) + "\n")
-                if args.hex:
-                    write("\n".join(render.hexdump(item.record.raw)) + "\n")
-            shown += 1
-            if args.count is not None and shown >= args.count:
-                break
-        elif isinstance(item, LateFindings):
+    def flush() -> None:
+        if lines:
+            lines.append("")
+            text = "\n".join(lines)
+            lines.clear()
+            out.write(text)
+
+    def other(item: Item) -> None:
+        """Everything but a message: late findings, the recorder's findings, events."""
+        if isinstance(item, LateFindings):
             if message_filter.session not in (None, item.session):
-                continue
+                return
             findings = [f for f in item.findings if _seq_in_range(f.seq, message_filter.seq_range)]
             note([f.severity for f in findings])
             for finding in findings:
                 if json_out is not None:
-                    write(json_out.finding(item.session, finding) + "\n")
+                    emit(json_out.finding(item.session, finding))
                 else:
-                    write(
-                        render.late_finding_lines(LateFindings(item.session, [finding]))[0] + "\n"
-                    )
+                    emit(render.late_finding_lines(LateFindings(item.session, [finding]))[0])
         elif isinstance(item, FindingRecord):
             # the recorder's findings obey --session and --range as the late ones do
             if message_filter.session not in (None, item.session) or not _seq_in_range(
                 item.finding.seq, message_filter.seq_range
             ):
-                continue
+                return
             note([item.finding.severity])
             if json_out is not None:
-                write(json_out.finding(item.session, item.finding) + "\n")
+                emit(json_out.finding(item.session, item.finding))
             else:
-                write(render.transport_finding_line(item) + "\n")
+                emit(render.transport_finding_line(item))
         elif isinstance(item, EventRecord) and show_events:
             if message_filter.session not in (None, item.session):
-                continue
-            write((json_out.event(item) if json_out else render.event_line(header, item)) + "\n")
+                return
+            emit(json_out.event(item) if json_out else render.event_line(header, item))
         elif isinstance(item, EndRecord) and json_out is not None and show_events:
-            write(json_out.end(item) + "\n")
+            emit(json_out.end(item))
+
+    # Analyser.run(reader), unrolled: messages, nearly all the records, skip a generator.
+    try:  # what is rendered gets written, even if something below fails
+        message = analyser.message
+        for record in reader:
+            if type(record) is not MessageRecord:
+                for item in analyser.feed(record):
+                    other(item)
+                continue
+            item = message(record)
+            if filtering and not message_filter.matches(item):
+                continue
+            findings = item.analysis.findings
+            if findings:
+                note([f.severity for f in findings])
+            if json_message is not None:
+                emit(json_message(item))
+            else:
+                emit(render.message_line(header, item))
+                if args.verbose:
+                    emit("\n".join(render.message_verbose(header, item)))
+                elif findings:
+                    emit("\n".join(render.finding_lines(findings)))
+                if args.hex:
+                    emit("\n".join(render.hexdump(record.raw)))
+            if len(lines) >= _BATCH:
+                flush()
+            shown += 1
+            if limit is not None and shown >= limit:
+                break
+        else:
+            for item in analyser.finish():
+                other(item)
+    finally:
+        flush()
     out.flush()
     damaged = common.report_damage(reader) if args.count is None else common.EXIT_OK
     reader.close()

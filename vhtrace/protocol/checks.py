@@ -22,7 +22,7 @@ from vhtrace.protocol.payloads import (
     human_size,
 )
 from vhtrace.protocol.spec import Fds, ProtocolFeature, RequestSpec
-from vhtrace.protocol.state import ConversationState, PostcopyPhase
+from vhtrace.protocol.state import ConversationState, PostcopyPhase, Region
 
 Problem = tuple[str, str, Severity]
 Fields = dict[str, Any]
@@ -47,6 +47,8 @@ _PER_REGION, _IF_LOG_SHMFD = Fds.PER_REGION, Fds.IF_LOG_SHMFD
 
 U64_END = 1 << 64
 HUGEPAGE = 1 << 21
+_HUGEPAGE_WRAP = U64_END - HUGEPAGE
+"""An end above this wraps when aligned up to a 2 MiB huge page."""
 
 
 def _hex(value: int) -> str:
@@ -256,15 +258,15 @@ def _region_problems(region: Fields, label: str, state: ConversationState) -> li
                     f"memory_size {_hex(size)} overflows u64",
                 )
             )
-        elif region[name] + size > U64_END - HUGEPAGE:
+        elif region[name] + size > _HUGEPAGE_WRAP:
             problems.append(
                 error(
                     "region-overflow",
                     f"{label}: {name} + memory_size wraps when aligned to a 2 MiB huge page",
                 )
             )
-    if state.has_protocol(ProtocolFeature.GPA_ADDRESSES) and (
-        region["userspace_addr"] != region["guest_phys_addr"]
+    if region["userspace_addr"] != region["guest_phys_addr"] and state.has_protocol(
+        ProtocolFeature.GPA_ADDRESSES
     ):
         problems.append(
             error(
@@ -278,8 +280,11 @@ def _region_problems(region: Fields, label: str, state: ConversationState) -> li
 
 
 def _overlap(a: Fields, b: Fields, key: str) -> bool:
-    a0, b0 = a[key], b[key]
-    return a0 < b0 + b["memory_size"] and b0 < a0 + a["memory_size"]
+    return _spans_overlap(a[key], a["memory_size"], b[key], b["memory_size"])
+
+
+def _spans_overlap(a0: int, a_size: int, b0: int, b_size: int) -> bool:
+    return a0 < b0 + b_size and b0 < a0 + a_size
 
 
 def _overlap_problems(regions: list[Fields], labels: list[str]) -> list[Problem]:
@@ -324,20 +329,13 @@ def check_mem_table(fields: Fields, state: ConversationState) -> list[Problem]:
 
 def check_add_mem_reg(fields: Fields, state: ConversationState) -> list[Problem]:
     problems = _region_problems(fields, "region", state)
-    existing = [
-        {
-            "guest_phys_addr": r.guest_phys_addr,
-            "userspace_addr": r.userspace_addr,
-            "memory_size": r.memory_size,
-        }
-        for r in state.regions
-    ]
-    for region, old in zip(existing, state.regions, strict=True):
-        for key, space in (
-            ("guest_phys_addr", "guest-physical"),
-            ("userspace_addr", "user-address"),
+    gpa, uaddr, size = fields["guest_phys_addr"], fields["userspace_addr"], fields["memory_size"]
+    for old in state.regions:
+        for space, new_start, old_start in (
+            ("guest-physical", gpa, old.guest_phys_addr),
+            ("user-address", uaddr, old.userspace_addr),
         ):
-            if _overlap(fields, region, key):
+            if _spans_overlap(new_start, size, old_start, old.memory_size):
                 problems.append(
                     error(
                         "region-overlap",
@@ -431,6 +429,14 @@ def _ring_parts(fields: Fields, num: int | None) -> list[tuple[str, int, int]]:
     ]
 
 
+def _region_at(spans: list[tuple[int, int, Region]], addr: int) -> tuple[int, int, Region] | None:
+    """The first of (start, size, region) that holds addr."""
+    for span in spans:
+        if span[0] <= addr < span[0] + span[1]:
+            return span
+    return None
+
+
 def check_vring_addr(fields: Fields, state: ConversationState) -> list[Problem]:
     """bad-inputs #9: a ring that starts inside a region and runs past its end."""
     index = fields["index"]
@@ -446,21 +452,20 @@ def check_vring_addr(fields: Fields, state: ConversationState) -> list[Problem]:
     if space == "iova" or not state.regions:
         return problems
     num = ring.num if ring else None
+    spans = [(r.start(space), r.memory_size, r) for r in state.regions]
     for part, addr, length in _ring_parts(fields, num):
-        inside = [
-            r for r in state.regions if r.start(space) <= addr < r.start(space) + r.memory_size
-        ]
-        if not inside:
+        found = _region_at(spans, addr)
+        if found is None:
             problems.append(
                 error("ring-address", f"{part} at {_hex(addr)} is in no memory region ({space})")
             )
-        elif not inside[0].contains(addr, length, space):
-            end = inside[0].start(space) + inside[0].memory_size
+        elif not found[2].contains(addr, length, space):
+            start, size, region = found
             problems.append(
                 error(
                     "ring-address",
                     f"{part} at {_hex(addr)} + {length} crosses the end "
-                    f"of the region added by #{inside[0].seq} ({_hex(end)})",
+                    f"of the region added by #{region.seq} ({_hex(start + size)})",
                 )
             )
     return problems

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -163,44 +164,45 @@ class Conversation:
     # -- requests ------------------------------------------------------------
 
     def _request(self, msg: WireMessage) -> Analysis:
+        seq, channel, sender, request, flags, size, payload, fd_count, complete = msg
         state = self.state
-        ctx = state.payload_context()
-        row = spec.REQUESTS[msg.channel].get(msg.request)
-        if row is None:
+        ctx = state._context or state.payload_context()  # its cache, read inline
+        plan = _REQUEST_PLANS[channel].get(request)
+        if plan is None:
             return self._unknown_request(msg, ctx)
-        decoded = self._decode(row.payload, msg, ctx)
+        row, layout = plan.row, plan.layout
+        decoded = _DECODED.get((layout, payload, ctx)) if complete else None
+        if decoded is None:
+            decoded = self._decode(layout, msg, ctx)
         fields = decoded.fields
         problems: list[checks.Problem] = []
-        if msg.flags not in _PLAIN_REQUEST_FLAGS:
-            problems += checks.check_flags(msg.flags, is_reply=False)
-        if not (msg.size == _FIXED_SIZES[row.payload] and msg.complete and fields is not None):
-            problems += self._size_problems(row.payload, msg, fields, ctx)
+        if flags not in _PLAIN_REQUEST_FLAGS:
+            problems += checks.check_flags(flags, is_reply=False)
+        if not (size == plan.fixed_size and complete and fields is not None):
+            problems += self._size_problems(layout, msg, fields, ctx)
         if row.gate is not None:
             problems += checks.check_gate(row, state)
-        if msg.fd_count or row.fds is not Fds.NONE:
-            problems += checks.check_fds(row.fds, msg.fd_count, fields, state, row.name)
+        if fd_count or plan.takes_fds:
+            problems += checks.check_fds(row.fds, fd_count, fields, state, row.name)
             if (
-                msg.channel is Channel.BACKEND
-                and msg.fd_count
+                channel is _BACKEND
+                and fd_count
                 and not state.has_protocol(ProtocolFeature.BACKEND_SEND_FD)
             ):
                 problems.append(
                     error("not-negotiated", "fds on the back-end channel without BACKEND_SEND_FD")
                 )
-        check = checks.REQUEST_CHECKS[msg.channel].get(row.name)
+        check = plan.check
         if check is not None and fields is not None:
             problems += check(fields, state)
-        if row.reply is not Reply.ACK or msg.flags & spec.FLAG_NEED_REPLY:
+        if plan.may_owe_reply or flags & _NEED_REPLY:
             problems += self._expect_reply(msg, row, fields)
-        analysis = Analysis(
-            msg.seq, msg.channel, msg.sender, Role.REQUEST, row.name, row.payload, decoded, ctx
-        )
+        analysis = Analysis(seq, channel, sender, _REQUEST, row.name, layout, decoded, ctx)
         if problems:
             self._add(analysis, problems)
-        if fields is not None:
-            apply = _REQUEST_EFFECTS.get(row.name) if msg.channel is Channel.MAIN else None
-            if apply is not None:
-                apply(state, msg, fields)
+        effect = plan.effect
+        if effect is not None and fields is not None:
+            effect(state, msg, fields)
         return analysis
 
     def _cut_header(self, msg: WireMessage) -> Analysis:
@@ -233,24 +235,24 @@ class Conversation:
     ) -> list[checks.Problem]:
         """Queue the reply this request makes owed, if any."""
         state = self.state
-        need_reply = bool(msg.flags & spec.FLAG_NEED_REPLY)
+        reply = row.reply
         problems: list[checks.Problem] = []
         pending: Pending | None = None
-        if row.reply is Reply.ALWAYS or (
-            row.reply is Reply.IF_LOG_SHMFD and state.has_protocol(ProtocolFeature.LOG_SHMFD)
+        if reply is _ALWAYS or (
+            reply is _IF_LOG_SHMFD and state.has_protocol(ProtocolFeature.LOG_SHMFD)
         ):
             pending = Pending(
                 msg.seq, row, row.reply_payload, row.reply_fds, "intrinsic", fields, msg.size
             )
-        elif row.reply is Reply.POSTCOPY and state.postcopy is PostcopyPhase.LISTENING:
+        elif reply is _POSTCOPY and state.postcopy is _LISTENING:
             assert row.postcopy_payload is not None
             pending = Pending(
-                msg.seq, row, row.postcopy_payload, Fds.NONE, "postcopy", fields, msg.size
+                msg.seq, row, row.postcopy_payload, _NO_FDS, "postcopy", fields, msg.size
             )
-        elif need_reply:
-            acked = state.has_protocol(ProtocolFeature.REPLY_ACK)
-            if acked or msg.channel is Channel.BACKEND:
-                pending = Pending(msg.seq, row, "ack", Fds.NONE, "ack", fields, msg.size)
+        elif msg.flags & spec.FLAG_NEED_REPLY:
+            acked = state.has_protocol(_PF_REPLY_ACK)
+            if acked or msg.channel is _BACKEND:
+                pending = Pending(msg.seq, row, "ack", _NO_FDS, "ack", fields, msg.size)
             if not acked:
                 problems.append(
                     warning("need-reply", "NEED_REPLY set but REPLY_ACK was not negotiated")
@@ -302,14 +304,29 @@ class Conversation:
     # -- replies -------------------------------------------------------------
 
     def _reply(self, msg: WireMessage) -> Analysis:
+        seq, channel, sender, request, flags, size, payload, fd_count, complete = msg
         state = self.state
-        ctx = state.payload_context()
-        queue = self.pending[msg.channel]
+        ctx = state._context or state.payload_context()  # its cache, read inline
+        queue = self.pending[channel]
         problems: list[checks.Problem] = []
-        pending = self._match(queue, msg.request)
+        pending = queue[0] if queue and queue[0].row.id == request else None
+        if pending is not None:
+            queue.popleft()  # the usual case: the oldest request is answered
+        else:
+            pending = self._match(queue, request)
+            if pending is not None:
+                head = queue[0]
+                problems.append(
+                    error(
+                        "wrong-reply",
+                        f"reply to #{pending.seq} {pending.row.name} "
+                        f"while #{head.seq} {head.row.name} still waits for its reply",
+                    )
+                )
+                queue.remove(pending)
         if pending is None:
-            row = spec.request_spec(msg.channel, msg.request)
-            name = spec.request_name(msg.channel, msg.request)
+            row = spec.request_spec(channel, request)
+            name = spec.request_name(channel, request)
             if queue:
                 head = queue[0]
                 problems.append(
@@ -324,47 +341,36 @@ class Conversation:
                     error("unexpected-reply", "a reply, but no request is waiting for one")
                 )
             layout = row.reply_payload if row else None
-            fds_rule = row.reply_fds if row else Fds.NONE
+            fds_rule = row.reply_fds if row else _NO_FDS
             answers = None
             pending_fields = None
         else:
-            if queue[0] is not pending:
-                head = queue[0]
-                problems.append(
-                    error(
-                        "wrong-reply",
-                        f"reply to #{pending.seq} {pending.row.name} "
-                        f"while #{head.seq} {head.row.name} still waits for its reply",
-                    )
-                )
-            queue.remove(pending)
             row, name, layout = pending.row, pending.row.name, pending.layout
             fds_rule, answers, pending_fields = pending.fds, pending.seq, pending.request_fields
-        decoded = self._decode(layout, msg, ctx) if layout else None
-        analysis = Analysis(
-            msg.seq,
-            msg.channel,
-            msg.sender,
-            Role.REPLY,
-            name,
-            layout,
-            decoded,
-            ctx,
-            answers=answers,
-        )
-        fields = decoded.fields if decoded else None
-        if msg.flags != spec.REPLY_FLAGS:
-            problems += checks.check_flags(msg.flags, is_reply=True)
+        decoded = None
         if layout:
-            if not (msg.size == _FIXED_SIZES[layout] and msg.complete and fields is not None):
+            decoded = _DECODED.get((layout, payload, ctx)) if complete else None
+            if decoded is None:
+                decoded = self._decode(layout, msg, ctx)
+        analysis = Analysis(seq, channel, sender, _REPLY, name, layout, decoded, ctx, answers)
+        fields = decoded.fields if decoded is not None else None
+        if flags != _REPLY_FLAGS:
+            problems += checks.check_flags(flags, is_reply=True)
+        if layout:
+            if not (size == _FIXED_SIZES[layout] and complete and fields is not None):
                 problems += self._size_problems(layout, msg, fields, ctx)
             check = checks.REPLY_CHECKS.get(layout)
             if check is not None and fields is not None:
                 problems += check(fields, state)
-        if msg.fd_count or fds_rule is not Fds.NONE:
-            problems += checks.check_fds(fds_rule, msg.fd_count, fields, state, f"{name} reply")
-        if pending is not None and fields is not None and msg.channel is Channel.MAIN:
-            problems += self._apply_reply(msg, pending, fields, pending_fields)
+        if fd_count or fds_rule is not _NO_FDS:
+            problems += checks.check_fds(fds_rule, fd_count, fields, state, f"{name} reply")
+        if pending is not None and fields is not None and channel is _MAIN:
+            # what the reply establishes, and the checks that need its request
+            effect = _REPLY_EFFECTS.get(name)
+            if effect is not None:
+                problems += effect(state, msg, fields, pending_fields)
+            if pending.kind == "postcopy":
+                problems += self._postcopy_reply(msg, pending, fields, pending_fields)
         if problems:
             self._add(analysis, problems)
         return analysis
@@ -375,58 +381,6 @@ class Conversation:
             if pending.row.id == request:
                 return pending
         return None
-
-    def _apply_reply(
-        self,
-        msg: WireMessage,
-        pending: Pending,
-        fields: dict[str, Any],
-        request_fields: dict[str, Any] | None,
-    ) -> list[checks.Problem]:
-        """What a reply establishes, and the checks that need its request."""
-        state = self.state
-        problems: list[checks.Problem] = []
-        name = pending.row.name
-        if msg.channel is not Channel.MAIN:
-            return problems
-        if name == "GET_FEATURES":
-            state.features_offered = fields["features"]
-        elif name == "GET_PROTOCOL_FEATURES":
-            state.protocol_offered = fields["features"]
-        elif name == "GET_QUEUE_NUM":
-            state.queue_num = fields["value"]
-            if fields["value"] == 0:
-                problems.append(error("queue-num", "the back-end reports 0 queues"))
-        elif name == "GET_MAX_MEM_SLOTS":
-            state.max_mem_slots = fields["value"]
-        elif name in ("GET_VRING_BASE", "GET_VRING_BASE_SKIP_DRAIN"):
-            ring = state.ring(fields["index"])
-            ring.last_base, ring.started = fields["num"], False
-            state.inflight_requests = 0  # a device restart may ask for the area again
-            if request_fields is not None and fields["index"] != request_fields["index"]:
-                problems.append(
-                    error(
-                        "reply-mismatch",
-                        f"reply for ring {fields['index']}, the "
-                        f"request asked for ring {request_fields['index']}",
-                    )
-                )
-        elif name == "GET_CONFIG" and request_fields is not None:
-            if fields["size"] != request_fields["size"] or msg.size != 12 + request_fields["size"]:
-                problems.append(
-                    error(
-                        "config-size",
-                        f"reply of {fields['size']} config bytes, "
-                        f"{request_fields['size']} were asked for (QEMU rejects it)",
-                    )
-                )
-        elif name == "POSTCOPY_ADVISE":
-            state.postcopy = PostcopyPhase.ADVISED
-        elif name == "GET_STATUS":
-            state.status = fields["status"]
-        if pending.kind == "postcopy":
-            problems += self._postcopy_reply(msg, pending, fields, request_fields)
-        return problems
 
     def _postcopy_reply(
         self,
@@ -628,6 +582,98 @@ _REQUEST_EFFECTS = {
 }
 """State changes of the front-end's requests, by request name."""
 
+# --------------------------------------------------------------------------
+# What replies establish (back-end replies on the main channel)
+# --------------------------------------------------------------------------
+
+
+def _got_features(state: ConversationState, msg: WireMessage, fields: Fields,
+                  request_fields: Fields | None) -> list[checks.Problem]:  # fmt: skip
+    state.features_offered = fields["features"]
+    return []
+
+
+def _got_protocol_features(state: ConversationState, msg: WireMessage, fields: Fields,
+                           request_fields: Fields | None) -> list[checks.Problem]:  # fmt: skip
+    state.protocol_offered = fields["features"]
+    return []
+
+
+def _got_queue_num(state: ConversationState, msg: WireMessage, fields: Fields,
+                   request_fields: Fields | None) -> list[checks.Problem]:  # fmt: skip
+    state.queue_num = fields["value"]
+    if fields["value"] == 0:
+        return [error("queue-num", "the back-end reports 0 queues")]
+    return []
+
+
+def _got_max_mem_slots(state: ConversationState, msg: WireMessage, fields: Fields,
+                       request_fields: Fields | None) -> list[checks.Problem]:  # fmt: skip
+    state.max_mem_slots = fields["value"]
+    return []
+
+
+def _got_vring_base(state: ConversationState, msg: WireMessage, fields: Fields,
+                    request_fields: Fields | None) -> list[checks.Problem]:  # fmt: skip
+    ring = state.ring(fields["index"])
+    ring.last_base, ring.started = fields["num"], False
+    state.inflight_requests = 0  # a device restart may ask for the area again
+    if request_fields is not None and fields["index"] != request_fields["index"]:
+        return [
+            error(
+                "reply-mismatch",
+                f"reply for ring {fields['index']}, the "
+                f"request asked for ring {request_fields['index']}",
+            )
+        ]
+    return []
+
+
+def _got_config(state: ConversationState, msg: WireMessage, fields: Fields,
+                request_fields: Fields | None) -> list[checks.Problem]:  # fmt: skip
+    if request_fields is not None and (
+        fields["size"] != request_fields["size"] or msg.size != 12 + request_fields["size"]
+    ):
+        return [
+            error(
+                "config-size",
+                f"reply of {fields['size']} config bytes, "
+                f"{request_fields['size']} were asked for (QEMU rejects it)",
+            )
+        ]
+    return []
+
+
+def _got_postcopy_advise(state: ConversationState, msg: WireMessage, fields: Fields,
+                         request_fields: Fields | None) -> list[checks.Problem]:  # fmt: skip
+    state.postcopy = PostcopyPhase.ADVISED
+    return []
+
+
+def _got_status(state: ConversationState, msg: WireMessage, fields: Fields,
+                request_fields: Fields | None) -> list[checks.Problem]:  # fmt: skip
+    state.status = fields["status"]
+    return []
+
+
+_REPLY_EFFECTS = {
+    "GET_FEATURES": _got_features,
+    "GET_PROTOCOL_FEATURES": _got_protocol_features,
+    "GET_QUEUE_NUM": _got_queue_num,
+    "GET_MAX_MEM_SLOTS": _got_max_mem_slots,
+    "GET_VRING_BASE": _got_vring_base,
+    "GET_VRING_BASE_SKIP_DRAIN": _got_vring_base,
+    "GET_CONFIG": _got_config,
+    "POSTCOPY_ADVISE": _got_postcopy_advise,
+    "GET_STATUS": _got_status,
+}
+"""What the back-end's replies establish (and the checks that need the request), by name."""
+
+
+# --------------------------------------------------------------------------
+# Tables the analysis reads per message
+# --------------------------------------------------------------------------
+
 _REQUESTER = {channel: spec.requester(channel) for channel in Channel}
 MAX_PENDING = 1024
 """Replies owed beyond this are not tracked (a peer must not make us allocate without bound)."""
@@ -636,3 +682,49 @@ _DECODED: dict[tuple[str, bytes, PayloadContext], Decoded] = {}
 _DECODED_MAX = 8192
 _PLAIN_REQUEST_FLAGS = frozenset({spec.VERSION, spec.VERSION | spec.FLAG_NEED_REPLY})
 _FIXED_SIZES = {name: layout.size for name, layout in payloads.LAYOUTS.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class _RequestPlan:
+    """A request's table row with what the analysis looks up for it, resolved once per
+    row rather than once per message."""
+
+    row: RequestSpec
+    layout: str
+    fixed_size: int | None
+    """The payload's size when its layout has a fixed one."""
+    takes_fds: bool
+    """fds may ride with it (else the fd rule needs checking only when some came)."""
+    may_owe_reply: bool
+    """A reply may be owed without NEED_REPLY (its reply is not just an ack)."""
+    check: checks.Check | None
+    effect: Callable[[ConversationState, WireMessage, Fields], None] | None
+
+
+def _plans(channel: Channel) -> dict[int, _RequestPlan]:
+    effects = _REQUEST_EFFECTS if channel is Channel.MAIN else {}
+    return {
+        row.id: _RequestPlan(
+            row,
+            row.payload,
+            _FIXED_SIZES[row.payload],
+            row.fds is not Fds.NONE,
+            row.reply is not Reply.ACK,
+            checks.REQUEST_CHECKS[channel].get(row.name),
+            effects.get(row.name),
+        )
+        for row in spec.REQUESTS[channel].values()
+    }
+
+
+_REQUEST_PLANS = {channel: _plans(channel) for channel in Channel}
+
+# Enum members read for every message, as module globals: in Python 3.11 reading a member
+# off its enum class (``Channel.MAIN``) is an unspecialised lookup, ten times a global's cost.
+_MAIN, _BACKEND = Channel.MAIN, Channel.BACKEND
+_REQUEST, _REPLY = Role.REQUEST, Role.REPLY
+_NO_FDS = Fds.NONE
+_ALWAYS, _IF_LOG_SHMFD, _POSTCOPY = Reply.ALWAYS, Reply.IF_LOG_SHMFD, Reply.POSTCOPY
+_LISTENING = PostcopyPhase.LISTENING
+_PF_REPLY_ACK = ProtocolFeature.REPLY_ACK
+_NEED_REPLY, _REPLY_FLAGS = spec.FLAG_NEED_REPLY, spec.REPLY_FLAGS

@@ -134,14 +134,27 @@ class ConversationState:
         """Which addresses vring addresses are in: 'iova', 'gpa' or 'uaddr'."""
         if self.has_virtio(spec.VIRTIO_F_ACCESS_PLATFORM):
             return "iova"
-        if self.has_protocol(ProtocolFeature.GPA_ADDRESSES):
+        if self.has_protocol(_GPA_ADDRESSES):
             return "gpa"
         return "uaddr"
 
     def ring_limit(self) -> tuple[int, str] | None:
         """(bound, why) on ring indices, when the back-end told its queue count."""
+        bound = self.ring_bound()
+        return None if bound is None else (bound, self.ring_why())
+
+    def ring_bound(self) -> int | None:
+        """The bound of ring_limit alone (checked for most ring messages: no text built)."""
         if self.queue_num is None:
             return None
-        if self.device is DeviceType.NET:
-            return 2 * self.queue_num + 1, f"{self.queue_num} queue pairs (GET_QUEUE_NUM)"
-        return self.queue_num, f"{self.queue_num} queues (GET_QUEUE_NUM)"
+        return 2 * self.queue_num + 1 if self.device is _NET else self.queue_num
+
+    def ring_why(self) -> str:
+        """The reason of ring_limit, once a queue count is known."""
+        if self.device is _NET:
+            return f"{self.queue_num} queue pairs (GET_QUEUE_NUM)"
+        return f"{self.queue_num} queues (GET_QUEUE_NUM)"
+
+
+_NET, _GPA_ADDRESSES = DeviceType.NET, ProtocolFeature.GPA_ADDRESSES
+"""As globals: an enum member read off its class is slow in Python 3.11."""

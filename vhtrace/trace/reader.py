@@ -69,11 +69,10 @@ class TraceReader:
         self._frame_start = 0
         self._frames = 0
         self._fed = 0
-        self._pending: list[Any] = []
         self.problem: str | None = None
         self.end: EndRecord | None = None
         self.records = 0
-        self._objects = self._objects_of_file()
+        self._feeding = self._feed_file()
         self.header = self._read_header()
 
     # -- header ----------------------------------------------------------------
@@ -86,9 +85,8 @@ class TraceReader:
                 f"{self.path}: not a vhtrace trace (it does not start with a zstd frame)"
             )
         self._head = first
-        try:
-            header = next(self._objects)
-        except (StopIteration, _Stop):
+        header = self._first_object()
+        if header is _NOTHING:
             self.close()
             raise TraceError(
                 f"{self.path}: not a vhtrace trace ({self.problem or 'empty'})"
@@ -124,7 +122,10 @@ class TraceReader:
         while chunk := self._file.read(READ_CHUNK):
             yield chunk
 
-    def _objects_of_file(self) -> Iterator[Any]:
+    def _feed_file(self) -> Iterator[None]:
+        """Decompress the file frame by frame into the unpacker, yielding after each
+        piece fed: the caller takes the objects out of the unpacker before resuming.
+        Ends, with self.problem set, at the first damage."""
         dobj = self._dctx.decompressobj()
         in_frame = False
         for chunk in self._chunks():
@@ -136,7 +137,6 @@ class TraceReader:
                 try:
                     out = dobj.decompress(data)
                 except zstandard.ZstdError as exc:
-                    yield from self._drain()
                     self.problem = (
                         f"corrupt data in the zstd frame starting at byte "
                         f"{self._frame_start}: {exc}"
@@ -152,7 +152,7 @@ class TraceReader:
                         )
                         return
                     self._fed += len(out)
-                    yield from self._drain()
+                    yield
                 if dobj.eof:
                     unused = dobj.unused_data
                     self._offset += len(data) - len(unused)
@@ -168,47 +168,66 @@ class TraceReader:
         elif self._unpacker.tell() != self._fed:
             self.problem = "cut short inside a record"
 
-    def _drain(self) -> Iterator[Any]:
-        try:
-            yield from self._unpacker
-        except (msgpack.UnpackValueError, msgpack.ExtraData, ValueError, TypeError) as exc:
-            # TypeError: a corrupt map whose key is a map or an array ("unhashable type")
-            self.problem = f"corrupt record after {self.records} records: {exc}"
-            raise _Stop from exc
+    def _corrupt(self, exc: Exception) -> None:
+        # TypeError: a corrupt map whose key is a map or an array ("unhashable type")
+        self.problem = f"corrupt record after {self.records} records: {exc}"
+
+    def _first_object(self) -> Any:
+        """The first object of the file (the header), or _NOTHING."""
+        while True:
+            try:
+                for obj in self._unpacker:
+                    return obj
+            except _UNPACK_ERRORS as exc:
+                self._corrupt(exc)
+                return _NOTHING
+            if next(self._feeding, _NOTHING) is _NOTHING:
+                return _NOTHING
 
     # -- objects -> records -----------------------------------------------------
 
     def __iter__(self) -> Iterator[Record]:
-        objects = self._objects
+        unpacker, feeding = self._unpacker, self._feeding
         channels, senders, tag = _MESSAGE_CHANNELS, _SENDERS, fmt.TAG_MESSAGE
         try:
-            for obj in objects:
-                # The common case inline: a message record without fds whose fields have
-                # the types of _FIELD_TYPES[TAG_MESSAGE] (checked one by one: faster than
-                # building the tuple of types). Anything else goes through _record.
-                if (
-                    type(obj) is tuple
-                    and len(obj) == 10
-                    and obj[0] == tag
-                    and type(obj[1]) is int
-                    and type(obj[2]) is int
-                    and type(obj[3]) is int
-                    and type(obj[4]) is int
-                    and type(obj[5]) is str
-                    and obj[5] in channels
-                    and type(obj[6]) is str
-                    and obj[6] in senders
-                    and type(obj[7]) is bytes
-                    and obj[8] == ()
-                    and type(obj[9]) is int
-                ):
-                    record = _new_tuple(MessageRecord, obj[1:])
-                else:
-                    record = self._record(obj)
-                    if record is None:
-                        continue
-                self.records += 1
-                yield record
+            while True:
+                try:
+                    # Nothing in this loop's body raises the unpacker's errors: what is
+                    # caught below comes from unpacking.
+                    for obj in unpacker:
+                        # The common case inline: a message record whose fields have the
+                        # types of _FIELD_TYPES[TAG_MESSAGE] and pass _valid_values (checked
+                        # one by one: faster than building the tuple of types). Anything else
+                        # goes through _record.
+                        if type(obj) is tuple and len(obj) == 10:
+                            tag_, seq, mono, wall, session, channel, sender, raw, fds, flags = obj
+                            if (
+                                tag_ == tag
+                                and type(seq) is int
+                                and type(mono) is int
+                                and type(wall) is int
+                                and type(session) is int
+                                and type(channel) is str
+                                and channel in channels
+                                and type(sender) is str
+                                and sender in senders
+                                and type(raw) is bytes
+                                and type(flags) is int
+                                and (fds == () or (type(fds) is tuple and _all_maps(fds)))
+                            ):
+                                self.records += 1
+                                yield _new_tuple(MessageRecord, obj[1:])
+                                continue
+                        record = self._record(obj)
+                        if record is None:
+                            continue
+                        self.records += 1
+                        yield record
+                except _UNPACK_ERRORS as exc:
+                    self._corrupt(exc)
+                    break
+                if next(feeding, _NOTHING) is _NOTHING:
+                    break
         except _Stop:
             pass
         if self.problem is None and self.end is None:
@@ -279,15 +298,27 @@ _MESSAGE_CHANNELS = frozenset(c.value for c in Channel)
 _SENDERS = frozenset(s.value for s in Side)
 
 
+def _all_maps(metas: tuple[Any, ...]) -> bool:
+    """fd metadata is a map each."""
+    if len(metas) == 1:  # the usual case, without all()'s generator
+        return type(metas[0]) is dict
+    return all(type(meta) is dict for meta in metas)
+
+
 def _valid_values(tag: str, fields: tuple[Any, ...]) -> bool:
     """The checks beyond types: a message's channel and sender, fd metadata maps."""
     if tag == fmt.TAG_MESSAGE:
         if fields[4] not in _MESSAGE_CHANNELS or fields[5] not in _SENDERS:
             return False
-        return not fields[7] or all(type(meta) is dict for meta in fields[7])
+        return not fields[7] or _all_maps(fields[7])
     if tag == fmt.TAG_STREAM:
-        return not fields[7] or all(type(meta) is dict for meta in fields[7])
+        return not fields[7] or _all_maps(fields[7])
     return True
+
+
+_UNPACK_ERRORS = (msgpack.UnpackValueError, msgpack.ExtraData, ValueError, TypeError)
+"""What msgpack raises on corrupt input."""
+_NOTHING = object()
 
 
 class _Stop(Exception):
