@@ -341,3 +341,13 @@ def test_row_20_over_a_real_socketpair_the_fds_arrive_with_set_mem_table() -> No
         close_fds(memfds)
         frontend.close()
         backend.close()
+
+
+def test_old_crypto_layout_with_op_code_1_is_read_as_symmetric(negotiated) -> None:
+    """The 632-byte layout has no asymmetric sessions: op_code 1 must not be taken for one."""
+    analysis = negotiated.request(
+        "CREATE_CRYPTO_SESSION", {"layout": "qemu-old", "op_code": 1, "key_len": 70}
+    )
+    assert codes(analysis) == ["crypto-key"]
+    assert "key_len 70" in analysis.findings[0].text
+    assert "op1" not in analysis.summary() and "key_len 70" in analysis.summary()

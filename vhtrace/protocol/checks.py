@@ -612,7 +612,7 @@ def check_crypto(fields: Fields, state: ConversationState) -> list[Problem]:
             )
         ]
     problems: list[Problem] = []
-    if fields.get("op_code") == 1:
+    if "keylen" in fields:  # an asymmetric session (only the current layout has them)
         if fields["keylen"] > CRYPTO_ASYM_MAX_KEY:
             problems.append(
                 error(

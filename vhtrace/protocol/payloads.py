@@ -797,10 +797,12 @@ class CryptoSession(Layout):
     def summary(self, fields: Fields, ctx: PayloadContext) -> str:
         if fields["layout"] == "unknown":
             return f"unknown layout, {len(fields['raw'])} bytes"
-        kind = CRYPTO_OP_CODES.get(fields["op_code"], f"op{fields['op_code']}")
-        if kind == "asym":
+        if "keylen" in fields:  # decoded as asymmetric (current layout, op_code 1)
             text = f"asym algo {fields['algo']} keylen {fields['keylen']}"
         else:
+            # In the old layout op_code is the symmetric operation, not sym/asym.
+            kind = ("sym op " + str(fields["op_code"]) if fields["layout"] == "qemu-old"
+                    else CRYPTO_OP_CODES.get(fields["op_code"], f"op{fields['op_code']}"))  # fmt: skip
             text = (
                 f"{kind} cipher {fields['cipher_alg']} key_len {fields['key_len']} "
                 f"hash {fields['hash_alg']} auth_key_len {fields['auth_key_len']}"
