@@ -801,8 +801,10 @@ class CryptoSession(Layout):
             text = f"asym algo {fields['algo']} keylen {fields['keylen']}"
         else:
             # In the old layout op_code is the symmetric operation, not sym/asym.
-            kind = ("sym op " + str(fields["op_code"]) if fields["layout"] == "qemu-old"
-                    else CRYPTO_OP_CODES.get(fields["op_code"], f"op{fields['op_code']}"))  # fmt: skip
+            op_code = fields["op_code"]
+            kind = CRYPTO_OP_CODES.get(op_code, f"op{op_code}")
+            if fields["layout"] == "qemu-old":
+                kind = f"sym op {op_code}"
             text = (
                 f"{kind} cipher {fields['cipher_alg']} key_len {fields['key_len']} "
                 f"hash {fields['hash_alg']} auth_key_len {fields['auth_key_len']}"
