@@ -10,6 +10,7 @@ import tempfile
 from typing import IO, BinaryIO
 
 from vhtrace.cli import common
+from vhtrace.cli.verbs import help_of
 from vhtrace.dissect.export import LinkType, export_trace
 from vhtrace.dissect.lua import lua_source
 from vhtrace.trace.reader import TraceError, TraceReader
@@ -18,7 +19,7 @@ from vhtrace.trace.reader import TraceError, TraceReader
 def add_parser(verbs: argparse._SubParsersAction) -> None:
     parser = verbs.add_parser(
         "export",
-        help="write a trace as pcapng for Wireshark, or print the Lua dissector",
+        help=help_of("export"),
         description="Write every message of a trace to a pcapng file that Wireshark and tshark "
         "read with the vhost-user Lua dissector (print it with --lua). Each packet carries its "
         "session, channel, sender, payload layout, fds and findings as packet comments. A "

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from vhtrace import __version__
-from vhtrace.cli import common, export, memory, record, replay, rings, show, stats
+from vhtrace.cli import common
+from vhtrace.cli.verbs import VERBS
 
-VERBS = (record, show, stats, export, replay, rings, memory)
 
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``only``, just that verb's options are loaded (the others are
+    listed, so that help and errors still name them)."""
     parser = argparse.ArgumentParser(
         prog="vhtrace",
         description="Record, inspect and replay vhost-user conversations.",
@@ -19,13 +21,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"vhtrace {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
-    for verb in VERBS:
-        verb.add_parser(verbs)
+    for name, (module, help_text) in VERBS.items():
+        if only is None or name == only:
+            importlib.import_module(module).add_parser(verbs)
+        else:
+            verbs.add_parser(name, help=help_text)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    verb = next((arg for arg in argv if not arg.startswith("-")), None)
+    parser = build_parser(verb if verb in VERBS else None)
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))

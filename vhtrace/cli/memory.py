@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from vhtrace.cli import common
+from vhtrace.cli.verbs import help_of
 from vhtrace.memory.pages import PAGE_SIZE
 from vhtrace.memory.tracedata import Snapshot, page_plan, read_pages, read_snapshots
 
@@ -31,7 +32,7 @@ def parse_size(text: str) -> int:
 def add_parser(verbs: argparse._SubParsersAction) -> None:
     parser = verbs.add_parser(
         "memory",
-        help="dump guest memory from a shared-memory snapshot",
+        help=help_of("memory"),
         description="Print guest memory as snapshot N captured it (a hex dump), or write it "
         "to a file. Bytes the snapshot did not capture are shown as such (and written as "
         "zeros); the exit code is 1 if any were asked for.",

@@ -7,6 +7,7 @@ import signal
 import sys
 
 from vhtrace.cli import common
+from vhtrace.cli.verbs import help_of
 from vhtrace.memory import triggers
 from vhtrace.memory.capture import MODES
 from vhtrace.memory.recording import SnapshotConfig
@@ -23,7 +24,7 @@ SWITCH_INTERVAL = 0.001
 def add_parser(verbs: argparse._SubParsersAction) -> None:
     parser = verbs.add_parser(
         "record",
-        help="record a live session as a transparent proxy",
+        help=help_of("record"),
         description="Sit between a vhost-user front-end (QEMU) and a back-end, relay every "
         "message unchanged, and write what was said to a trace. Either the front-end "
         "connects to us (--listen) and we connect to a listening back-end (--connect), or "

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 from vhtrace.cli import common
+from vhtrace.cli.verbs import help_of
 from vhtrace.protocol.spec import DeviceType
 from vhtrace.replay import formats
 from vhtrace.replay.backend import serve_backend
@@ -22,7 +23,7 @@ FRONTEND_TIMEOUT = 5.0
 def add_parser(verbs: argparse._SubParsersAction) -> None:
     parser = verbs.add_parser(
         "replay",
-        help="replay a trace against a live back-end (or serve it to a live front-end)",
+        help=help_of("replay"),
         description="Play the recorded front-end against a live back-end (--backend), or the "
         "recorded back-end to a live front-end (--serve, --serve-connect), and compare what "
         "the live peer says with the recording. Exit 0 same, 1 diverged, 2 unusable input.",

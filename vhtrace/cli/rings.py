@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from vhtrace.cli import common
+from vhtrace.cli.verbs import help_of
 from vhtrace.memory import pages, report
 from vhtrace.memory.plan import RingView, config_problem, decode_ring, packed_chains
 from vhtrace.memory.tracedata import (
@@ -24,7 +25,7 @@ from vhtrace.memory.tracedata import (
 def add_parser(verbs: argparse._SubParsersAction) -> None:
     parser = verbs.add_parser(
         "rings",
-        help="show the vrings at each shared-memory snapshot",
+        help=help_of("rings"),
         description="Decode the vrings (and the inflight area) captured by each snapshot of a "
         "trace recorded with --snapshot: indices, the back-end's position from "
         "GET/SET_VRING_BASE, requests in flight and their descriptor chains, recent "

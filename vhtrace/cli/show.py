@@ -9,6 +9,7 @@ from vhtrace import render
 from vhtrace.analysis import Item, LateFindings, analyser_for
 from vhtrace.cli import common
 from vhtrace.cli.filters import MessageFilter, add_filter_arguments, filter_from_args
+from vhtrace.cli.verbs import help_of
 from vhtrace.protocol.findings import Severity
 from vhtrace.trace.records import EndRecord, EventRecord, FindingRecord, MessageRecord
 
@@ -20,7 +21,7 @@ _BATCH = 256
 def add_parser(verbs: argparse._SubParsersAction) -> None:
     parser = verbs.add_parser(
         "show",
-        help="print the messages of a trace",
+        help=help_of("show"),
         description="Print the messages of a trace, one line each (tshark style). A cut-short "
         "trace prints everything readable, warns and exits 2.",
     )

@@ -10,6 +10,7 @@ from typing import Any
 
 from vhtrace.analysis import analyser_for, device_of
 from vhtrace.cli import common
+from vhtrace.cli.verbs import help_of
 from vhtrace.protocol import spec
 from vhtrace.protocol.findings import Severity
 from vhtrace.protocol.spec import DeviceType
@@ -21,7 +22,7 @@ from vhtrace.stats import TraceStats
 def add_parser(verbs: argparse._SubParsersAction) -> None:
     parser = verbs.add_parser(
         "stats",
-        help="summarise a trace",
+        help=help_of("stats"),
         description="Counts per request and channel, the features each side offered and the "
         "ones negotiated, sessions, a timeline and the findings.",
     )

@@ -1,0 +1,24 @@
+"""The verbs of ``vhtrace``: where each lives and what it does, in one table.
+
+``vhtrace show`` should not pay for importing replay, scapy and the recorder: the
+command line imports only the module of the verb it runs (all of them for ``--help``).
+"""
+
+from __future__ import annotations
+
+VERBS: dict[str, tuple[str, str]] = {
+    "record": ("vhtrace.cli.record", "record a live session as a transparent proxy"),
+    "show": ("vhtrace.cli.show", "print the messages of a trace"),
+    "stats": ("vhtrace.cli.stats", "summarise a trace"),
+    "export": ("vhtrace.cli.export",
+               "write a trace as pcapng for Wireshark, or print the Lua dissector"),
+    "replay": ("vhtrace.cli.replay",
+               "replay a trace against a live back-end (or serve it to a live front-end)"),
+    "rings": ("vhtrace.cli.rings", "show the vrings at each shared-memory snapshot"),
+    "memory": ("vhtrace.cli.memory", "dump guest memory from a shared-memory snapshot"),
+}  # fmt: skip
+"""verb -> (module with add_parser/run, one-line help)."""
+
+
+def help_of(verb: str) -> str:
+    return VERBS[verb][1]
