@@ -16,7 +16,13 @@ from vhtrace.protocol.conversation import Role
 from vhtrace.protocol.findings import Finding, Severity
 from vhtrace.protocol.payloads import human_size
 from vhtrace.trace import format as fmt
-from vhtrace.trace.records import EndRecord, EventRecord, FindingRecord, MessageRecord
+from vhtrace.trace.records import (
+    EndRecord,
+    EventRecord,
+    FindingRecord,
+    MessageRecord,
+    SnapshotRecord,
+)
 
 
 def _compact_encoder() -> Callable[[Any], str]:
@@ -161,6 +167,20 @@ def _info_value(value: Any) -> str:
     return str(value)
 
 
+def snapshot_line(header: dict[str, Any], record: SnapshotRecord) -> str:
+    """A shared-memory snapshot in the message list (``vhtrace rings`` shows its contents)."""
+    info = record.info
+    stats = info.get("stats") or {}
+    where = f" after #{record.seq} {info.get('request', '')}".rstrip() if record.seq else ""
+    ring = f" vring {info['ring']}" if info.get("ring") is not None else ""
+    return (
+        f"{'':6} {relative_time(header, record.mono_ns):11.6f} {record.session:2} "
+        f"{'---':<{CHANNEL_WIDTH}} snapshot {record.snapshot} {record.trigger}{ring}{where}: "
+        f"{info.get('mode', '?')}, {stats.get('pages', 0)} pages, "
+        f"{stats.get('new_pages', 0)} new"
+    )
+
+
 def late_finding_lines(item: LateFindings) -> list[str]:
     return [f"{'':6} {'':11} {item.session:2} finding {finding}" for finding in item.findings]
 
@@ -255,6 +275,15 @@ class JsonRenderer:
 
     def finding(self, session: int, finding: Finding) -> str:
         return _dumps({"type": "finding", "session": session, **finding.to_dict()})
+
+    def snapshot(self, record: SnapshotRecord) -> str:
+        info = record.info
+        return _dumps({
+            "type": "snapshot", "snapshot": record.snapshot, "seq": record.seq or None,
+            "time": (record.mono_ns - self._origin) / 1e9, "wall_ns": record.wall_ns,
+            "session": record.session, "trigger": record.trigger, "mode": info.get("mode"),
+            "ring": info.get("ring"), "stats": jsonable(info.get("stats") or {}),
+        })  # fmt: skip
 
     def end(self, record: EndRecord) -> str:
         return _dumps(

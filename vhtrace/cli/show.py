@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from vhtrace import render
@@ -11,7 +12,13 @@ from vhtrace.cli import common
 from vhtrace.cli.filters import MessageFilter, add_filter_arguments, filter_from_args
 from vhtrace.cli.verbs import help_of
 from vhtrace.protocol.findings import Severity
-from vhtrace.trace.records import EndRecord, EventRecord, FindingRecord, MessageRecord
+from vhtrace.trace.records import (
+    EndRecord,
+    EventRecord,
+    FindingRecord,
+    MessageRecord,
+    SnapshotRecord,
+)
 
 SEVERITY_ORDER = {"warning": 1, "error": 2}
 _BATCH = 256
@@ -60,6 +67,10 @@ def run(args: argparse.Namespace) -> int:
     limit = args.count
     worst = 0
     show_events = not message_filter.narrows_events
+    by_message = bool(message_filter.requests or message_filter.channel or message_filter.sender)
+    about_filter = dataclasses.replace(message_filter, findings_only=False, seq_range=None)
+    matched: set[int] = set()
+    """Messages that pass the request/channel/direction filters (only kept when set)."""
     fail_level = SEVERITY_ORDER.get(args.fail_on or "", 99)
 
     def note(findings_severities: list[Severity]) -> None:
@@ -74,12 +85,21 @@ def run(args: argparse.Namespace) -> int:
             lines.clear()
             out.write(text)
 
+    def about_shown(seq: int | None) -> bool:
+        """A finding found later belongs with its message: shown if that one is."""
+        if not by_message:
+            return True
+        return seq is not None and seq in matched
+
     def other(item: Item) -> None:
         """Everything but a message: late findings, the recorder's findings, events."""
         if isinstance(item, LateFindings):
             if message_filter.session not in (None, item.session):
                 return
-            findings = [f for f in item.findings if _seq_in_range(f.seq, message_filter.seq_range)]
+            findings = [
+                f for f in item.findings
+                if _seq_in_range(f.seq, message_filter.seq_range) and about_shown(f.seq)
+            ]  # fmt: skip
             note([f.severity for f in findings])
             for finding in findings:
                 if json_out is not None:
@@ -88,8 +108,10 @@ def run(args: argparse.Namespace) -> int:
                     emit(render.late_finding_lines(LateFindings(item.session, [finding]))[0])
         elif isinstance(item, FindingRecord):
             # the recorder's findings obey --session and --range as the late ones do
-            if message_filter.session not in (None, item.session) or not _seq_in_range(
-                item.finding.seq, message_filter.seq_range
+            if (
+                message_filter.session not in (None, item.session)
+                or not _seq_in_range(item.finding.seq, message_filter.seq_range)
+                or not about_shown(item.finding.seq)
             ):
                 return
             note([item.finding.severity])
@@ -101,6 +123,10 @@ def run(args: argparse.Namespace) -> int:
             if message_filter.session not in (None, item.session):
                 return
             emit(json_out.event(item) if json_out else render.event_line(header, item))
+        elif isinstance(item, SnapshotRecord) and show_events:
+            if message_filter.session not in (None, item.session):
+                return
+            emit(json_out.snapshot(item) if json_out else render.snapshot_line(header, item))
         elif isinstance(item, EndRecord) and json_out is not None and show_events:
             emit(json_out.end(item))
 
@@ -113,6 +139,8 @@ def run(args: argparse.Namespace) -> int:
                     other(item)
                 continue
             item = message(record)
+            if by_message and about_filter.matches(item):
+                matched.add(record.seq)
             if filtering and not message_filter.matches(item):
                 continue
             findings = item.analysis.findings
