@@ -13,6 +13,7 @@ import threading
 from vhtrace.protocol.spec import Side
 from vhtrace.replay.fds import FdFactory
 from vhtrace.replay.links import connect_unix
+from vhtrace.replay.memsource import SnapshotSource
 from vhtrace.replay.options import ReplayInputError, ReplayOptions, load
 from vhtrace.replay.player import Player
 from vhtrace.replay.report import ReplayResult
@@ -36,7 +37,7 @@ def replay_frontend(
         return result
     result.notes += loaded.notes
     loop = LoopOptions(options.timeout, options.close_timeout, options.realtime)
-    factory = FdFactory(options.memory)
+    factory = FdFactory(options.memory or SnapshotSource.of_trace(trace))
     try:
         for plan in loaded.plans:
             try:

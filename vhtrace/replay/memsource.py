@@ -2,16 +2,21 @@
 
 A recorded memfd (guest RAM, an inflight area) is re-created with its recorded size.
 What goes in it is a :class:`MemorySource`'s answer: the bytes the trace's memory
-snapshot holds for that fd as it was when message N passed it, or None for
-zero-filled memory. Traces do not hold snapshots yet (format version 2 will), so the
-only source today is :class:`NoSnapshots`; a snapshot reader plugs in here without
-replay changing.
+snapshots hold for that fd, or None for zero-filled memory. :class:`SnapshotSource`
+answers from the first snapshot taken after the message that passed the fd (with
+``--memory rings`` that is the rings and buffers at ring start; with ``full`` the
+whole region); traces without snapshots give :class:`NoSnapshots`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
+
+from vhtrace.memory.pages import PAGE_SIZE
+from vhtrace.memory.tracedata import Snapshot, page_plan, read_pages, read_snapshots
+from vhtrace.trace.reader import TraceReader
 
 
 class MemorySource(Protocol):
@@ -34,3 +39,60 @@ class NoSnapshots:
         self, seq: int, index: int, meta: dict[str, Any], fields: dict[str, Any] | None
     ) -> Iterable[tuple[int, bytes]] | None:
         return None
+
+
+class SnapshotSource:
+    """Guest memory regions filled from the trace's snapshots (guest-physical pages)."""
+
+    def __init__(self, snapshots: list[Snapshot], store: dict[bytes, bytes]) -> None:
+        self.snapshots = sorted(snapshots, key=lambda s: s.record.seq)
+        self.store = store
+
+    @classmethod
+    def of_trace(cls, path: str | os.PathLike[str]) -> MemorySource:
+        """A source for ``path``: its snapshots, or NoSnapshots if it has none.
+
+        Two passes over the trace (snapshot maps, then the pages they name); the pages
+        are held in memory, so a ``--memory full`` trace costs what it captured."""
+        with TraceReader(path) as reader:
+            scan = read_snapshots(reader, keep=lambda space, role: space == "gpa")
+        if not scan.snapshots:
+            return NoSnapshots()
+        wanted = set().union(*(s.hashes() for s in scan.snapshots))
+        with TraceReader(path) as reader:
+            store = read_pages(reader, wanted)
+        return cls(scan.snapshots, store)
+
+    def contents(
+        self, seq: int, index: int, meta: dict[str, Any], fields: dict[str, Any] | None
+    ) -> Iterable[tuple[int, bytes]] | None:
+        region = _region(fields, index)
+        snapshot = next((s for s in self.snapshots if s.record.seq >= seq), None)
+        if region is None or snapshot is None:
+            return None
+        return self._pieces(snapshot, region)
+
+    def _pieces(self, snapshot: Snapshot, region: dict[str, Any]) -> Iterator[tuple[int, bytes]]:
+        gpa, size = region["guest_phys_addr"], region["memory_size"]
+        plan = page_plan(snapshot.extents, "gpa", gpa, gpa + size)
+        for addr, digest in sorted(plan.items()):
+            if digest is None:
+                continue  # a zero page: a new memfd is zero already
+            data = self.store.get(digest)
+            if data is None:
+                continue  # named but not in the trace (damaged): stays zero
+            start = max(addr, gpa)
+            piece = data[start - addr : min(PAGE_SIZE, gpa + size - addr)]
+            yield region["mmap_offset"] + (start - gpa), piece
+
+
+def _region(fields: dict[str, Any] | None, index: int) -> dict[str, Any] | None:
+    """The memory region fd ``index`` of a SET_MEM_TABLE or ADD_MEM_REG maps."""
+    if not fields:
+        return None
+    if "regions" in fields:
+        regions = fields["regions"]
+        return regions[index] if index < len(regions) else None
+    if "guest_phys_addr" in fields and "mmap_offset" in fields and index == 0:
+        return fields
+    return None
