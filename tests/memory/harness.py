@@ -1,30 +1,22 @@
 """The real proxy and recorder, with snapshots, between fake peers; and a fake guest.
 
-Like tests/record/harness.py (whose Peer it uses) but with the snapshot options of
-``vhtrace record``, and a guest memory (a memfd) in which the test lays out a
-split ring the way a driver does, and changes it the way a device would.
+tests/record/harness.py's ProxyHarness with the snapshot options of ``vhtrace record``,
+and a guest memory (a memfd) in which the test lays out a split ring the way a driver
+does, and changes it the way a device would.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import struct
-import threading
-import time
 from pathlib import Path
 
-from tests.record.harness import Peer
+from tests.record.harness import Peer, ProxyHarness
 from vhtrace.memory import triggers
 from vhtrace.memory.recording import SnapshotConfig
 from vhtrace.protocol import spec
 from vhtrace.protocol.messages import build
-from vhtrace.protocol.spec import Side
-from vhtrace.record.recorder import Recorder
-from vhtrace.record.relay import Proxy, ProxyConfig
-from vhtrace.trace.reader import TraceReader
 from vhtrace.trace.records import Record
-from vhtrace.trace.writer import TraceWriter, make_header
 
 MiB = 1 << 20
 UADDR = 0x7F0000000000
@@ -39,7 +31,7 @@ FEATURES = (
 PROTOCOL = 1 << spec.ProtocolFeature.CONFIGURE_MEM_SLOTS | 1 << spec.ProtocolFeature.INFLIGHT_SHMFD
 
 
-class SnapshotHarness:
+class SnapshotHarness(ProxyHarness):
     """Proxy + recorder with snapshots in this process (so tests can count its fds)."""
 
     def __init__(
@@ -49,57 +41,13 @@ class SnapshotHarness:
         memory: str = "rings",
         hold_ms: float = 1000,
     ) -> None:
-        self.front_path = str(directory / "front.sock")
-        self.back_path = str(directory / "back.sock")
-        self.trace_path = directory / "trace.vht"
-        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.server.bind(self.back_path)
-        self.server.listen(8)
-        self.server.settimeout(5)
         self.config = SnapshotConfig(triggers.parse(snapshot), memory, hold_seconds=hold_ms / 1000)
-        self.writer = TraceWriter(str(self.trace_path), make_header())
-        self.recorder = Recorder(self.writer, snapshots=self.config)
-        proxy_config = ProxyConfig(
-            self.front_path,
-            self.back_path,
-            Side.FRONTEND,
-            connect_timeout=5,
-            hold=self.config.triggers,
-            hold_seconds=self.config.hold_seconds,
-        )
-        self.proxy = Proxy(proxy_config, self.recorder)
-        self.recorder.start()
-        self.thread = threading.Thread(target=self.proxy.run, daemon=True)
-        self.thread.start()
-        self.stopped = False
+        super().__init__(directory, snapshots=self.config)
 
-    def connect(self) -> tuple[Peer, Peer]:
-        fe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        fe.connect(self.front_path)
-        be, _ = self.server.accept()
-        return Peer(fe), Peer(be)
-
-    def wait_sessions_ended(self, count: int, timeout: float = 5) -> None:
-        deadline = time.monotonic() + timeout
-        while self.proxy.finished_sessions < count:
-            assert time.monotonic() < deadline
-            time.sleep(0.005)
-
-    def stop(self) -> None:
-        if self.stopped:
-            return
-        self.stopped = True
-        self.proxy.request_stop()
-        self.thread.join(10)
-        self.recorder.stop()
-        self.recorder.join(10)
-        self.server.close()
-
-    def records(self) -> list[Record]:
-        self.stop()
-        with TraceReader(self.trace_path) as reader:
-            records = list(reader)
-            assert reader.problem is None, reader.problem
+    def records(self) -> list[Record]:  # type: ignore[override]
+        """The trace's records; a snapshot test's trace must be whole."""
+        records, problem = super().records()
+        assert problem is None, problem
         return records
 
 

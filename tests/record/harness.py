@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+from vhtrace.memory.recording import SnapshotConfig
 from vhtrace.protocol.framing import Frame
 from vhtrace.protocol.spec import Side
 from vhtrace.record.recorder import Recorder
@@ -67,7 +68,8 @@ class ProxyHarness:
     """Proxy + recorder in this process, listening for the front-end (topology A)."""
 
     def __init__(self, directory: Path, *, strict: bool = False, once: bool = False,
-                 backend_connects: bool = False) -> None:  # fmt: skip
+                 backend_connects: bool = False,
+                 snapshots: SnapshotConfig | None = None) -> None:  # fmt: skip
         self.directory = directory
         self.front_path = str(directory / "front.sock")
         self.back_path = str(directory / "back.sock")
@@ -78,7 +80,7 @@ class ProxyHarness:
         self.server.listen(8)
         self.server.settimeout(5)
         self.writer = TraceWriter(str(self.trace_path), make_header())
-        self.recorder = Recorder(self.writer)
+        self.recorder = Recorder(self.writer, snapshots=snapshots)
         config = ProxyConfig(
             self.front_path,
             self.back_path,
@@ -87,6 +89,8 @@ class ProxyHarness:
             once=once,
             connect_timeout=5,
         )
+        if snapshots is not None:
+            config.hold, config.hold_seconds = snapshots.triggers, snapshots.hold_seconds
         self.proxy = Proxy(config, self.recorder)
         self.recorder.start()
         self.thread = threading.Thread(target=self.proxy.run, daemon=True)
