@@ -7,9 +7,10 @@ import dataclasses
 import sys
 
 from vhtrace import render
-from vhtrace.analysis import Item, LateFindings, analyser_for
-from vhtrace.cli import common
+from vhtrace.analysis import AnalysedMessage, Item, LateFindings, analyser_for
+from vhtrace.cli import common, render_worker
 from vhtrace.cli.filters import MessageFilter, add_filter_arguments, filter_from_args
+from vhtrace.cli.render_worker import RenderMessage, RenderWorker
 from vhtrace.cli.verbs import help_of
 from vhtrace.protocol.findings import Severity
 from vhtrace.trace.records import (
@@ -47,11 +48,52 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
         choices=["error", "warning"],
         help="exit 1 if a finding of this severity (or worse) is shown",
     )
+    parser.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        choices=[1, 2],
+        help="processes: 2 renders the output in a second process while the first analyses "
+        "(default: 2 for a trace file over 1 MiB on two or more CPUs, else 1)",
+    )
     add_filter_arguments(parser)
     parser.set_defaults(run=run)
 
 
+def message_renderer(
+    header: dict[str, object], args: argparse.Namespace, json_out: render.JsonRenderer | None
+) -> RenderMessage:
+    """How a message prints with these options (the same in either process)."""
+    if json_out is not None:
+        return json_out.message
+    verbose, hexdump = args.verbose, args.hex
+
+    def text(item: AnalysedMessage) -> str:
+        parts = [render.message_line(header, item)]
+        findings = item.analysis.findings
+        if verbose:
+            parts.append("\n".join(render.message_verbose(header, item)))
+        elif findings:
+            parts.append("\n".join(render.finding_lines(findings)))
+        if hexdump:
+            parts.append("\n".join(render.hexdump(item.record.raw)))
+        return "\n".join(parts)
+
+    return text
+
+
+def _worker_for(args: argparse.Namespace, render_message: RenderMessage) -> RenderWorker | None:
+    """A second process to render in, if asked for or worth it."""
+    if args.jobs == 1 or not render_worker.available(args.trace):
+        return None
+    if args.jobs is None and not render_worker.worth_it(args.trace):
+        return None
+    return RenderWorker(args.trace, render_message)
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.jobs == 2 and not render_worker.available(args.trace):
+        raise common.UsageError("--jobs 2 needs a trace file (not stdin) and a real stdout")
     message_filter = filter_from_args(args)
     filtering = message_filter != MessageFilter()
     reader = common.open_trace(args.trace)
@@ -60,9 +102,12 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stdout
     lines: list[str] = []
     """Output lines not written yet: written in batches, a write per line costs more."""
-    emit = lines.append
     json_out = render.JsonRenderer(header, with_raw=args.hex) if args.json else None
-    json_message = json_out.message if json_out is not None else None
+    render_message = message_renderer(header, args, json_out)
+    worker = _worker_for(args, render_message)
+    emit = worker.line if worker is not None else lines.append
+    index = -1
+    """Message records read so far, minus one (the worker finds its records by it)."""
     shown = 0
     limit = args.count
     worst = 0
@@ -138,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
                 for item in analyser.feed(record):
                     other(item)
                 continue
+            index += 1
             item = message(record)
             if by_message and about_filter.matches(item):
                 matched.add(record.seq)
@@ -146,18 +192,12 @@ def run(args: argparse.Namespace) -> int:
             findings = item.analysis.findings
             if findings:
                 note([f.severity for f in findings])
-            if json_message is not None:
-                emit(json_message(item))
+            if worker is not None:
+                worker.message(index, item)
             else:
-                emit(render.message_line(header, item))
-                if args.verbose:
-                    emit("\n".join(render.message_verbose(header, item)))
-                elif findings:
-                    emit("\n".join(render.finding_lines(findings)))
-                if args.hex:
-                    emit("\n".join(render.hexdump(record.raw)))
-            if len(lines) >= _BATCH:
-                flush()
+                emit(render_message(item))
+                if len(lines) >= _BATCH:
+                    flush()
             shown += 1
             if limit is not None and shown >= limit:
                 break
@@ -166,6 +206,8 @@ def run(args: argparse.Namespace) -> int:
                 other(item)
     finally:
         flush()
+        if worker is not None:
+            worker.finish()
     out.flush()
     damaged = common.report_damage(reader) if args.count is None else common.EXIT_OK
     reader.close()

@@ -173,7 +173,7 @@ class Conversation:
         row, layout = plan.row, plan.layout
         decoded = _DECODED.get((layout, payload, ctx)) if complete else None
         if decoded is None:
-            decoded = self._decode(layout, msg, ctx)
+            decoded = decode_payload(layout, msg, ctx)
         fields = decoded.fields
         problems: list[checks.Problem] = []
         if flags not in _PLAIN_REQUEST_FLAGS:
@@ -279,7 +279,7 @@ class Conversation:
     def _postcopy_ack(self, msg: WireMessage) -> Analysis:
         ctx = self.state.payload_context()
         name = spec.request_name(msg.channel, msg.request)
-        decoded = self._decode("ack", msg, ctx)
+        decoded = decode_payload("ack", msg, ctx)
         analysis = Analysis(
             msg.seq,
             msg.channel,
@@ -351,7 +351,7 @@ class Conversation:
         if layout:
             decoded = _DECODED.get((layout, payload, ctx)) if complete else None
             if decoded is None:
-                decoded = self._decode(layout, msg, ctx)
+                decoded = decode_payload(layout, msg, ctx)
         analysis = Analysis(seq, channel, sender, _REPLY, name, layout, decoded, ctx, answers)
         fields = decoded.fields if decoded is not None else None
         if flags != _REPLY_FLAGS:
@@ -425,18 +425,6 @@ class Conversation:
         return problems
 
     # -- helpers ---------------------------------------------------------------
-
-    def _decode(self, layout: str, msg: WireMessage, ctx: PayloadContext) -> Decoded | None:
-        """Decode a payload (cached: callers never modify the fields)."""
-        if not msg.complete:
-            return Decoded(layout, None, "payload not kept whole")
-        key = (layout, msg.payload, ctx)
-        decoded = _DECODED.get(key)
-        if decoded is None:
-            if len(_DECODED) >= _DECODED_MAX:
-                _DECODED.clear()
-            decoded = _DECODED[key] = payloads.decode(layout, msg.payload, ctx)
-        return decoded
 
     @staticmethod
     def _size_problems(
@@ -682,6 +670,20 @@ _DECODED: dict[tuple[str, bytes, PayloadContext], Decoded] = {}
 _DECODED_MAX = 8192
 _PLAIN_REQUEST_FLAGS = frozenset({spec.VERSION, spec.VERSION | spec.FLAG_NEED_REPLY})
 _FIXED_SIZES = {name: layout.size for name, layout in payloads.LAYOUTS.items()}
+
+
+def decode_payload(layout: str, msg: WireMessage, ctx: PayloadContext) -> Decoded:
+    """A message's payload read as ``layout``: what Analysis.decoded holds whenever the
+    analysis has a layout (cached: callers never modify the fields)."""
+    if not msg.complete:
+        return Decoded(layout, None, "payload not kept whole")
+    key = (layout, msg.payload, ctx)
+    decoded = _DECODED.get(key)
+    if decoded is None:
+        if len(_DECODED) >= _DECODED_MAX:
+            _DECODED.clear()
+        decoded = _DECODED[key] = payloads.decode(layout, msg.payload, ctx)
+    return decoded
 
 
 @dataclass(frozen=True, slots=True)
