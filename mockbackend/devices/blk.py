@@ -14,6 +14,8 @@ from pathlib import Path
 
 from mockbackend.devices.base import Device
 from mockbackend.virtqueue import Buffer, Chain, MemoryAccess, buffer_views, gather, scatter
+from vhtrace.protocol import device_config
+from vhtrace.protocol.spec import DeviceType
 
 SECTOR = 512
 
@@ -46,8 +48,9 @@ WRITE_ZEROES_UNMAP = 1
 
 _HEADER = struct.Struct("<IIQ")
 _SEGMENT = struct.Struct("<QII")
-_CONFIG = struct.Struct("<QIIHBBIBBHIBBHIIIIIB3x")
-"""struct virtio_blk_config up to write_zeroes_may_unmap (60 bytes)."""
+CONFIG_SIZE = 60
+"""struct virtio_blk_config up to write_zeroes_may_unmap and its padding."""
+_WRITEBACK = device_config.offset_of(DeviceType.BLK, "writeback")
 
 
 class BlkDevice(Device):
@@ -88,33 +91,27 @@ class BlkDevice(Device):
         """Requests seen, by type (for scripts and tests)."""
 
     def config(self) -> bytes:
-        return _CONFIG.pack(
-            self.capacity,
-            0,  # size_max
-            SEG_MAX,
-            0,  # cylinders
-            0,  # heads
-            0,  # sectors
-            SECTOR,  # blk_size
-            0,  # physical_block_exp
-            0,  # alignment_offset
-            0,  # min_io_size
-            0,  # opt_io_size
-            self.wce,
-            0,
-            self.num_queues,
-            MAX_DISCARD_SECTORS,
-            MAX_DISCARD_SEGMENTS,
-            1,  # discard_sector_alignment
-            MAX_DISCARD_SECTORS,
-            MAX_DISCARD_SEGMENTS,
-            1,  # write_zeroes_may_unmap
+        return device_config.encode(
+            DeviceType.BLK,
+            {
+                "capacity": self.capacity,
+                "seg_max": SEG_MAX,
+                "blk_size": SECTOR,
+                "writeback": self.wce,
+                "num_queues": self.num_queues,
+                "max_discard_sectors": MAX_DISCARD_SECTORS,
+                "max_discard_seg": MAX_DISCARD_SEGMENTS,
+                "discard_sector_alignment": 1,
+                "max_write_zeroes_sectors": MAX_DISCARD_SECTORS,
+                "max_write_zeroes_seg": MAX_DISCARD_SEGMENTS,
+                "write_zeroes_may_unmap": 1,
+            },
+            size=CONFIG_SIZE,
         )
 
     def write_config(self, offset: int, data: bytes) -> None:
-        wce_offset = 32
-        if offset <= wce_offset < offset + len(data):
-            self.wce = data[wce_offset - offset]
+        if offset <= _WRITEBACK < offset + len(data):
+            self.wce = data[_WRITEBACK - offset]
 
     def resize(self, size_bytes: int) -> None:
         """Change the disk size (the file follows); announce it with CONFIG_CHANGE_MSG."""

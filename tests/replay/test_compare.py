@@ -5,8 +5,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.replay.builders import ack, analysed, be, conversation, fe, meta
-from vhtrace.analysis import AnalysedMessage
+from tests.replay.builders import ack, analysed, be, conversation, fe, meta, records
+from vhtrace.analysis import AnalysedMessage, Analyser
+from vhtrace.protocol import device_config
 from vhtrace.protocol.spec import DeviceType
 from vhtrace.replay.compare import MessageView, closest, compare, counted, view
 from vhtrace.replay.rules import FeatureMask, Rules, build_rules
@@ -87,6 +88,25 @@ def test_config_bytes_say_where_they_differ() -> None:
     [diff] = compare(recorded[1], live[1], NONE)
     assert diff.field == "region"
     assert diff.note == "first difference at byte 3: recorded 0x00, live 0x07"
+
+
+def test_config_differences_name_the_device_fields() -> None:
+    asked = {"offset": 0, "size": 60, "flags": 0, "region": bytes(60)}
+
+    def blk_views(capacity: int) -> list[MessageView]:
+        region = device_config.encode(DeviceType.BLK, {"capacity": capacity}, size=60)
+        msgs = [fe("GET_CONFIG", asked), be("GET_CONFIG", {**asked, "region": region})]
+        items = Analyser(DeviceType.BLK).run(records(msgs))
+        return [view(i.wire, i.analysis, i.record.fds) for i in items if type(i) is AnalysedMessage]
+
+    recorded, live = blk_views(0x20000)[1], blk_views(0x40000)[1]
+    [diff] = compare(recorded, live, NONE)  # the named fields are not a second difference
+    assert diff.field == "region"
+    assert diff.note == (
+        "first difference at byte 2: recorded 0x02, live 0x04 (capacity 0x20000 -> 0x40000)"
+    )
+    [diff] = compare(recorded, live, build_rules(["GET_CONFIG.region"], defaults=False))
+    assert diff.ignored == "--ignore GET_CONFIG.region"
 
 
 def test_fd_kinds_flags_and_request() -> None:

@@ -60,5 +60,12 @@ def test_blk_guest_io_through_the_recorder(lab: Workspace) -> None:
     assert backend_req and backend_req[0].record.fds[0]["kind"] == "socket"
     assert backend_req[0].record.fds[0].get("interposed") == "backend"
 
+    # The config space named: the capacity qemu-storage-daemon reported is the image's size.
+    config = trace.named("GET_CONFIG", role="reply")
+    assert config, "no GET_CONFIG reply"
+    named = config[0].analysis.fields["device_config"]
+    assert named["capacity"] * 512 == outcome.image.stat().st_size
+    assert named["blk_size"] == 512 and named["num_queues"] >= 1
+
     # A real session from real QEMU and a real back-end: no protocol errors.
     assert [str(f) for f in trace.findings("error")] == []

@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from vhtrace.protocol import spec
+from vhtrace.protocol import device_config, spec
 from vhtrace.protocol.spec import DeviceType
 
 Fields = dict[str, Any]
@@ -539,7 +539,10 @@ class Config(Layout):
     def decode(self, data: bytes, ctx: PayloadContext) -> Fields:
         _need(data, 12, self.name)
         offset, size, flags = struct.unpack_from("<III", data)
-        return {"offset": offset, "size": size, "flags": flags, "region": bytes(data[12:])}
+        fields = {"offset": offset, "size": size, "flags": flags, "region": bytes(data[12:])}
+        if ctx.device in device_config.LAYOUTS:
+            fields["device_config"] = device_config.decode(ctx.device, offset, data[12:])
+        return fields
 
     def encode(self, fields: Fields, ctx: PayloadContext) -> bytes:
         """Without a region, ``size`` zero bytes follow, as in QEMU's GET_CONFIG request;
@@ -551,11 +554,39 @@ class Config(Layout):
     def summary(self, fields: Fields, ctx: PayloadContext) -> str:
         flags = CONFIG_FLAGS.get(fields["flags"], f"flags={fields['flags']}")
         text = f"offset {fields['offset']} size {fields['size']} {flags}"
-        if fields["region"] and any(fields["region"]):
-            text += f" data {fields['region'][:16].hex()}"
-            if len(fields["region"]) > 16:
-                text += "..."
+        if not any(fields["region"]):  # GET_CONFIG's request: a window of zeros
+            return text
+        named = fields.get("device_config")
+        if named:
+            return f"{text} {_config_summary(ctx.device, named)}"
+        text += f" data {fields['region'][:16].hex()}"
+        if len(fields["region"]) > 16:
+            text += "..."
         return text
+
+    def details(self, fields: Fields, ctx: PayloadContext) -> list[str]:
+        lines = [f"{k}: {_fmt(fields[k])}" for k in ("offset", "size", "flags", "region")]
+        named = fields.get("device_config")
+        if named:
+            lines.append(f"{ctx.device} config:")
+            lines += [f"  {name}: {_fmt(value)}" for name, value in named.items()]
+        return lines
+
+
+def _config_summary(device: DeviceType | None, named: Fields) -> str:
+    """The config fields that say what the device is (capacity, MAC, tag, ...)."""
+    shown = device_config.SUMMARY_FIELDS.get(device, frozenset())
+    parts = []
+    for name, value in named.items():
+        if name not in shown:
+            continue
+        if name == "capacity":
+            parts.append(f"capacity {human_size(value * device_config.SECTOR)}")
+        elif name == "tag":
+            parts.append(f"tag {value!r}")
+        else:
+            parts.append(f"{name} {value}")
+    return " ".join(parts)
 
 
 class VringArea(Layout):

@@ -143,6 +143,23 @@ def _bytes_note(recorded: bytes, live: bytes) -> str:
     return f"recorded {len(recorded)} bytes, live {len(live)}"
 
 
+_NAMED_CONFIG = "device_config"
+"""The config layout's named device fields: derived from its region bytes."""
+
+
+def _named_note(recorded: dict[str, Any], live: dict[str, Any], path: str) -> str:
+    """For a config region: the device fields that differ, by name."""
+    if path != "region":
+        return ""
+    before, after = recorded.get(_NAMED_CONFIG) or {}, live.get(_NAMED_CONFIG) or {}
+    changed = [
+        f"{name} {show_value(before.get(name), name)} -> {show_value(after.get(name), name)}"
+        for name in list(before) + [n for n in after if n not in before]
+        if before.get(name) != after.get(name)
+    ]
+    return f" ({', '.join(changed)})" if changed else ""
+
+
 def _walk(recorded: Any, live: Any, path: str, shown: str) -> Iterator[tuple[str, str, Any, Any]]:
     """(path, shown path, recorded, live) of every leaf that differs."""
     if isinstance(recorded, dict) and isinstance(live, dict):
@@ -184,13 +201,15 @@ def compare(recorded: MessageView, live: MessageView, rules: Rules) -> list[Diff
     if recorded.fields is not None and live_fields is not None:
         mask = rules.mask.for_layout(recorded.layout)
         for path, shown, a, b in _walk(recorded.fields, live_fields, "", ""):
+            if path.partition(".")[0] == _NAMED_CONFIG:
+                continue  # a view of region: compared there, named in its note
             note = ""
             if recorded.layout in _FEATURE_LAYOUTS and isinstance(a, int) and isinstance(b, int):
                 if (a & ~mask) == (b & ~mask):
                     continue
                 note = _bits_note(a & ~mask, b & ~mask, recorded.layout, recorded.context)
             elif isinstance(a, bytes) and isinstance(b, bytes):
-                note = _bytes_note(a, b)
+                note = _bytes_note(a, b) + _named_note(recorded.fields, live_fields, path)
             add(path, show_value(a, path), show_value(b, path), note, shown)
     elif recorded.payload != live.payload:
         add(
