@@ -14,11 +14,6 @@ from __future__ import annotations
 import struct
 
 from mockbackend.virtqueue import (
-    DESC_F_INDIRECT,
-    DESC_F_NEXT,
-    DESC_F_WRITE,
-    DESC_SIZE,
-    MAX_QUEUE_SIZE,
     Buffer,
     Chain,
     MemoryAccess,
@@ -26,24 +21,22 @@ from mockbackend.virtqueue import (
     need_event,
     written_ranges,
 )
+from vhtrace.memory.descriptors import (
+    DESC_SIZE,
+    F_AVAIL,
+    F_INDIRECT,
+    F_NEXT,
+    F_USED,
+    F_WRITE,
+    MAX_QUEUE_SIZE,
+)
+from vhtrace.protocol import spec
 
-F_AVAIL = 1 << 7
-F_USED = 1 << 15
 EVENT_ENABLE, EVENT_DISABLE, EVENT_DESC = 0, 1, 2
 _DESC = struct.Struct("<QIHH")
 """addr, len, id, flags"""
 _EVENT = struct.Struct("<HH")
 """off_wrap, flags"""
-
-
-def encode_base(avail_idx: int, avail_wrap: bool, used_idx: int, used_wrap: bool) -> int:
-    """SET/GET_VRING_BASE's num for a packed ring."""
-    return (
-        avail_idx & 0x7FFF
-        | int(avail_wrap) << 15
-        | (used_idx & 0x7FFF) << 16
-        | int(used_wrap) << 31
-    )
 
 
 class PackedQueue:
@@ -68,8 +61,8 @@ class PackedQueue:
         """The driver's and the device's event suppression areas."""
         self.event_idx, self.indirect = event_idx, indirect
         # QEMU sets only the avail half at start (used = avail there).
-        self.last_avail_idx = base & 0x7FFF
-        self.avail_wrap = bool(base >> 15 & 1) or base == 0
+        self.last_avail_idx, avail_wrap, _, _ = spec.packed_vring_base(base)
+        self.avail_wrap = avail_wrap or base == 0
         self.used_idx, self.used_wrap = self.last_avail_idx, self.avail_wrap
         if self.last_avail_idx >= size:
             raise VirtqueueError(f"base {self.last_avail_idx} beyond the ring of {size}")
@@ -102,14 +95,14 @@ class PackedQueue:
             count += 1
             if count > self.size:
                 raise VirtqueueError("chain longer than the ring: loop")
-            if flags & DESC_F_INDIRECT:
+            if flags & F_INDIRECT:
                 self._indirect(chain, addr, length, count, flags)
             else:
-                chain.add(Buffer(addr, length), bool(flags & DESC_F_WRITE))
+                chain.add(Buffer(addr, length), bool(flags & F_WRITE))
             index += 1
             if index == self.size:
                 index, wrap = 0, not wrap
-            if not flags & DESC_F_NEXT or flags & DESC_F_INDIRECT:
+            if not flags & F_NEXT or flags & F_INDIRECT:
                 break
         chain.head, chain.count = buffer_id, count
         self.last_avail_idx, self.avail_wrap = index, wrap
@@ -117,7 +110,7 @@ class PackedQueue:
         return chain
 
     def _indirect(self, chain: Chain, addr: int, length: int, count: int, flags: int) -> None:
-        if count > 1 or flags & DESC_F_NEXT:
+        if count > 1 or flags & F_NEXT:
             raise VirtqueueError("indirect descriptor inside a chain")
         if not self.indirect:
             raise VirtqueueError("indirect descriptor without RING_INDIRECT_DESC")
@@ -125,9 +118,9 @@ class PackedQueue:
             raise VirtqueueError(f"indirect table of {length} bytes")
         for i in range(length // DESC_SIZE):
             iaddr, ilen, _, iflags = self._read(addr, i)
-            if iflags & DESC_F_INDIRECT:
+            if iflags & F_INDIRECT:
                 raise VirtqueueError("indirect descriptor inside an indirect table")
-            chain.add(Buffer(iaddr, ilen), bool(iflags & DESC_F_WRITE))
+            chain.add(Buffer(iaddr, ilen), bool(iflags & F_WRITE))
 
     def push(self, chain: Chain, written: int) -> None:
         """Mark the chain used with ``written`` bytes, in the next used slot."""
@@ -135,7 +128,7 @@ class PackedQueue:
             self.mem.dirty(addr, take)
         flags = (F_AVAIL | F_USED) if self.used_wrap else 0
         if written:
-            flags |= DESC_F_WRITE
+            flags |= F_WRITE
         slot = self.desc + DESC_SIZE * self.used_idx
         self.mem.write(slot + 8, struct.pack("<IH", written, chain.head))
         self.mem.write(slot + 14, struct.pack("<H", flags))  # flags last: now it is used
@@ -163,7 +156,9 @@ class PackedQueue:
 
     def base(self) -> int:
         """GET_VRING_BASE's num in the packed encoding."""
-        return encode_base(self.last_avail_idx, self.avail_wrap, self.used_idx, self.used_wrap)
+        return spec.packed_vring_num(
+            self.last_avail_idx, self.avail_wrap, self.used_idx, self.used_wrap
+        )
 
 
 def packed_ring_sizes(size: int) -> tuple[int, int, int]:

@@ -26,16 +26,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from vhtrace.memory.descriptors import DESC_SIZE, F_INDIRECT, F_NEXT, F_WRITE
+from vhtrace.memory.split import (
+    AVAIL_F_NO_INTERRUPT,
+    USED_F_NO_NOTIFY,
+    avail_size,
+    desc_table_size,
+    used_size,
+)
+from vhtrace.protocol.spec import MAX_QUEUE_SIZE
+
 if TYPE_CHECKING:
     from mockbackend.inflight import InflightQueue
-
-DESC_F_NEXT = 1
-DESC_F_WRITE = 2
-DESC_F_INDIRECT = 4
-AVAIL_F_NO_INTERRUPT = 1
-USED_F_NO_NOTIFY = 1
-DESC_SIZE = 16
-MAX_QUEUE_SIZE = 32768
 
 _DESC = struct.Struct("<QIHH")
 _U16 = struct.Struct("<H")
@@ -220,7 +222,7 @@ class SplitQueue:
             if seen > limit:
                 raise VirtqueueError(f"chain from descriptor {head} is longer than {limit}: loop")
             addr, length, flags, nxt = _DESC.unpack(self.mem.read(table + DESC_SIZE * index, 16))
-            if flags & DESC_F_INDIRECT:
+            if flags & F_INDIRECT:
                 if indirect_done or table != self.desc:
                     raise VirtqueueError("indirect descriptor inside an indirect table")
                 if not self.indirect:
@@ -229,12 +231,12 @@ class SplitQueue:
                     )
                 if length == 0 or length % DESC_SIZE or length > DESC_SIZE * MAX_QUEUE_SIZE:
                     raise VirtqueueError(f"indirect table of {length} bytes")
-                if flags & DESC_F_NEXT:
+                if flags & F_NEXT:
                     raise VirtqueueError("indirect descriptor with NEXT set")
                 table, limit, index, seen, indirect_done = addr, length // DESC_SIZE, 0, 0, True
                 continue
-            chain.add(Buffer(addr, length), bool(flags & DESC_F_WRITE))
-            if not flags & DESC_F_NEXT:
+            chain.add(Buffer(addr, length), bool(flags & F_WRITE))
+            if not flags & F_NEXT:
                 return chain
             if nxt >= limit:
                 raise VirtqueueError(f"descriptor {index} chains to {nxt}, beyond {limit}")
@@ -290,4 +292,4 @@ class SplitQueue:
 
 def ring_sizes(size: int) -> tuple[int, int, int]:
     """Bytes of the descriptor table, avail ring and used ring (with event fields)."""
-    return DESC_SIZE * size, 6 + 2 * size, 6 + 8 * size
+    return desc_table_size(size), avail_size(size), used_size(size)

@@ -9,9 +9,6 @@ import pytest
 
 from mockbackend.inflight import InflightArea
 from mockbackend.virtqueue import (
-    DESC_F_INDIRECT,
-    DESC_F_NEXT,
-    DESC_F_WRITE,
     Buffer,
     SplitQueue,
     VirtqueueError,
@@ -19,6 +16,9 @@ from mockbackend.virtqueue import (
     need_event,
     scatter,
 )
+
+# virtio 1.2, 2.7.5: split descriptor flags, written out here to check the code's
+F_NEXT, F_WRITE, F_INDIRECT = 1, 2, 4
 
 SIZE = 8
 DESC, AVAIL, USED, DATA = 0x1000, 0x2000, 0x3000, 0x8000
@@ -77,9 +77,9 @@ def queue(mem: FakeMemory, **kwargs: object) -> SplitQueue:
 
 def test_pop_collects_readable_then_writable_buffers_and_push_fills_used_ring() -> None:
     mem = FakeMemory()
-    desc(mem, 0, DATA, 16, DESC_F_NEXT, 1)
-    desc(mem, 1, DATA + 16, 512, DESC_F_WRITE | DESC_F_NEXT, 2)
-    desc(mem, 2, DATA + 528, 1, DESC_F_WRITE)
+    desc(mem, 0, DATA, 16, F_NEXT, 1)
+    desc(mem, 1, DATA + 16, 512, F_WRITE | F_NEXT, 2)
+    desc(mem, 2, DATA + 528, 1, F_WRITE)
     offer(mem, 0)
     q = queue(mem)
     chain = q.pop()
@@ -96,9 +96,9 @@ def test_pop_collects_readable_then_writable_buffers_and_push_fills_used_ring() 
 def test_indirect_table_is_followed() -> None:
     mem = FakeMemory()
     table = 0x5000
-    desc(mem, 0, table, 32, DESC_F_INDIRECT)
-    desc(mem, 0, DATA, 16, DESC_F_NEXT, 1, table=table)
-    desc(mem, 1, DATA + 16, 4, DESC_F_WRITE, table=table)
+    desc(mem, 0, table, 32, F_INDIRECT)
+    desc(mem, 0, DATA, 16, F_NEXT, 1, table=table)
+    desc(mem, 1, DATA + 16, 4, F_WRITE, table=table)
     offer(mem, 0)
     chain = queue(mem).pop()
     assert chain is not None
@@ -108,19 +108,19 @@ def test_indirect_table_is_followed() -> None:
 @pytest.mark.parametrize(
     ("setup", "complaint"),
     [
-        (lambda m: desc(m, 0, DATA, 1, DESC_F_NEXT, 0), "loop"),
-        (lambda m: desc(m, 0, DATA, 1, DESC_F_NEXT, SIZE), "beyond"),
-        (lambda m: desc(m, 0, 0x5000, 24, DESC_F_INDIRECT), "indirect table of 24"),
-        (lambda m: desc(m, 0, 0x5000, 0, DESC_F_INDIRECT), "indirect table of 0"),
+        (lambda m: desc(m, 0, DATA, 1, F_NEXT, 0), "loop"),
+        (lambda m: desc(m, 0, DATA, 1, F_NEXT, SIZE), "beyond"),
+        (lambda m: desc(m, 0, 0x5000, 24, F_INDIRECT), "indirect table of 24"),
+        (lambda m: desc(m, 0, 0x5000, 0, F_INDIRECT), "indirect table of 0"),
         (
             lambda m: (
-                desc(m, 0, 0x5000, 16, DESC_F_INDIRECT),
-                desc(m, 0, 0x6000, 16, DESC_F_INDIRECT, table=0x5000),
+                desc(m, 0, 0x5000, 16, F_INDIRECT),
+                desc(m, 0, 0x6000, 16, F_INDIRECT, table=0x5000),
             ),
             "inside an indirect",
         ),
         (
-            lambda m: (desc(m, 0, DATA, 1, DESC_F_WRITE | DESC_F_NEXT, 1), desc(m, 1, DATA, 1)),
+            lambda m: (desc(m, 0, DATA, 1, F_WRITE | F_NEXT, 1), desc(m, 1, DATA, 1)),
             "readable buffer after",
         ),
     ],
@@ -153,7 +153,7 @@ def test_head_beyond_the_table_and_avail_jump_are_refused() -> None:
 
 def test_indirect_refused_unless_negotiated() -> None:
     mem = FakeMemory()
-    desc(mem, 0, 0x5000, 16, DESC_F_INDIRECT)
+    desc(mem, 0, 0x5000, 16, F_INDIRECT)
     offer(mem, 0)
     with pytest.raises(VirtqueueError, match="RING_INDIRECT_DESC"):
         queue(mem, indirect=False).pop()
@@ -161,7 +161,7 @@ def test_indirect_refused_unless_negotiated() -> None:
 
 def test_wraparound_of_the_free_running_indices() -> None:
     mem = FakeMemory()
-    desc(mem, 0, DATA, 4, DESC_F_WRITE)
+    desc(mem, 0, DATA, 4, F_WRITE)
     mem.write(USED + 2, struct.pack("<H", 0xFFFF))
     offer(mem, 0, start=0xFFFF)  # avail idx wraps to 0
     q = queue(mem, last_avail_idx=0xFFFF)
@@ -175,7 +175,7 @@ def test_wraparound_of_the_free_running_indices() -> None:
 def test_event_idx_notifies_only_when_the_driver_asked() -> None:
     mem = FakeMemory()
     for i in range(3):
-        desc(mem, i, DATA + 16 * i, 4, DESC_F_WRITE)
+        desc(mem, i, DATA + 16 * i, 4, F_WRITE)
     offer(mem, 0, 1, 2)
     q = queue(mem, event_idx=True)
     mem.write(AVAIL + 4 + 2 * SIZE, struct.pack("<H", 5))  # used_event: not before idx 6
@@ -201,7 +201,7 @@ def test_need_event_matches_the_virtio_formula() -> None:
 
 def test_no_interrupt_flag_without_event_idx() -> None:
     mem = FakeMemory()
-    desc(mem, 0, DATA, 4, DESC_F_WRITE)
+    desc(mem, 0, DATA, 4, F_WRITE)
     offer(mem, 0)
     mem.write(AVAIL, struct.pack("<H", 1))  # VRING_AVAIL_F_NO_INTERRUPT
     q = queue(mem)
@@ -223,7 +223,7 @@ def test_gather_and_scatter_cross_buffer_boundaries() -> None:
 def test_inflight_area_marks_pops_and_resubmits_after_a_restart() -> None:
     mem = FakeMemory()
     for i in range(3):
-        desc(mem, i, DATA + 16 * i, 4, DESC_F_WRITE)
+        desc(mem, i, DATA + 16 * i, 4, F_WRITE)
     offer(mem, 0, 1, 2)
     area = InflightArea.create(1, SIZE)
     try:

@@ -17,6 +17,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from vhtrace.protocol import spec
+
 DESC_SIZE = 16
 F_NEXT = 0x1
 F_WRITE = 0x2
@@ -25,7 +27,7 @@ F_AVAIL = 1 << 7
 """Packed rings: the driver's availability bit."""
 F_USED = 1 << 15
 """Packed rings: the device's used bit."""
-MAX_QUEUE_SIZE = 32768
+MAX_QUEUE_SIZE = spec.MAX_QUEUE_SIZE
 
 _FLAG_NAMES = (
     (F_NEXT, "NEXT"),

@@ -31,6 +31,7 @@ from vhtrace.memory.descriptors import (
     parse_packed_descs,
     read_indirect,
 )
+from vhtrace.protocol import spec
 
 EVENT_FLAGS = {0: "enable", 1: "disable", 2: "desc"}
 
@@ -46,7 +47,7 @@ class PackedBase:
 
     @classmethod
     def from_num(cls, num: int) -> PackedBase:
-        return cls(num & 0x7FFF, bool(num >> 15 & 1), num >> 16 & 0x7FFF, bool(num >> 31 & 1))
+        return cls(*spec.packed_vring_base(num))
 
 
 @dataclass(slots=True)

@@ -334,11 +334,12 @@ class VringBase(VringState):
         fields = super().decode(data, ctx)
         num = fields["num"]
         if ctx.packed:
+            avail_idx, avail_wrap, used_idx, used_wrap = spec.packed_vring_base(num)
             fields.update(
-                last_avail_idx=num & 0x7FFF,
-                avail_wrap=num >> 15 & 1,
-                used_idx=num >> 16 & 0x7FFF,
-                used_wrap=num >> 31 & 1,
+                last_avail_idx=avail_idx,
+                avail_wrap=int(avail_wrap),
+                used_idx=used_idx,
+                used_wrap=int(used_wrap),
             )
         else:
             fields.update(next_avail=num & 0xFFFF, reserved=num >> 16)
@@ -348,11 +349,11 @@ class VringBase(VringState):
         num = fields.get("num")
         if num is None:
             if ctx.packed:
-                num = (
-                    fields["last_avail_idx"] & 0x7FFF
-                    | (fields.get("avail_wrap", 0) & 1) << 15
-                    | (fields.get("used_idx", 0) & 0x7FFF) << 16
-                    | (fields.get("used_wrap", 0) & 1) << 31
+                num = spec.packed_vring_num(
+                    fields["last_avail_idx"],
+                    fields.get("avail_wrap", 0) & 1,
+                    fields.get("used_idx", 0),
+                    fields.get("used_wrap", 0) & 1,
                 )
             else:
                 num = fields["next_avail"] & 0xFFFF | fields.get("reserved", 0) << 16

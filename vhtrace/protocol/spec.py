@@ -63,6 +63,21 @@ VRING_IDX_MASK = 0xFF
 VRING_NOFD_MASK = 0x100
 """kick/call/err u64: bits 0-7 ring index, bit 8 'no fd attached'."""
 
+
+def packed_vring_base(num: int) -> tuple[int, bool, int, bool]:
+    """SET/GET_VRING_BASE's num for a packed ring (VIRTIO_F_RING_PACKED): last avail
+    index, its wrap counter, used index, its wrap counter (15 bits and a bit each)."""
+    return num & 0x7FFF, bool(num >> 15 & 1), num >> 16 & 0x7FFF, bool(num >> 31 & 1)
+
+
+def packed_vring_num(avail_idx: int, avail_wrap: bool, used_idx: int, used_wrap: bool) -> int:
+    """The inverse of :func:`packed_vring_base`."""
+    return (
+        avail_idx & 0x7FFF | int(bool(avail_wrap)) << 15
+        | (used_idx & 0x7FFF) << 16 | int(bool(used_wrap)) << 31
+    )  # fmt: skip
+
+
 VRING_F_LOG = 0x1
 """SET_VRING_ADDR flags bit 0: log used-ring writes."""
 
