@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import re
-import sys
+from pathlib import Path
 
 import pytest
 
-from vhtrace.lab import QmpClient, VhostUserDevice, Workspace, guest, images, postcopy_migrate
+from vhtrace.lab import Workspace, guest, images, scenarios
 from vhtrace.lab.backends import Backend
 
 pytestmark = pytest.mark.system
@@ -22,23 +22,9 @@ pytestmark = pytest.mark.system
 MiB = 1 << 20
 
 
-def mock_backend(lab: Workspace, name: str, image, *extra: str) -> Backend:
-    argv = [
-        sys.executable,
-        "-m",
-        "mockbackend.cli",
-        "--socket",
-        lab.sock(name),
-        "--device",
-        "blk",
-        "--disk",
-        image,
-        "-v",
-        "--report",
-        lab.path(f"{name}.json"),
-        *extra,
-    ]
-    return Backend(argv, lab.sock(name), lab.path(f"{name}.log"), name=name).start()
+def mock_backend(lab: Workspace, name: str, image: Path) -> Backend:
+    return lab.mockbackend("--device", "blk", "--disk", image, "--postcopy", "-v",
+                           "--report", lab.path(f"{name}.json"), name=name)  # fmt: skip
 
 
 @pytest.mark.lab_needs("qemu", "qemu-img", "busybox", "kernel", "userfaultfd")
@@ -46,37 +32,16 @@ def test_postcopy_migration_with_mock_backends_on_both_sides(lab: Workspace) -> 
     image = images.create_image(lab.path("disk.img"), 64 * MiB)
     images.fill_random(image, 99)
     initrd = lab.initramfs(guest.tick_loop(2000, 0.2, device="/dev/vda"), devices=("blk",))
-    src_mock = mock_backend(lab, "mock-src", image, "--postcopy")
-    dst_mock = mock_backend(lab, "mock-dst", image, "--postcopy")
-    src = lab.qemu(initrd, [VhostUserDevice("blk", src_mock.socket)], name="src", qmp=True)
-    dst = lab.qemu(
-        initrd,
-        [VhostUserDevice("blk", dst_mock.socket)],
-        name="dst",
-        qmp=True,
-        incoming_defer=True,
-    )
-    assert src.config.qmp is not None and dst.config.qmp is not None
-    src.wait_marker("tick", timeout=90)
-
-    with (
-        QmpClient(src.config.qmp).connect() as src_qmp,
-        QmpClient(dst.config.qmp).connect() as dst_qmp,
-    ):
-        result = postcopy_migrate(src_qmp, dst_qmp, f"unix:{lab.sock('migration')}", timeout=180)
-        assert result.status == "completed", result.info
-        assert result.entered_postcopy, result.statuses
-        assert result.info["ram"].get("postcopy-requests", 0) > 0, result.info["ram"]
-        last_on_src = max(int(v or -1) for v in src.markers().all("tick"))
-        dst.wait_for(
-            lambda m: any(int(v or -1) > last_on_src + 5 for v in m.all("tick")),
-            timeout=60,
-            what=f"VHT:tick > {last_on_src + 5} on the destination",
-        )
-        for client in (src_qmp, dst_qmp):
-            client.execute("quit")
-    assert src.wait(30) == 0
-    assert dst.wait(30) == 0
+    src_mock = mock_backend(lab, "mock-src", image)
+    dst_mock = mock_backend(lab, "mock-dst", image)
+    # the guest goes on reading its disk, through the destination's mock, while pages arrive
+    migration = scenarios.migrate_guest(lab, initrd, src_mock.socket, dst_mock.socket,
+                                        ticks_after=5)  # fmt: skip
+    result = migration.result
+    assert result.status == "completed", result.info
+    assert result.entered_postcopy, result.statuses
+    assert result.info["ram"].get("postcopy-requests", 0) > 0, result.info["ram"]
+    assert (migration.src_exit, migration.dst_exit) == (0, 0)
     assert dst_mock.wait(30) == 0
     assert src_mock.wait(30) == 0
 
@@ -85,7 +50,7 @@ def test_postcopy_migration_with_mock_backends_on_both_sides(lab: Workspace) -> 
     registered = re.search(r"postcopy: (\d+) of (\d+) regions registered", dst_log)
     assert registered and registered[1] == registered[2] != "0", dst_log
     assert "postcopy: ended" in dst_log, dst_log
-    assert "Failed to read full userfault message" not in dst.log_text()
+    assert "Failed to read full userfault message" not in migration.dst.log_text()
     [dst_report] = json.loads(lab.path("mock-dst.json").read_text())
     assert dst_report["errors"] == []
     assert not [v for v in dst_report["violations"] if v["severity"] == "error"]

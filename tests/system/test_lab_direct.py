@@ -17,12 +17,11 @@ import pytest
 from vhtrace.lab import (
     BackendError,
     QemuError,
-    QmpClient,
     VhostUserDevice,
     Workspace,
     guest,
     images,
-    postcopy_migrate,
+    scenarios,
 )
 from vhtrace.lab.cpio import NewcWriter
 from vhtrace.lab.proc import RepeatFolder
@@ -122,41 +121,17 @@ def test_postcopy_migration_between_two_qemus_completes(lab: Workspace) -> None:
     initrd = lab.initramfs(guest.tick_loop(2000, 0.2, device=None), devices=("blk",))
     src_qsd = lab.qsd(image, name="qsd-src", locking=False)
     dst_qsd = lab.qsd(image, name="qsd-dst", locking=False)
-    src = lab.qemu(initrd, [VhostUserDevice("blk", src_qsd.socket)], name="src", qmp=True)
-    dst = lab.qemu(
-        initrd,
-        [VhostUserDevice("blk", dst_qsd.socket)],
-        name="dst",
-        qmp=True,
-        incoming_defer=True,
-    )
-    assert src.config.qmp is not None and dst.config.qmp is not None
-    src.wait_marker("tick", timeout=90)
+    migration = scenarios.migrate_guest(lab, initrd, src_qsd.socket, dst_qsd.socket)
 
-    with (
-        QmpClient(src.config.qmp).connect() as src_qmp,
-        QmpClient(dst.config.qmp).connect() as dst_qmp,
-    ):
-        result = postcopy_migrate(src_qmp, dst_qmp, f"unix:{lab.sock('migration')}", timeout=180)
-
-        assert result.status == "completed", result.info
-        assert result.postcopy_started, result.notes
-        assert result.entered_postcopy, result.statuses
-        assert result.info["ram"].get("postcopy-bytes", 1) > 0, result.info
-        assert src_qmp.execute("query-status")["status"] == "postmigrate"
-        assert dst_qmp.execute("query-status")["running"] is True
-
-        # The guest carries on where it stopped: its counter continues on the destination.
-        last_on_src = max(int(v or -1) for v in src.markers().all("tick"))
-        dst.wait_for(
-            lambda m: any(int(v or -1) > last_on_src + 1 for v in m.all("tick")),
-            timeout=60,
-            what=f"VHT:tick > {last_on_src + 1} on the destination",
-        )
-        for client in (src_qmp, dst_qmp):
-            client.execute("quit")
-    assert src.wait(30) == 0
-    assert dst.wait(30) == 0
+    result = migration.result
+    assert result.status == "completed", result.info
+    assert result.postcopy_started, result.notes
+    assert result.entered_postcopy, result.statuses
+    assert result.info["ram"].get("postcopy-bytes", 1) > 0, result.info
+    assert migration.src_status["status"] == "postmigrate"
+    assert migration.dst_status["running"] is True
+    # (migrate_guest waited for the guest's counter to carry on at the destination)
+    assert (migration.src_exit, migration.dst_exit) == (0, 0)
 
 
 # --------------------------------------------------------------------------- the harness itself

@@ -15,11 +15,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from vhtrace.lab import guest, images
 from vhtrace.lab.guest import Markers
 from vhtrace.lab.migration import MigrationResult, postcopy_migrate
-from vhtrace.lab.qemu import VhostUserDevice
+from vhtrace.lab.qemu import Qemu, VhostUserDevice
 from vhtrace.lab.qmp import QmpClient
 from vhtrace.lab.recording import RecordingProxy
 from vhtrace.lab.workspace import Workspace
@@ -165,32 +166,57 @@ def postcopy(lab: Workspace) -> Outcome:
     return _migrate(lab, initrd, src_qsd.socket, dst_qsd.socket, dst_qsd.log_text)
 
 
+@dataclass
+class Migration:
+    """A guest moved from one QEMU to another with postcopy (:func:`migrate_guest`)."""
+
+    result: MigrationResult
+    src_status: dict[str, Any]
+    """The source's query-status once the migration completed ("postmigrate")."""
+    dst_status: dict[str, Any]
+    last_tick_on_src: int
+    src: Qemu
+    dst: Qemu
+    """Both QEMUs, ended (their logs stay readable)."""
+    src_exit: int
+    dst_exit: int
+
+
+def migrate_guest(lab: Workspace, initrd: guest.Initramfs, src_backend: Path,
+                  dst_backend: Path, *, ticks_after: int = 1) -> Migration:  # fmt: skip
+    """Boot ``initrd`` (a ``guest.tick_loop``) in a QEMU whose vhost-user-blk is at
+    ``src_backend``, migrate it with postcopy to a QEMU on ``dst_backend``, wait until
+    the guest's counter passes where it stopped on the source by ``ticks_after``, and
+    quit both. Raises MigrationError (or the QEMU's error) when it does not get there."""
+    src = lab.qemu(initrd, [VhostUserDevice("blk", src_backend)], name="src", qmp=True)
+    dst = lab.qemu(initrd, [VhostUserDevice("blk", dst_backend)], name="dst", qmp=True,
+                   incoming_defer=True)  # fmt: skip
+    assert src.config.qmp is not None and dst.config.qmp is not None
+    src.wait_marker("tick", timeout=90)
+    with QmpClient(src.config.qmp).connect() as src_qmp, \
+            QmpClient(dst.config.qmp).connect() as dst_qmp:  # fmt: skip
+        result = postcopy_migrate(src_qmp, dst_qmp, f"unix:{lab.sock('mig')}", timeout=180)
+        src_status, dst_status = src_qmp.execute("query-status"), dst_qmp.execute("query-status")
+        last = max(int(v or -1) for v in src.markers().all("tick"))
+        goal = last + ticks_after
+        dst.wait_for(lambda m: any(int(v or -1) > goal for v in m.all("tick")), timeout=60,
+                     what=f"VHT:tick > {goal} on the destination")  # fmt: skip
+        for client in (src_qmp, dst_qmp):
+            client.execute("quit")
+    return Migration(result, src_status, dst_status, last, src, dst, src.wait(30), dst.wait(30))
+
+
 def _migrate(lab: Workspace, initrd: guest.Initramfs, src_backend: Path, dst_backend: Path,
              backend_log: Callable[[], str]) -> Outcome:  # fmt: skip
+    """migrate_guest with each QEMU through its own recorder: the destination's trace."""
     src_front, dst_front = lab.sock("src-front"), lab.sock("dst-front")
     src_rec = lab.record(src_front, src_backend, name="postcopy-src")
     dst_rec = lab.record(dst_front, dst_backend, name="postcopy-dst")
-    src = lab.qemu(initrd, [VhostUserDevice("blk", src_front)], name="src", qmp=True)
-    dst = lab.qemu(initrd, [VhostUserDevice("blk", dst_front)], name="dst", qmp=True,
-                   incoming_defer=True)  # fmt: skip
-    src.wait_marker("tick", timeout=90)
-    assert src.config.qmp is not None and dst.config.qmp is not None
-    with QmpClient(src.config.qmp).connect() as src_qmp, \
-            QmpClient(dst.config.qmp).connect() as dst_qmp:  # fmt: skip
-        result: MigrationResult = postcopy_migrate(
-            src_qmp, dst_qmp, f"unix:{lab.sock('mig')}", timeout=180
-        )
-        last = max(int(v or -1) for v in src.markers().all("tick"))
-        dst.wait_for(lambda m: any(int(v or -1) > last + 1 for v in m.all("tick")), timeout=60,
-                     what="the guest runs on at the destination")  # fmt: skip
-        for client in (src_qmp, dst_qmp):
-            client.execute("quit")
-    src.wait(30)
-    dst.wait(30)
+    migration = migrate_guest(lab, initrd, src_front, dst_front)
     dst_rec.interrupt()
     src_rec.interrupt()
     return Outcome(dst_rec.trace, None, dst_rec, None,
-                   {"migration": result, "source_trace": src_rec.trace,
+                   {"migration": migration.result, "source_trace": src_rec.trace,
                     "backend_log": backend_log()})  # fmt: skip
 
 
