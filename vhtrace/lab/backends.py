@@ -19,7 +19,13 @@ from types import TracebackType
 from typing import Literal, Self
 
 from vhtrace.lab import programs
-from vhtrace.lab.proc import LabError, LabProcess, check_socket_path, remove_stale_socket
+from vhtrace.lab.proc import (
+    LabError,
+    LabProcess,
+    ProcessView,
+    check_socket_path,
+    remove_stale_socket,
+)
 
 
 class BackendError(LabError):
@@ -30,7 +36,7 @@ def _qemu_value(value: object) -> str:
     return str(value).replace(",", ",,")
 
 
-class Backend:
+class Backend(ProcessView):
     """A back-end program listening on ``socket``; a context manager that stops it."""
 
     def __init__(
@@ -63,24 +69,6 @@ class Backend:
             self._proc.stop()
             raise BackendError(str(exc)) from None
         return self
-
-    @property
-    def pid(self) -> int | None:
-        """Process id once started."""
-        return self._proc.pid
-
-    @property
-    def returncode(self) -> int | None:
-        """Exit status once the program ended, else None."""
-        return self._proc.returncode
-
-    def alive(self) -> bool:
-        """True while the back-end runs."""
-        return self._proc.alive()
-
-    def log_text(self) -> str:
-        """What the back-end printed so far."""
-        return self._proc.log_text()
 
     def wait(self, timeout: float) -> int:
         """Wait for the back-end to exit on its own (virtiofsd does when QEMU leaves)."""

@@ -158,6 +158,31 @@ class RepeatFolder(threading.Thread):
         os.close(self._fd)
 
 
+class ProcessView:
+    """What every lab program (QEMU, a back-end, the recorder) tells about its process:
+    the wrapper keeps its :class:`LabProcess` in ``_proc``."""
+
+    _proc: LabProcess
+
+    @property
+    def pid(self) -> int | None:
+        """Process id once started."""
+        return self._proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """Exit status once the program ended, else None."""
+        return self._proc.returncode
+
+    def alive(self) -> bool:
+        """True while the program runs."""
+        return self._proc.alive()
+
+    def log_text(self) -> str:
+        """What the program printed so far (QEMU: its serial console too)."""
+        return self._proc.log_text()
+
+
 class LabProcess:
     """A program started in its own process group with its output in a log file.
 

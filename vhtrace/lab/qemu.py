@@ -19,7 +19,7 @@ from typing import Literal, Self
 
 from vhtrace.lab import programs
 from vhtrace.lab.guest import Markers, parse_markers
-from vhtrace.lab.proc import LabError, LabProcess, check_socket_path, is_listening
+from vhtrace.lab.proc import LabError, LabProcess, ProcessView, check_socket_path, is_listening
 
 DeviceKind = Literal["blk", "fs", "net"]
 
@@ -154,7 +154,7 @@ def build_command(config: QemuConfig) -> list[str]:
     return argv
 
 
-class Qemu:
+class Qemu(ProcessView):
     """A running QEMU whose serial console (and stderr) is captured in ``log_path``.
 
     Use as a context manager: leaving it kills QEMU's whole process group.
@@ -197,24 +197,6 @@ class Qemu:
                     raise self.error(f"not listening on {path} after {timeout:g} s")
                 time.sleep(0.02)
         return self
-
-    @property
-    def pid(self) -> int | None:
-        """QEMU's process id once started."""
-        return self._proc.pid
-
-    @property
-    def returncode(self) -> int | None:
-        """QEMU's exit status once it ended, else None."""
-        return self._proc.returncode
-
-    def alive(self) -> bool:
-        """True while QEMU runs."""
-        return self._proc.alive()
-
-    def log_text(self) -> str:
-        """Serial console and QEMU messages so far."""
-        return self._proc.log_text()
 
     def markers(self) -> Markers:
         """``VHT:`` markers the guest has printed so far (complete lines only).

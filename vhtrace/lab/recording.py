@@ -7,10 +7,16 @@ import sys
 from pathlib import Path
 from typing import Self
 
-from vhtrace.lab.proc import LabError, LabProcess, check_socket_path, remove_stale_socket
+from vhtrace.lab.proc import (
+    LabError,
+    LabProcess,
+    ProcessView,
+    check_socket_path,
+    remove_stale_socket,
+)
 
 
-class RecordingProxy:
+class RecordingProxy(ProcessView):
     """A running ``vhtrace record``; ``stop()`` ends it with SIGINT, as a user would."""
 
     def __init__(self, frontend: Path, backend: Path, trace: Path, log_path: Path, *,
@@ -26,7 +32,7 @@ class RecordingProxy:
             where = ["--listen", str(frontend), "--connect", str(backend)]
         argv = [sys.executable, "-m", "vhtrace.cli.main", "record", *where, "-w", str(trace),
                 *extra_args]  # fmt: skip
-        self.process = LabProcess(argv, log_path, name=name)
+        self._proc = LabProcess(argv, log_path, name=name)
 
     @property
     def listen_path(self) -> Path:
@@ -39,14 +45,8 @@ class RecordingProxy:
         return self
 
     @property
-    def pid(self) -> int | None:
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process.alive()
-
-    def log_text(self) -> str:
-        return self.process.log_text()
+    def process(self) -> LabProcess:
+        return self._proc
 
     def wait(self, timeout: float) -> int:
         """Wait for the recorder to exit on its own (``--once``)."""
