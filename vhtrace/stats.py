@@ -53,6 +53,9 @@ class SessionStats:
         self.timeline.append((mono_ns, seq, text))
 
 
+_CONFIG_REQUESTS = ("GET_CONFIG", "SET_CONFIG")
+
+
 @dataclass
 class TraceStats:
     """Everything ``vhtrace stats`` prints, gathered in one pass."""
@@ -133,7 +136,14 @@ class TraceStats:
             session.milestone(
                 record.mono_ns, record.seq, "first back-end channel message", once="backend-first"
             )
+            if name == "CONFIG_CHANGE_MSG" and analysis.role is Role.REQUEST:
+                session.milestone(record.mono_ns, record.seq, "the back-end's config changed")
             return
+        config_seen = (name == "GET_CONFIG") == (analysis.role is Role.REPLY)  # reply or SET
+        if name in _CONFIG_REQUESTS and config_seen and fields.get("device_config"):
+            # the device's own words: what the guest sees as disk size, MAC, tag, ...
+            verb = "read" if name == "GET_CONFIG" else "written"
+            session.milestone(record.mono_ns, record.seq, f"config {verb}: {analysis.summary()}")
         if analysis.role is Role.REQUEST:
             if name in MILESTONES:
                 text = MILESTONES[name]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from vhtrace.protocol import spec
-from vhtrace.protocol.spec import Channel
+from tests.replay.builders import be_request, conversation, fe, write_trace
+from vhtrace.protocol import device_config, spec
+from vhtrace.protocol.spec import Channel, DeviceType
 
 
 def expected_counts(mixed_trace) -> dict[str, dict[str, dict[str, int]]]:
@@ -60,6 +61,7 @@ def test_text_timeline_and_findings(run_cli, mixed_trace) -> None:
         "#18  memory region gpa 0x0 size 2 GiB added",
         "#30  ring 0 started",
         "#36  ring 0 stopped at 42",
+        "#16  config read: offset 0 size 60 writable capacity 64 MiB",  # 1 << 17 sectors
         "session-end (eof)",
     ):
         assert what in session1, what
@@ -69,6 +71,19 @@ def test_text_timeline_and_findings(run_cli, mixed_trace) -> None:
     assert "[2] warning: #46 SET_VRING_NUM:" in out
     assert "[2] warning: 2 fds never closed" in out
     assert "[2] error: #49 SET_VRING_ENABLE: NEED_REPLY set, no reply" in out
+
+
+def test_config_writes_and_changes_are_on_the_timeline(run_cli, tmp_path) -> None:
+    writeback = device_config.encode(DeviceType.BLK, {"writeback": 1})[32:]
+    window = {"offset": 32, "size": 1, "flags": 0, "region": writeback}
+    trace = write_trace(
+        tmp_path / "config.vht",
+        [[*conversation(), fe("SET_CONFIG", window), be_request("CONFIG_CHANGE_MSG")]],
+    )
+    code, out, _ = run_cli("stats", trace)
+    assert code == 0
+    assert "config written: offset 32 size 1 writable writeback 1" in out
+    assert "the back-end's config changed" in out
 
 
 def test_json_summary(run_cli, mixed_trace) -> None:
