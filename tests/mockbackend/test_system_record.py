@@ -3,6 +3,10 @@ starts is in the trace, with the front-end's reply and the GET_CONFIG it causes.
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+
 import pytest
 
 from mockbackend import BlkDevice, MockBackend, Script, expect
@@ -31,8 +35,6 @@ def test_backend_channel_requests_of_a_script_are_recorded(lab: Workspace) -> No
 
     backend = MockBackend(script).start(lab.sock("mock"))
     trace_path = lab.path("mock.vht")
-    # No memory snapshots: this test is about the back-end channel (and a snapshot's
-    # extent record is intermittently written in a shape the reader refuses; reported).
     recorder = RecordingProxy(
         lab.sock("qemu"),
         lab.sock("mock"),
@@ -64,8 +66,19 @@ def test_backend_channel_requests_of_a_script_are_recorded(lab: Workspace) -> No
         ("CONFIG_CHANGE_MSG", {"value": 0})
     ]
     sent_at = requests[0].record.seq
-    assert any(
-        m.analysis.name == "GET_CONFIG" and m.record.seq > sent_at and m.record.channel == "main"
+    reread = [
+        m
         for m in messages
-    ), "no GET_CONFIG after the config change in the trace"
+        if m.analysis.name == "GET_CONFIG" and m.analysis.role == "reply" and m.record.seq > sent_at
+    ]
+    assert reread, "no GET_CONFIG reply after the config change in the trace"
+    # the config space by name: the mock's disk, as QEMU read it again
+    assert reread[0].analysis.fields["device_config"]["capacity"] * 512 == image.stat().st_size
+    stats = subprocess.run(
+        [sys.executable, "-m", "vhtrace.cli.main", "stats", str(trace_path)],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    assert f"#{sent_at}  the back-end's config changed" in stats
+    line = f"#{reread[0].record.seq}  config read: offset 0 size \\d+ writable capacity 8 MiB "
+    assert re.search(line, stats), stats  # 8 MiB: the disk made above
     assert [str(f) for m in messages for f in m.analysis.findings if f.severity == "error"] == []
