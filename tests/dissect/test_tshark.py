@@ -16,6 +16,7 @@ from scapy.utils import wrpcapng
 
 from tests.dissect import corpus
 from tests.dissect.conftest import frames, needs_tshark
+from vhtrace.analysis import AnalysedMessage, analyser_for
 from vhtrace.dissect.export import LinkType
 from vhtrace.dissect.lua import REGION_KEYS, STRUCT_KEYS
 from vhtrace.protocol import payloads, spec
@@ -27,6 +28,7 @@ from vhtrace.trace.records import MessageRecord
 pytestmark = needs_tshark
 
 Tshark = Callable[..., str]
+REPO_TRACES = Path(__file__).resolve().parents[2] / "traces"
 
 
 def matching(messages: list[corpus.Msg], predicate: Callable[[corpus.Msg], bool]) -> list[int]:
@@ -204,3 +206,28 @@ def test_scapy_capture_reads_the_same(
     for display_filter in ('vhost_user.channel == "backend"', 'vhost_user.role == "postcopy-ack"'):
         found = filtered(tshark, capture, display_filter)
         assert found and found == filtered(tshark, exported_file, display_filter)
+
+
+def test_config_space_by_name_as_vhtrace_reads_it(
+    tshark: Tshark, exported: Callable[..., Path]
+) -> None:
+    """Real QEMU and qemu-storage-daemon: the GET_CONFIG reply's fields and summary line
+    are the ones the codec gives (the capacity the daemon reported, in sectors)."""
+    trace = REPO_TRACES / "qemu-qsd-blk.vht"
+    with TraceReader(trace) as reader:
+        items = list(analyser_for(reader.header).run(reader))
+    configs = [
+        i for i in items if isinstance(i, AnalysedMessage) and i.analysis.name == "GET_CONFIG"
+    ]
+    reply = next(i for i in configs if i.analysis.role == "reply")
+    named = reply.analysis.fields["device_config"]
+    out = tshark(exported(trace), "-Y", "vhost_user.config.blk.capacity", "-T", "fields",
+                 "-e", "frame.number", "-e", "vhost_user.config.blk.capacity",
+                 "-e", "vhost_user.config.blk.num_queues")  # fmt: skip
+    rows = [line.split("\t") for line in out.splitlines()]
+    # the request's window is zeros (capacity 0); the reply carries the disk's
+    assert [reply.record.seq, named["capacity"], named["num_queues"]] in [
+        [int(v) for v in row] for row in rows
+    ]
+    info = tshark(exported(trace), "-Y", f"frame.number == {reply.record.seq}")
+    assert info.rstrip().endswith(f"GET_CONFIG reply {reply.analysis.summary()}")

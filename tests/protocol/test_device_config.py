@@ -88,6 +88,13 @@ def test_a_window_of_zeros_is_not_named() -> None:
     assert decoded.summary(blk) == "offset 0 size 57 writable"
 
 
+def test_a_window_without_a_summary_field_shows_what_it_has() -> None:
+    net = PayloadContext(device=DeviceType.NET)
+    region = device_config.encode(DeviceType.NET, {"speed": 10000})[12:]
+    decoded = payloads.decode("config", struct.pack("<III", 12, 4, 0) + region, net)
+    assert decoded.summary(net) == "offset 12 size 4 writable speed 10000"
+
+
 def test_blk_capacity_reads_in_bytes_on_the_line() -> None:
     blk = PayloadContext(device=DeviceType.BLK)
     region = device_config.encode(DeviceType.BLK, {"capacity": 2 << 21, "blk_size": 4096})

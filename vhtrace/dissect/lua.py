@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from vhtrace.protocol import payloads, spec
+from vhtrace.protocol import device_config, payloads, spec
 from vhtrace.protocol.spec import Channel
 
 LUA_FILE = "vhost-user.lua"
@@ -187,6 +187,24 @@ FIELDS: tuple[LuaField, ...] = (
     _u("crypto.param1", "Algorithm parameter 1", 32),
     LuaField("crypto.data", "Session (unknown layout)", "bytes", "NONE"),
 )
+
+
+def _config_field(device: spec.DeviceType, field: device_config.ConfigField) -> LuaField:
+    """``config.<device>.<name>``: a config-space field of GET/SET_CONFIG, by device."""
+    key, label = f"config.{device.value}.{field.name}", field.name.replace("_", " ").capitalize()
+    if field.name == "mac":
+        return LuaField(key, label, "ether", "NONE")
+    if field.fmt.endswith("s"):
+        return LuaField(key, label, "string", "NONE")
+    return _u(key, label, 8 * struct.calcsize(field.fmt))
+
+
+CONFIG_FIELDS: tuple[LuaField, ...] = tuple(
+    _config_field(device, field)
+    for device, fields in device_config.LAYOUTS.items()
+    for field in fields
+)
+FIELDS += CONFIG_FIELDS
 _FIELDS_BY_KEY = {f.key: f for f in FIELDS}
 
 # --------------------------------------------------------------------------
@@ -416,6 +434,15 @@ def generated_block() -> str:
     out.append("local DEVICE_FEATURES = {")
     for device, names in spec.DEVICE_VIRTIO_FEATURES.items():
         out.append(f"  {device.value} = {_table(names)},")
+    out += ["}", "", "-- Config space by device: { name, offset, size, on the summary line }."]
+    out.append("local DEVICE_CONFIG = {")
+    for device, fields in device_config.LAYOUTS.items():
+        items = ", ".join(
+            f"{{ {_str(f.name)}, {f.offset}, {struct.calcsize('<' + f.fmt)}, "
+            f"{'true' if f.in_summary else 'false'} }}"
+            for f in fields
+        )
+        out.append(f"  {device.value} = {{ {items} }},")
     out += [
         "}",
         "",

@@ -112,6 +112,14 @@ local DEVICE_FEATURES = {
   scsi = { [0] = "INOUT", [1] = "HOTPLUG", [2] = "CHANGE", [3] = "T10_PI" },
 }
 
+-- Config space by device: { name, offset, size, on the summary line }.
+local DEVICE_CONFIG = {
+  blk = { { "capacity", 0, 8, true }, { "size_max", 8, 4, false }, { "seg_max", 12, 4, true }, { "cylinders", 16, 2, false }, { "heads", 18, 1, false }, { "sectors", 19, 1, false }, { "blk_size", 20, 4, true }, { "physical_block_exp", 24, 1, false }, { "alignment_offset", 25, 1, false }, { "min_io_size", 26, 2, false }, { "opt_io_size", 28, 4, false }, { "writeback", 32, 1, true }, { "num_queues", 34, 2, true }, { "max_discard_sectors", 36, 4, false }, { "max_discard_seg", 40, 4, false }, { "discard_sector_alignment", 44, 4, false }, { "max_write_zeroes_sectors", 48, 4, false }, { "max_write_zeroes_seg", 52, 4, false }, { "write_zeroes_may_unmap", 56, 1, false }, { "max_secure_erase_sectors", 60, 4, false }, { "max_secure_erase_seg", 64, 4, false }, { "secure_erase_sector_alignment", 68, 4, false }, { "zone_sectors", 72, 4, false }, { "max_open_zones", 76, 4, false }, { "max_active_zones", 80, 4, false }, { "max_append_sectors", 84, 4, false }, { "write_granularity", 88, 4, false }, { "model", 92, 1, false } },
+  net = { { "mac", 0, 6, true }, { "status", 6, 2, true }, { "max_virtqueue_pairs", 8, 2, true }, { "mtu", 10, 2, true }, { "speed", 12, 4, false }, { "duplex", 16, 1, false }, { "rss_max_key_size", 17, 1, false }, { "rss_max_indirection_table_length", 18, 2, false }, { "supported_hash_types", 20, 4, false } },
+  fs = { { "tag", 0, 36, true }, { "num_request_queues", 36, 4, true }, { "notify_buf_size", 40, 4, false } },
+  scsi = { { "num_queues", 0, 4, true }, { "seg_max", 4, 4, false }, { "max_sectors", 8, 4, false }, { "cmd_per_lun", 12, 4, false }, { "event_info_size", 16, 4, false }, { "sense_size", 20, 4, false }, { "cdb_size", 24, 4, false }, { "max_channel", 28, 2, false }, { "max_target", 30, 2, true }, { "max_lun", 32, 4, true } },
+}
+
 -- Struct layouts: { field key, size in bytes } in wire order.
 local STRUCTS = {
   u64 = { { "u64", 8 } },
@@ -245,6 +253,56 @@ F["crypto.keylen"] = ProtoField.uint32("vhost_user.crypto.keylen", "Keylen", bas
 F["crypto.param0"] = ProtoField.uint32("vhost_user.crypto.param0", "Algorithm parameter 0", base.DEC, nil)
 F["crypto.param1"] = ProtoField.uint32("vhost_user.crypto.param1", "Algorithm parameter 1", base.DEC, nil)
 F["crypto.data"] = ProtoField.bytes("vhost_user.crypto.data", "Session (unknown layout)")
+F["config.blk.capacity"] = ProtoField.uint64("vhost_user.config.blk.capacity", "Capacity", base.DEC, nil)
+F["config.blk.size_max"] = ProtoField.uint32("vhost_user.config.blk.size_max", "Size max", base.DEC, nil)
+F["config.blk.seg_max"] = ProtoField.uint32("vhost_user.config.blk.seg_max", "Seg max", base.DEC, nil)
+F["config.blk.cylinders"] = ProtoField.uint16("vhost_user.config.blk.cylinders", "Cylinders", base.DEC, nil)
+F["config.blk.heads"] = ProtoField.uint8("vhost_user.config.blk.heads", "Heads", base.DEC, nil)
+F["config.blk.sectors"] = ProtoField.uint8("vhost_user.config.blk.sectors", "Sectors", base.DEC, nil)
+F["config.blk.blk_size"] = ProtoField.uint32("vhost_user.config.blk.blk_size", "Blk size", base.DEC, nil)
+F["config.blk.physical_block_exp"] = ProtoField.uint8("vhost_user.config.blk.physical_block_exp", "Physical block exp", base.DEC, nil)
+F["config.blk.alignment_offset"] = ProtoField.uint8("vhost_user.config.blk.alignment_offset", "Alignment offset", base.DEC, nil)
+F["config.blk.min_io_size"] = ProtoField.uint16("vhost_user.config.blk.min_io_size", "Min io size", base.DEC, nil)
+F["config.blk.opt_io_size"] = ProtoField.uint32("vhost_user.config.blk.opt_io_size", "Opt io size", base.DEC, nil)
+F["config.blk.writeback"] = ProtoField.uint8("vhost_user.config.blk.writeback", "Writeback", base.DEC, nil)
+F["config.blk.num_queues"] = ProtoField.uint16("vhost_user.config.blk.num_queues", "Num queues", base.DEC, nil)
+F["config.blk.max_discard_sectors"] = ProtoField.uint32("vhost_user.config.blk.max_discard_sectors", "Max discard sectors", base.DEC, nil)
+F["config.blk.max_discard_seg"] = ProtoField.uint32("vhost_user.config.blk.max_discard_seg", "Max discard seg", base.DEC, nil)
+F["config.blk.discard_sector_alignment"] = ProtoField.uint32("vhost_user.config.blk.discard_sector_alignment", "Discard sector alignment", base.DEC, nil)
+F["config.blk.max_write_zeroes_sectors"] = ProtoField.uint32("vhost_user.config.blk.max_write_zeroes_sectors", "Max write zeroes sectors", base.DEC, nil)
+F["config.blk.max_write_zeroes_seg"] = ProtoField.uint32("vhost_user.config.blk.max_write_zeroes_seg", "Max write zeroes seg", base.DEC, nil)
+F["config.blk.write_zeroes_may_unmap"] = ProtoField.uint8("vhost_user.config.blk.write_zeroes_may_unmap", "Write zeroes may unmap", base.DEC, nil)
+F["config.blk.max_secure_erase_sectors"] = ProtoField.uint32("vhost_user.config.blk.max_secure_erase_sectors", "Max secure erase sectors", base.DEC, nil)
+F["config.blk.max_secure_erase_seg"] = ProtoField.uint32("vhost_user.config.blk.max_secure_erase_seg", "Max secure erase seg", base.DEC, nil)
+F["config.blk.secure_erase_sector_alignment"] = ProtoField.uint32("vhost_user.config.blk.secure_erase_sector_alignment", "Secure erase sector alignment", base.DEC, nil)
+F["config.blk.zone_sectors"] = ProtoField.uint32("vhost_user.config.blk.zone_sectors", "Zone sectors", base.DEC, nil)
+F["config.blk.max_open_zones"] = ProtoField.uint32("vhost_user.config.blk.max_open_zones", "Max open zones", base.DEC, nil)
+F["config.blk.max_active_zones"] = ProtoField.uint32("vhost_user.config.blk.max_active_zones", "Max active zones", base.DEC, nil)
+F["config.blk.max_append_sectors"] = ProtoField.uint32("vhost_user.config.blk.max_append_sectors", "Max append sectors", base.DEC, nil)
+F["config.blk.write_granularity"] = ProtoField.uint32("vhost_user.config.blk.write_granularity", "Write granularity", base.DEC, nil)
+F["config.blk.model"] = ProtoField.uint8("vhost_user.config.blk.model", "Model", base.DEC, nil)
+F["config.net.mac"] = ProtoField.ether("vhost_user.config.net.mac", "Mac")
+F["config.net.status"] = ProtoField.uint16("vhost_user.config.net.status", "Status", base.DEC, nil)
+F["config.net.max_virtqueue_pairs"] = ProtoField.uint16("vhost_user.config.net.max_virtqueue_pairs", "Max virtqueue pairs", base.DEC, nil)
+F["config.net.mtu"] = ProtoField.uint16("vhost_user.config.net.mtu", "Mtu", base.DEC, nil)
+F["config.net.speed"] = ProtoField.uint32("vhost_user.config.net.speed", "Speed", base.DEC, nil)
+F["config.net.duplex"] = ProtoField.uint8("vhost_user.config.net.duplex", "Duplex", base.DEC, nil)
+F["config.net.rss_max_key_size"] = ProtoField.uint8("vhost_user.config.net.rss_max_key_size", "Rss max key size", base.DEC, nil)
+F["config.net.rss_max_indirection_table_length"] = ProtoField.uint16("vhost_user.config.net.rss_max_indirection_table_length", "Rss max indirection table length", base.DEC, nil)
+F["config.net.supported_hash_types"] = ProtoField.uint32("vhost_user.config.net.supported_hash_types", "Supported hash types", base.DEC, nil)
+F["config.fs.tag"] = ProtoField.string("vhost_user.config.fs.tag", "Tag")
+F["config.fs.num_request_queues"] = ProtoField.uint32("vhost_user.config.fs.num_request_queues", "Num request queues", base.DEC, nil)
+F["config.fs.notify_buf_size"] = ProtoField.uint32("vhost_user.config.fs.notify_buf_size", "Notify buf size", base.DEC, nil)
+F["config.scsi.num_queues"] = ProtoField.uint32("vhost_user.config.scsi.num_queues", "Num queues", base.DEC, nil)
+F["config.scsi.seg_max"] = ProtoField.uint32("vhost_user.config.scsi.seg_max", "Seg max", base.DEC, nil)
+F["config.scsi.max_sectors"] = ProtoField.uint32("vhost_user.config.scsi.max_sectors", "Max sectors", base.DEC, nil)
+F["config.scsi.cmd_per_lun"] = ProtoField.uint32("vhost_user.config.scsi.cmd_per_lun", "Cmd per lun", base.DEC, nil)
+F["config.scsi.event_info_size"] = ProtoField.uint32("vhost_user.config.scsi.event_info_size", "Event info size", base.DEC, nil)
+F["config.scsi.sense_size"] = ProtoField.uint32("vhost_user.config.scsi.sense_size", "Sense size", base.DEC, nil)
+F["config.scsi.cdb_size"] = ProtoField.uint32("vhost_user.config.scsi.cdb_size", "Cdb size", base.DEC, nil)
+F["config.scsi.max_channel"] = ProtoField.uint16("vhost_user.config.scsi.max_channel", "Max channel", base.DEC, nil)
+F["config.scsi.max_target"] = ProtoField.uint16("vhost_user.config.scsi.max_target", "Max target", base.DEC, nil)
+F["config.scsi.max_lun"] = ProtoField.uint32("vhost_user.config.scsi.max_lun", "Max lun", base.DEC, nil)
 -- END GENERATED
 
 local fields = {}
@@ -577,7 +635,50 @@ D.iotlb = plain("iotlb", function(buf)
     human(num64(buf, 8)), hex64(buf, 16), name_of(VALUES.IOTLB_PERMS, buf(24, 1):uint(), "perm"))
 end)
 
-D.config = function(buf, tree)
+-- The fields of the device's config space wholly inside the window (config bytes from
+-- `offset`, at buf(12)), under one item; returns the summary they make, or nil.
+local function add_device_config(buf, tree, offset, device)
+  local fields = DEVICE_CONFIG[device or ""]
+  if not fields then
+    return nil
+  end
+  local window, sub = buf:len() - 12, nil
+  local key_parts, all_parts = {}, {}
+  for _, field in ipairs(fields) do
+    local name, at, size, in_summary = field[1], field[2] - offset, field[3], field[4]
+    if field[2] >= offset and at + size <= window then
+      sub = sub or tree:add(buf(12), device .. " config")
+      local range, key = buf(12 + at, size), "config." .. device .. "." .. name
+      local value
+      if name == "mac" then
+        sub:add(F[key], range)
+        local octets = {}
+        for i = 0, 5 do
+          octets[#octets + 1] = string.format("%02x", range(i, 1):uint())
+        end
+        value = table.concat(octets, ":")
+      elseif name == "tag" then
+        sub:add(F[key], range)
+        value = "'" .. range:stringz() .. "'"
+      else
+        sub:add_le(F[key], range)
+        local number = size == 8 and num64(buf, 12 + at) or range:le_uint()
+        -- capacity counts 512-byte sectors
+        value = name == "capacity" and human(number * 512) or string.format("%d", number)
+      end
+      all_parts[#all_parts + 1] = name .. " " .. value
+      if in_summary then
+        key_parts[#key_parts + 1] = name .. " " .. value
+      end
+    end
+  end
+  if #all_parts == 0 then
+    return nil
+  end
+  return table.concat(#key_parts > 0 and key_parts or all_parts, " ")
+end
+
+D.config = function(buf, tree, ctx)
   local head = { { "config.offset", 4 }, { "config.size", 4 }, { "config.flags", 4 } }
   local off, ok = add_struct(buf, 0, tree, head)
   if not ok then
@@ -587,10 +688,15 @@ D.config = function(buf, tree)
     name_of(VALUES.CONFIG_FLAGS, buf(8, 4):le_uint(), "flags="))
   if buf:len() > 12 then
     tree:add(F["config.region"], buf(12))
+    local named = add_device_config(buf, tree, buf(0, 4):le_uint(), ctx and ctx.device)
     local data = buf(12):bytes()
     if data:tohex():find("[^0]") then
-      text = text .. " data " .. data:subset(0, math.min(16, data:len())):tohex():lower()
-        .. (data:len() > 16 and "..." or "")
+      if named then
+        text = text .. " " .. named
+      else
+        text = text .. " data " .. data:subset(0, math.min(16, data:len())):tohex():lower()
+          .. (data:len() > 16 and "..." or "")
+      end
     end
   end
   return buf:len(), true, text

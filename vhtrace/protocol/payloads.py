@@ -575,8 +575,9 @@ class Config(Layout):
 
 
 def _config_summary(device: DeviceType | None, named: Fields) -> str:
-    """The config fields that say what the device is (capacity, MAC, tag, ...)."""
-    shown = device_config.SUMMARY_FIELDS.get(device, frozenset())
+    """The config fields that say what the device is (capacity, MAC, tag, ...); a window
+    with none of those (a SET_CONFIG of one field) shows what it has."""
+    shown = device_config.SUMMARY_FIELDS.get(device, frozenset()) & named.keys() or named
     parts = []
     for name, value in named.items():
         if name not in shown:
