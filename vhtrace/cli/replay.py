@@ -9,8 +9,8 @@ import threading
 from pathlib import Path
 
 from vhtrace.cli import common
+from vhtrace.cli.matching import add_rule_arguments
 from vhtrace.cli.verbs import help_of
-from vhtrace.protocol.spec import DeviceType
 from vhtrace.replay import formats
 from vhtrace.replay.backend import serve_backend
 from vhtrace.replay.frontend import replay_frontend
@@ -44,28 +44,7 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
         help="play the back-end: connect to a front-end that listens (QEMU server=on)",
     )
     match = parser.add_argument_group("matching")
-    match.add_argument(
-        "--ignore",
-        action="append",
-        default=[],
-        metavar="[REQUEST.]FIELD",
-        help="a field whose differences do not count (repeatable), e.g. "
-        "GET_CONFIG.region, userspace_addr, fds",
-    )
-    match.add_argument(
-        "--mask-features",
-        action="append",
-        default=[],
-        metavar="BITS",
-        help="feature bits not compared: bit numbers, 0x masks, names (RO), "
-        "protocol:NAME for protocol features; comma-separated",
-    )
-    match.add_argument(
-        "--no-default-ignores",
-        action="store_true",
-        help="compare everything, also what differs between any two runs "
-        "(addresses, ring positions)",
-    )
+    add_rule_arguments(match)
     match.add_argument(
         "--loose",
         action="store_true",
@@ -84,11 +63,6 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
         "--keep-going",
         action="store_true",
         help="after a content divergence, go on and report every difference",
-    )
-    match.add_argument(
-        "--device",
-        choices=[d.value for d in DeviceType],
-        help="device type naming virtio bits (default: the trace's)",
     )
     play = parser.add_argument_group("what to play")
     play.add_argument(

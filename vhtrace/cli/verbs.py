@@ -14,6 +14,7 @@ VERBS: dict[str, tuple[str, str]] = {
                "write a trace as pcapng for Wireshark, or print the Lua dissector"),
     "replay": ("vhtrace.cli.replay",
                "replay a trace against a live back-end (or serve it to a live front-end)"),
+    "diff": ("vhtrace.cli.diff", "what two traces say differently (a regression between versions)"),
     "rings": ("vhtrace.cli.rings", "show the vrings at each shared-memory snapshot"),
     "memory": ("vhtrace.cli.memory", "dump guest memory from a shared-memory snapshot"),
 }  # fmt: skip

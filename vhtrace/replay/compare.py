@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from vhtrace.protocol import payloads, spec
 from vhtrace.protocol.conversation import Analysis, Role, WireMessage
@@ -115,7 +115,22 @@ def show_value(value: Any, name: str = "") -> str:
     return str(value)
 
 
-def _bits_note(recorded: int, live: int, layout: str, ctx: PayloadContext) -> str:
+class Sides(NamedTuple):
+    """What the two messages compared are called in notes."""
+
+    first: str = "recorded"
+    second: str = "live"
+    first_whole: str = "the recording"
+    """The first side as a subject of its own (``which the recording has not``)."""
+
+
+REPLAY_SIDES = Sides()
+DIFF_SIDES = Sides("old", "new", "the old trace")
+
+
+def _bits_note(
+    recorded: int, live: int, layout: str, ctx: PayloadContext, sides: Sides = REPLAY_SIDES
+) -> str:
     def names(value: int) -> str:
         words = []
         for bit in spec.bits_of(value):
@@ -128,19 +143,22 @@ def _bits_note(recorded: int, live: int, layout: str, ctx: PayloadContext) -> st
 
     parts = []
     if live & ~recorded:
-        parts.append(f"live sets {names(live & ~recorded)}, which the recording has not")
+        parts.append(
+            f"{sides.second} sets {names(live & ~recorded)}, which {sides.first_whole} has not"
+        )
         if not recorded & ~live:
             return parts[0]
     if recorded & ~live:
-        parts.append(f"live lacks {names(recorded & ~live)}")
+        parts.append(f"{sides.second} lacks {names(recorded & ~live)}")
     return "; ".join(parts)
 
 
-def _bytes_note(recorded: bytes, live: bytes) -> str:
+def _bytes_note(recorded: bytes, live: bytes, sides: Sides = REPLAY_SIDES) -> str:
+    first, second = sides.first, sides.second
     for offset, (a, b) in enumerate(zip(recorded, live, strict=False)):
         if a != b:
-            return f"first difference at byte {offset}: recorded 0x{a:02x}, live 0x{b:02x}"
-    return f"recorded {len(recorded)} bytes, live {len(live)}"
+            return f"first difference at byte {offset}: {first} 0x{a:02x}, {second} 0x{b:02x}"
+    return f"{first} {len(recorded)} bytes, {second} {len(live)}"
 
 
 _NAMED_CONFIG = "device_config"
@@ -177,8 +195,11 @@ def _walk(recorded: Any, live: Any, path: str, shown: str) -> Iterator[tuple[str
         yield path, shown, recorded, live
 
 
-def compare(recorded: MessageView, live: MessageView, rules: Rules) -> list[Difference]:
-    """Every difference between a recorded message and a live one (ignored ones marked)."""
+def compare(
+    recorded: MessageView, live: MessageView, rules: Rules, sides: Sides = REPLAY_SIDES
+) -> list[Difference]:
+    """Every difference between a recorded message and a live one (ignored ones marked);
+    ``sides`` names the two in the notes (``old`` and ``new`` for two traces)."""
     out: list[Difference] = []
 
     def add(path: str, recorded_text: str, live_text: str, note: str = "", shown: str = "") -> None:
@@ -192,7 +213,7 @@ def compare(recorded: MessageView, live: MessageView, rules: Rules) -> list[Diff
         return out
     if recorded.flags != live.flags:
         names = "|".join(spec.flag_names(live.flags))
-        add("flags", f"0x{recorded.flags:x}", f"0x{live.flags:x}", f"live flags {names}")
+        add("flags", f"0x{recorded.flags:x}", f"0x{live.flags:x}", f"{sides.second} flags {names}")
     if recorded.size != live.size:
         add("size", str(recorded.size), str(live.size))
     live_fields = live.fields
@@ -207,16 +228,16 @@ def compare(recorded: MessageView, live: MessageView, rules: Rules) -> list[Diff
             if recorded.layout in _FEATURE_LAYOUTS and isinstance(a, int) and isinstance(b, int):
                 if (a & ~mask) == (b & ~mask):
                     continue
-                note = _bits_note(a & ~mask, b & ~mask, recorded.layout, recorded.context)
+                note = _bits_note(a & ~mask, b & ~mask, recorded.layout, recorded.context, sides)
             elif isinstance(a, bytes) and isinstance(b, bytes):
-                note = _bytes_note(a, b) + _named_note(recorded.fields, live_fields, path)
+                note = _bytes_note(a, b, sides) + _named_note(recorded.fields, live_fields, path)
             add(path, show_value(a, path), show_value(b, path), note, shown)
     elif recorded.payload != live.payload:
         add(
             "payload",
             show_value(recorded.payload),
             show_value(live.payload),
-            _bytes_note(recorded.payload, live.payload),
+            _bytes_note(recorded.payload, live.payload, sides),
         )
     if recorded.fd_kinds != live.fd_kinds:
         add("fds", _kinds(recorded.fd_kinds), _kinds(live.fd_kinds))

@@ -1,0 +1,94 @@
+"""``vhtrace diff OLD NEW``: what two recorded conversations say differently; exit 1 if any."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from vhtrace.analysis import AnalysedMessage, analyser_for, device_of
+from vhtrace.cli import common
+from vhtrace.cli.matching import add_rule_arguments
+from vhtrace.cli.verbs import help_of
+from vhtrace.protocol.spec import DeviceType
+from vhtrace.replay.compare import view
+from vhtrace.replay.rules import RuleError, build_rules
+from vhtrace.tracediff import Message, counts, diff_traces, render_text
+
+
+def add_parser(verbs: argparse._SubParsersAction) -> None:
+    parser = verbs.add_parser(
+        "diff",
+        help=help_of("diff"),
+        description="Compare two traces message by message (sessions in order; a message "
+        "only one side has shows as added or removed): say what changed from OLD to NEW. "
+        "Exit 0 same, 1 different, 2 unusable input.",
+    )
+    parser.add_argument("old", help="the trace that worked (or the older one)")
+    parser.add_argument("new", help="the trace to compare with it")
+    add_rule_arguments(parser.add_argument_group("what does not count"))
+    parser.add_argument("--json", action="store_true", help="the result as one JSON object")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="also the differences the rules excused"
+    )
+    parser.set_defaults(run=run)
+
+
+def _load(path: str, device: str | None) -> tuple[dict[int, list[Message]], int, int]:
+    """Each session's messages, the trace's message count and its exit code (2: damaged)."""
+    reader = common.open_trace(path)
+    sessions: dict[int, list[Message]] = {}
+    total = 0
+    for item in analyser_for(reader.header, device).run(reader):
+        if isinstance(item, AnalysedMessage):
+            record = item.record
+            message = Message(record.seq, view(item.wire, item.analysis, record.fds))
+            sessions.setdefault(record.session, []).append(message)
+            total += 1
+    damaged = common.report_damage(reader)
+    reader.close()
+    return sessions, total, damaged
+
+
+def run(args: argparse.Namespace) -> int:
+    if "-" in (args.old, args.new):
+        raise common.UsageError("diff reads two trace files (not stdin)")
+    old, old_count, old_damaged = _load(args.old, args.device)
+    new, new_count, new_damaged = _load(args.new, args.device)
+    # the device type that names virtio bits in --mask-features
+    device = device_of({}, args.device) or _first_device(new) or _first_device(old)
+    try:
+        rules = build_rules(
+            args.ignore, args.mask_features, device=device, defaults=not args.no_default_ignores
+        )
+    except RuleError as exc:
+        raise common.UsageError(str(exc)) from None
+    results = diff_traces(old, new, rules)
+    totals = counts(results)
+    different = any(totals.values())
+    if args.json:
+        print(json.dumps({
+            "old": args.old, "new": args.new, "result": "different" if different else "same",
+            "counts": totals, "sessions": [r.to_dict() for r in results],
+        }))  # fmt: skip
+    else:
+        print(f"vhtrace diff: {args.old} ({_count(old_count, len(old))}) -> "
+              f"{args.new} ({_count(new_count, len(new))})")  # fmt: skip
+        for line in render_text(results, verbose=args.verbose):
+            print(line)
+        words = ", ".join(f"{n} {kind}" for kind, n in totals.items())
+        print(f"result: {'different' if different else 'same'} ({words})")
+    if old_damaged or new_damaged:
+        return common.EXIT_BAD_INPUT
+    return common.EXIT_FOUND if different else common.EXIT_OK
+
+
+def _first_device(sessions: dict[int, list[Message]]) -> DeviceType | None:
+    for messages in sessions.values():
+        for message in messages:
+            if message.view.context.device is not None:
+                return message.view.context.device
+    return None
+
+
+def _count(messages: int, sessions: int) -> str:
+    return f"{messages} messages, {sessions} session{'' if sessions == 1 else 's'}"
