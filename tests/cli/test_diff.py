@@ -94,6 +94,19 @@ def test_a_session_only_one_side_has(run_cli, tmp_path) -> None:
     assert result["counts"] == {"changed": 0, "added": len(conversation()), "removed": 0}
 
 
+def test_one_pair_of_sessions(run_cli, tmp_path) -> None:
+    ro = conversation(features=FEATURES | RO)
+    old, new = _traces(tmp_path, [conversation(), ro], [ro])
+    code, out, _ = run_cli("diff", "--session", "2:1", old, new)
+    assert code == 0 and "session 2 -> 1:" in out
+    code, out, _ = run_cli("diff", "--session", "1", old, new)
+    assert code == 1 and "session 1 -> 1:" in out and "session 2" not in out
+    code, _, err = run_cli("diff", "--session", "3:1", old, new)
+    assert code == 2 and "the old trace has no session 3 (it has 1, 2)" in err
+    code, _, err = run_cli("diff", "--session", "x", old, new)
+    assert code == 2 and "expected OLD or OLD:NEW" in err
+
+
 def test_bad_input(run_cli, tmp_path) -> None:
     old, new = _traces(tmp_path, [conversation()], [conversation()])
     cut = tmp_path / "cut.vht"

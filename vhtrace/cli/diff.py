@@ -25,6 +25,12 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("old", help="the trace that worked (or the older one)")
     parser.add_argument("new", help="the trace to compare with it")
+    parser.add_argument(
+        "--session",
+        metavar="OLD[:NEW]",
+        help="compare only session OLD of the old trace with session NEW of the new one "
+        "(default: the same number; without --session, every session in order)",
+    )
     add_rule_arguments(parser.add_argument_group("what does not count"))
     parser.add_argument("--json", action="store_true", help="the result as one JSON object")
     parser.add_argument(
@@ -62,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         )
     except RuleError as exc:
         raise common.UsageError(str(exc)) from None
+    if args.session:
+        old, new = _pick(args.session, old, new)
     results = diff_traces(old, new, rules)
     totals = counts(results)
     different = any(totals.values())
@@ -80,6 +88,23 @@ def run(args: argparse.Namespace) -> int:
     if old_damaged or new_damaged:
         return common.EXIT_BAD_INPUT
     return common.EXIT_FOUND if different else common.EXIT_OK
+
+
+def _pick(
+    text: str, old: dict[int, list[Message]], new: dict[int, list[Message]]
+) -> tuple[dict[int, list[Message]], dict[int, list[Message]]]:
+    """--session OLD[:NEW]: just that pair."""
+    first, _, second = text.partition(":")
+    try:
+        old_number, new_number = int(first), int(second or first)
+    except ValueError:
+        raise common.UsageError(f"--session {text}: expected OLD or OLD:NEW, numbers") from None
+    for number, sessions, which in ((old_number, old, "old"), (new_number, new, "new")):
+        if number not in sessions:
+            have = ", ".join(map(str, sessions)) or "none"
+            raise common.UsageError(f"--session {text}: the {which} trace has no session "
+                                    f"{number} (it has {have})")  # fmt: skip
+    return {old_number: old[old_number]}, {new_number: new[new_number]}
 
 
 def _first_device(sessions: dict[int, list[Message]]) -> DeviceType | None:
