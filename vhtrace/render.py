@@ -44,6 +44,11 @@ DIRECTIONS = {"frontend": "FE>BE", "backend": "BE>FE"}
 CHANNEL_WIDTH = 7
 
 
+def counted(n: int, word: str) -> str:
+    """``1 error``, ``2 errors``, ``0 errors``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def relative_time(header: dict[str, Any], mono_ns: int) -> float:
     return (mono_ns - int(header.get("mono_ns", mono_ns))) / 1e9
 

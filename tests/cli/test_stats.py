@@ -86,6 +86,18 @@ def test_config_writes_and_changes_are_on_the_timeline(run_cli, tmp_path) -> Non
     assert "the back-end's config changed" in out
 
 
+def test_one_of_a_kind_reads_in_the_singular(run_cli, tmp_path) -> None:
+    code, out, _ = run_cli("stats", write_trace(tmp_path / "one.vht", [conversation()]))
+    assert code == 0
+    assert out.splitlines()[0].endswith(" 1 session")
+    errors = sum(1 for line in out.splitlines() if line.startswith("  [1] error: "))
+    warnings = sum(1 for line in out.splitlines() if line.startswith("  [1] warning: "))
+    assert 1 in (errors, warnings), out  # the case this test is about
+    nouns = [f"{errors} error" + ("" if errors == 1 else "s"),
+             f"{warnings} warning" + ("" if warnings == 1 else "s")]  # fmt: skip
+    assert f"Findings: {nouns[0]}, {nouns[1]}" in out
+
+
 def test_json_summary(run_cli, mixed_trace) -> None:
     code, out, _ = run_cli("stats", "--json", mixed_trace.path)
     assert code == 0

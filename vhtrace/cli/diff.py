@@ -10,6 +10,7 @@ from vhtrace.cli import common
 from vhtrace.cli.matching import add_rule_arguments
 from vhtrace.cli.verbs import help_of
 from vhtrace.protocol.spec import DeviceType
+from vhtrace.render import counted
 from vhtrace.replay.compare import view
 from vhtrace.replay.rules import RuleError, build_rules
 from vhtrace.tracediff import Message, counts, diff_traces, render_text
@@ -116,4 +117,4 @@ def _first_device(sessions: dict[int, list[Message]]) -> DeviceType | None:
 
 
 def _count(messages: int, sessions: int) -> str:
-    return f"{messages} messages, {sessions} session{'' if sessions == 1 else 's'}"
+    return f"{counted(messages, 'message')}, {counted(sessions, 'session')}"

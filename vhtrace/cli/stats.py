@@ -15,7 +15,7 @@ from vhtrace.protocol import spec
 from vhtrace.protocol.findings import Severity
 from vhtrace.protocol.spec import DeviceType
 from vhtrace.protocol.state import ConversationState
-from vhtrace.render import jsonable, relative_time
+from vhtrace.render import counted, jsonable, relative_time
 from vhtrace.stats import TraceStats
 
 
@@ -173,7 +173,7 @@ def as_text(
         span = (stats.last_ns - stats.first_ns) / 1e9
     lines.append(
         f"Trace: {header.get('tool')} on {header.get('host')} at {when}, "
-        f"{total} messages over {span:.3f} s, {len(stats.sessions)} sessions"
+        f"{counted(total, 'message')} over {span:.3f} s, {counted(len(stats.sessions), 'session')}"
         + ("" if problem is None else f" [DAMAGED: {problem}]")
     )
     endpoints = header.get("endpoints") or {}
@@ -234,7 +234,8 @@ def as_text(
             lines.append(f"    {_t(entry['time']):>12} {seq:>7}  {entry['what']}")
     lines.append("")
     errors = sum(1 for f in stats.findings if f[1].severity is Severity.ERROR)
-    lines.append(f"Findings: {errors} errors, {len(stats.findings) - errors} warnings")
+    warnings = len(stats.findings) - errors
+    lines.append(f"Findings: {counted(errors, 'error')}, {counted(warnings, 'warning')}")
     for session, finding in stats.findings:
         lines.append(f"  [{session}] {finding.severity}: {finding}")
     return lines

@@ -46,10 +46,11 @@ class RecorderStats:
     def summary_line(self, path: str) -> str:
         per_channel = ", ".join(f"{c} {n}" for c, n in sorted(self.messages.items())) or "none"
         total = sum(self.messages.values())
+        counted = render.counted
+        findings = counted(self.errors + self.warnings, "finding")
         text = (
-            f"{total} messages ({per_channel}), {self.sessions} session"
-            f"{'s' if self.sessions != 1 else ''}, {self.errors + self.warnings} findings "
-            f"({self.errors} errors, {self.warnings} warnings)"
+            f"{counted(total, 'message')} ({per_channel}), {counted(self.sessions, 'session')}, "
+            f"{findings} ({counted(self.errors, 'error')}, {counted(self.warnings, 'warning')})"
         )
         if self.stream_bytes:
             text += ", streams " + ", ".join(f"{c} {n} B" for c, n in self.stream_bytes.items())
