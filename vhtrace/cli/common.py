@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import NoReturn
 
 from vhtrace.trace.reader import TraceError, TraceReader
@@ -27,9 +28,12 @@ def fail(text: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
     raise SystemExit(code)
 
 
-def open_trace(path: str) -> TraceReader:
+def open_trace(
+    path: str, *, follow: bool = False, on_idle: Callable[[], None] | None = None
+) -> TraceReader:
     try:
-        return TraceReader(sys.stdin.buffer if path == "-" else path)
+        return TraceReader(sys.stdin.buffer if path == "-" else path, follow=follow,
+                           on_idle=on_idle)  # fmt: skip
     except TraceError as exc:
         fail(str(exc))
 

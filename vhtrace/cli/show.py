@@ -44,6 +44,13 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("-c", "--count", type=int, metavar="N", help="stop after N messages")
     parser.add_argument(
+        "-f",
+        "--follow",
+        action="store_true",
+        help="a trace being recorded: print messages as they are written, until the "
+        "recorder ends it (or Ctrl-C)",
+    )
+    parser.add_argument(
         "--fail-on",
         choices=["error", "warning"],
         help="exit 1 if a finding of this severity (or worse) is shown",
@@ -84,7 +91,7 @@ def message_renderer(
 
 def _worker_for(args: argparse.Namespace, render_message: RenderMessage) -> RenderWorker | None:
     """A second process to render in, if asked for or worth it."""
-    if args.jobs == 1 or not render_worker.available(args.trace):
+    if args.jobs == 1 or args.follow or not render_worker.available(args.trace):
         return None
     if args.jobs is None and not render_worker.worth_it(args.trace):
         return None
@@ -94,14 +101,29 @@ def _worker_for(args: argparse.Namespace, render_message: RenderMessage) -> Rend
 def run(args: argparse.Namespace) -> int:
     if args.jobs == 2 and not render_worker.available(args.trace):
         raise common.UsageError("--jobs 2 needs a trace file (not stdin) and a real stdout")
+    if args.follow and (args.trace == "-" or args.jobs == 2):
+        raise common.UsageError("--follow reads a trace file, in one process")
     message_filter = filter_from_args(args)
     filtering = message_filter != MessageFilter()
-    reader = common.open_trace(args.trace)
-    header = reader.header
-    analyser = analyser_for(header, args.device)
     out = sys.stdout
     lines: list[str] = []
     """Output lines not written yet: written in batches, a write per line costs more."""
+
+    def flush() -> None:
+        if lines:
+            lines.append("")
+            text = "\n".join(lines)
+            lines.clear()
+            out.write(text)
+
+    def idle() -> None:
+        """Following a live trace and nothing new yet: show what there is."""
+        flush()
+        out.flush()
+
+    reader = common.open_trace(args.trace, follow=args.follow, on_idle=idle)
+    header = reader.header
+    analyser = analyser_for(header, args.device)
     json_out = render.JsonRenderer(header, with_raw=args.hex) if args.json else None
     render_message = message_renderer(header, args, json_out)
     worker = _worker_for(args, render_message)
@@ -122,13 +144,6 @@ def run(args: argparse.Namespace) -> int:
         nonlocal worst
         for severity in findings_severities:
             worst = max(worst, SEVERITY_ORDER[severity])
-
-    def flush() -> None:
-        if lines:
-            lines.append("")
-            text = "\n".join(lines)
-            lines.clear()
-            out.write(text)
 
     def about_shown(seq: int | None) -> bool:
         """A finding found later belongs with its message: shown if that one is."""

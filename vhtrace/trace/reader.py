@@ -11,7 +11,8 @@ before any record is produced.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 import msgpack
@@ -34,6 +35,8 @@ from vhtrace.trace.records import (
 )
 
 READ_CHUNK = 1 << 20
+FOLLOW_POLL_S = 0.05
+"""How often a followed trace is looked at again when there is nothing new."""
 MAX_RECORD = 64 << 20
 """No record is this large; a bigger msgpack object means a corrupt trace."""
 
@@ -48,7 +51,18 @@ class TraceReader:
     After iteration, :attr:`problem` says why the trace ended early (None if it
     ended with its end record) and :attr:`end` holds the end record."""
 
-    def __init__(self, source: str | os.PathLike[str] | IO[bytes]) -> None:
+    def __init__(
+        self,
+        source: str | os.PathLike[str] | IO[bytes],
+        *,
+        follow: bool = False,
+        on_idle: Callable[[], None] | None = None,
+    ) -> None:
+        """``follow``: at the end of the file, wait for the writer to add more (``tail -f``)
+        until the end record comes, calling ``on_idle`` before each wait (to flush what
+        was printed); the caller stops it early by interrupting (Ctrl-C)."""
+        self._follow = follow
+        self._on_idle = on_idle
         if isinstance(source, str | os.PathLike):
             self.path = os.fspath(source)
             try:
@@ -119,8 +133,16 @@ class TraceReader:
 
     def _chunks(self) -> Iterator[bytes]:
         yield self._head
-        while chunk := self._file.read(READ_CHUNK):
-            yield chunk
+        while True:
+            chunk = self._file.read(READ_CHUNK)
+            if chunk:
+                yield chunk
+            elif not self._follow or self.end is not None:
+                return
+            else:  # a live trace: the writer flushes a frame at least every 100 ms
+                if self._on_idle is not None:
+                    self._on_idle()
+                time.sleep(FOLLOW_POLL_S)
 
     def _feed_file(self) -> Iterator[None]:
         """Decompress the file frame by frame into the unpacker, yielding after each
