@@ -99,6 +99,7 @@ def test_one_pair_of_sessions(run_cli, tmp_path) -> None:
     old, new = _traces(tmp_path, [conversation(), ro], [ro])
     code, out, _ = run_cli("diff", "--session", "2:1", old, new)
     assert code == 0 and "session 2 -> 1:" in out
+    assert f"({2 * len(ro)} messages, 2 sessions) -> " in out  # the traces, whole
     code, out, _ = run_cli("diff", "--session", "1", old, new)
     assert code == 1 and "session 1 -> 1:" in out and "session 2" not in out
     code, _, err = run_cli("diff", "--session", "3:1", old, new)

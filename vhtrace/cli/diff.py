@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except RuleError as exc:
         raise common.UsageError(str(exc)) from None
+    old_sessions, new_sessions = len(old), len(new)
     if args.session:
         old, new = _pick(args.session, old, new)
     results = diff_traces(old, new, rules)
@@ -80,8 +81,8 @@ def run(args: argparse.Namespace) -> int:
             "counts": totals, "sessions": [r.to_dict() for r in results],
         }))  # fmt: skip
     else:
-        print(f"vhtrace diff: {args.old} ({_count(old_count, len(old))}) -> "
-              f"{args.new} ({_count(new_count, len(new))})")  # fmt: skip
+        print(f"vhtrace diff: {args.old} ({_count(old_count, old_sessions)}) -> "
+              f"{args.new} ({_count(new_count, new_sessions)})")  # fmt: skip
         for line in render_text(results, verbose=args.verbose):
             print(line)
         words = ", ".join(f"{n} {kind}" for kind, n in totals.items())
