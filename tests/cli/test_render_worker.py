@@ -6,6 +6,7 @@ import io
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -101,8 +102,18 @@ def test_when_a_worker_is_used(mixed_trace, monkeypatch) -> None:
     assert not render_worker.available(path)
     size = mixed_trace.path.stat().st_size
     two_cpus = len(os.sched_getaffinity(0)) >= 2
-    assert render_worker.worth_it(path, min_bytes=size) == two_cpus
+    alone = threading.active_count() == 1
+    assert render_worker.worth_it(path, min_bytes=size) == (two_cpus and alone)
     assert not render_worker.worth_it(path, min_bytes=size + 1)
+    # never from a process with other threads running
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    try:
+        assert not render_worker.worth_it(path, min_bytes=size)
+    finally:
+        release.set()
+        other.join()
 
 
 def test_a_closed_stdout_ends_both_processes_quietly(synthetic_trace) -> None:

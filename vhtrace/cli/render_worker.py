@@ -19,6 +19,7 @@ import os
 import pickle
 import struct
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterator
 from typing import IO
@@ -52,12 +53,15 @@ def available(trace_path: str) -> bool:
 
 def worth_it(trace_path: str, min_bytes: int = 1 << 20) -> bool:
     """Whether a second process pays: two CPUs to run on and a trace long enough (1 MiB of
-    trace is about 100,000 messages) that the fork is a small part of the time."""
+    trace is about 100,000 messages) that the fork is a small part of the time. Not from
+    a process with other threads (``main()`` called by a program): a thread holding a
+    lock at the fork would leave it held in the worker."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
-    return cpus >= 2 and os.path.getsize(trace_path) >= min_bytes
+    alone = threading.active_count() == 1
+    return alone and cpus >= 2 and os.path.getsize(trace_path) >= min_bytes
 
 
 class RenderWorker:
