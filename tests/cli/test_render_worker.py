@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -130,6 +131,22 @@ def test_a_closed_stdout_ends_both_processes_quietly(synthetic_trace) -> None:
     assert shown.wait(timeout=60) == 0
     assert b"GET_FEATURES" in first
     assert err == b""
+
+
+def test_ctrl_c_stops_both_processes_quietly(synthetic_trace) -> None:
+    trace = synthetic_trace(20_000)
+    shown = subprocess.Popen(
+        [sys.executable, "-m", "vhtrace.cli.main", "show", "-j", "2", str(trace)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group, as a terminal's job
+    )
+    assert shown.stdout is not None and shown.stderr is not None
+    assert shown.stdout.readline()  # both run; the worker now blocks on the full pipe
+    os.killpg(shown.pid, signal.SIGINT)  # what Ctrl-C sends: the whole group
+    shown.stdout.read()
+    assert shown.wait(timeout=60) == 130
+    assert b"Traceback" not in shown.stderr.read()
 
 
 def _first_message(path: Path) -> tuple[TraceReader, object]:
