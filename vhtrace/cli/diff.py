@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from vhtrace.analysis import AnalysedMessage, analyser_for, device_of
+from vhtrace.analysis import AnalysedMessage, analyser_for
 from vhtrace.cli import common
 from vhtrace.cli.matching import add_rule_arguments
 from vhtrace.cli.verbs import help_of
@@ -62,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     old, old_count, old_damaged = _load(args.old, args.device)
     new, new_count, new_damaged = _load(args.new, args.device)
     # the device type that names virtio bits in --mask-features
-    device = device_of({}, args.device) or _first_device(new) or _first_device(old)
+    chosen = DeviceType(args.device) if args.device else None
+    device = chosen or _first_device(new) or _first_device(old)
     try:
         rules = build_rules(
             args.ignore, args.mask_features, device=device, defaults=not args.no_default_ignores
