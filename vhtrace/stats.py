@@ -139,8 +139,11 @@ class TraceStats:
             if name == "CONFIG_CHANGE_MSG" and analysis.role is Role.REQUEST:
                 session.milestone(record.mono_ns, record.seq, "the back-end's config changed")
             return
-        config_seen = (name == "GET_CONFIG") == (analysis.role is Role.REPLY)  # reply or SET
-        if name in _CONFIG_REQUESTS and config_seen and fields.get("device_config"):
+        if (
+            name in _CONFIG_REQUESTS
+            and (name == "GET_CONFIG") == (analysis.role is Role.REPLY)  # GET's reply, or SET
+            and fields.get("device_config")
+        ):
             # the device's own words: what the guest sees as disk size, MAC, tag, ...
             verb = "read" if name == "GET_CONFIG" else "written"
             session.milestone(record.mono_ns, record.seq, f"config {verb}: {analysis.summary()}")
