@@ -167,7 +167,7 @@ class BackendChannel:
         return self.send("SHARED_OBJECT_LOOKUP", {"uuid": str(uuid)})
 
     def shmem_map(
-        self, shmid: int, fd: int, fd_offset: int, shm_offset: int, length: int, flags: int = 3
+        self, shmid: int, fd: int, fd_offset: int, shm_offset: int, length: int, flags: int = 1
     ) -> PendingReply:
         fields = {
             "shmid": shmid,

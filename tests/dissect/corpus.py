@@ -234,7 +234,7 @@ def every_layout() -> list[Msg]:
     s.fc("SHARED_OBJECT_LOOKUP", {"value": 0})
     s.bc("SHARED_OBJECT_REMOVE", {"uuid": UUID})
     s.bc("SHMEM_MAP", {"shmid": 0, "fd_offset": 0, "shm_offset": 0x1000, "len": 0x1000,
-                       "flags": 3}, fds=("memfd",))  # fmt: skip
+                       "flags": 1}, fds=("memfd",))  # fmt: skip
     s.bc("SHMEM_UNMAP", {"shmid": 0, "shm_offset": 0x1000, "len": 0x1000})
     # Postcopy: the reply's layout is not the table's.
     s.fe("POSTCOPY_ADVISE")

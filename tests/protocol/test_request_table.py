@@ -186,11 +186,11 @@ REQUESTS: dict[tuple[Channel, str], tuple[dict[str, Any], int]] = {
     (Channel.BACKEND, "SHARED_OBJECT_REMOVE"): ({"uuid": UUID}, 0),
     (Channel.BACKEND, "SHARED_OBJECT_LOOKUP"): ({"uuid": UUID}, 0),
     (Channel.BACKEND, "SHMEM_MAP"): (
-        {"shmid": 0, "fd_offset": 0, "shm_offset": 0, "len": 0x1000, "flags": 3},
+        {"shmid": 0, "fd_offset": 0, "shm_offset": 0, "len": 0x1000, "flags": 1},
         1,
     ),
     (Channel.BACKEND, "SHMEM_UNMAP"): (
-        {"shmid": 0, "fd_offset": 0, "shm_offset": 0, "len": 0x1000, "flags": 3},
+        {"shmid": 0, "fd_offset": 0, "shm_offset": 0, "len": 0x1000, "flags": 1},
         0,
     ),
 }

@@ -403,7 +403,6 @@ def _values() -> dict[str, dict[int, str]]:
         "CONFIG_FLAGS": payloads.CONFIG_FLAGS,
         "DEVICE_STATE_DIRECTIONS": payloads.DEVICE_STATE_DIRECTIONS,
         "DEVICE_STATE_PHASES": payloads.DEVICE_STATE_PHASES,
-        "SHMEM_MAP_FLAGS": payloads.SHMEM_MAP_FLAGS,
         "CRYPTO_OP_CODES": payloads.CRYPTO_OP_CODES,
     }
 

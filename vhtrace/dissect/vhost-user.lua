@@ -102,7 +102,6 @@ local VALUES = {
   CONFIG_FLAGS = { [0] = "writable", [1] = "migration" },
   DEVICE_STATE_DIRECTIONS = { [0] = "save", [1] = "load" },
   DEVICE_STATE_PHASES = { [0] = "stopped" },
-  SHMEM_MAP_FLAGS = { [1] = "R", [2] = "W" },
   CRYPTO_OP_CODES = { [0] = "sym", [1] = "asym" },
 }
 local DEVICE_FEATURES = {
@@ -725,14 +724,13 @@ D.device_state = plain("device_state", function(buf)
 end)
 
 D.shmem_map = plain("shmem_map", function(buf)
-  local flags = ""
-  for mask, letter in pairs(VALUES.SHMEM_MAP_FLAGS) do
-    if band(buf(32, 4):le_uint(), mask) ~= 0 then
-      flags = flags .. letter
-    end
+  local value = buf(32, 4):le_uint()
+  local flags = band(value, 1) ~= 0 and "rw" or "ro"
+  if band(value, 0xfffffffe) ~= 0 then
+    flags = flags .. string.format(" +0x%x", band(value, 0xfffffffe))
   end
   return string.format("shm %d off %s len %s fd_off %s %s", buf(0, 1):uint(), hex64(buf, 16),
-    human(num64(buf, 24)), hex64(buf, 8), flags ~= "" and flags or "-")
+    human(num64(buf, 24)), hex64(buf, 8), flags)
 end)
 
 D.shmem_config = function(buf, tree)

@@ -705,10 +705,13 @@ def check_host_notifier(fields: Fields, state: ConversationState) -> list[Proble
 
 def check_shmem_map(fields: Fields, state: ConversationState) -> list[Problem]:
     problems: list[Problem] = []
-    if fields["flags"] & ~0x3:
+    if fields["flags"] & ~0x1:
+        # rust-vmm's VhostUserMMapFlags rejects unknown bits and ends the channel.
         problems.append(
-            warning(
-                "shmem-flags", f"flags {_hex(fields['flags'])}: only R (1) and W (2) are defined"
+            error(
+                "shmem-flags",
+                f"flags {_hex(fields['flags'])}: only bit 0 (MAP_RW, 1) is defined,"
+                f" got {_hex(fields['flags'] & ~1)} beyond it",
             )
         )
     if fields["len"] == 0:

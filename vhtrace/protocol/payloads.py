@@ -667,7 +667,10 @@ class DeviceStateParams(StructLayout):
         return f"{direction}, {phase}"
 
 
-SHMEM_MAP_FLAGS = {1: "R", 2: "W"}
+SHMEM_MAP_FLAGS = {1: "RW"}
+"""VHOST_USER_FLAG_MAP_RW (1u<<0), the one flag the spec defines: set, the back-end maps
+read-write; clear, read-only (QEMU docs/interop/vhost-user.rst, "VhostUserMMap", and
+rust-vmm vhost message.rs ``VhostUserMMapFlags::WRITABLE``, which rejects other bits)."""
 
 
 class ShmemMap(StructLayout):
@@ -681,7 +684,9 @@ class ShmemMap(StructLayout):
         return super().encode({"padding": b"\0" * 7, **fields}, ctx)
 
     def summary(self, fields: Fields, ctx: PayloadContext) -> str:
-        flags = "".join(v for b, v in SHMEM_MAP_FLAGS.items() if fields["flags"] & b) or "-"
+        flags = "rw" if fields["flags"] & 1 else "ro"
+        if fields["flags"] & ~1:
+            flags += f" +0x{fields['flags'] & ~1:x}"
         return (
             f"shm {fields['shmid']} off 0x{fields['shm_offset']:x} len {human_size(fields['len'])}"
             f" fd_off 0x{fields['fd_offset']:x} {flags}"

@@ -475,8 +475,10 @@ FRONTEND_REQUESTS: tuple[RequestSpec, ...] = (
     RequestSpec(40, "GET_STATUS", Channel.MAIN, "empty", reply=Reply.ALWAYS,
                 reply_payload="status", gate=_p(PF.STATUS)),
     RequestSpec(41, "GET_SHARED_OBJECT", Channel.MAIN, "shared_uuid", reply=Reply.ALWAYS,
-                reply_payload="u64", reply_fds=Fds.OPTIONAL, reply_fd_kind="dma-buf",
-                gate=_p(PF.SHARED_OBJECT)),
+                reply_payload="u64", reply_fds=Fds.ONE, reply_fd_kind="dma-buf",
+                gate=_p(PF.SHARED_OBJECT),
+                notes="QEMU requires the reply's fd: vhost_user_get_shared_object() fails"
+                      " with 'Failed to get dmabuf fd' without it (hw/virtio/vhost-user.c)"),
     RequestSpec(42, "SET_DEVICE_STATE_FD", Channel.MAIN, "device_state", fds=Fds.ONE,
                 reply=Reply.ALWAYS, reply_payload="device_state_result", reply_fds=Fds.OPTIONAL,
                 gate=_p(PF.DEVICE_STATE), opens="device-state", reply_fd_kind="pipe"),
