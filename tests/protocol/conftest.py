@@ -64,11 +64,16 @@ class Dialogue:
         name: str,
         fields: dict[str, Any] | None = None,
         *,
-        need_reply: bool = False,
+        need_reply: bool | None = None,
         fds: int = 0,
         channel: Channel = Channel.MAIN,
     ) -> Analysis:
-        """A request from whichever side sends requests on the channel."""
+        """A request from whichever side sends requests on the channel; NEED_REPLY as a
+        front-end sets it unless told (always on the rows whose spec says so)."""
+        if need_reply is None:
+            found = spec.lookup_request(name)
+            row = spec.request_spec(*found) if found else None
+            need_reply = bool(row and row.sets_need_reply)
         frame = build(name, fields, channel=channel, need_reply=need_reply)
         return self.send(frame, spec.requester(channel), channel, fds)
 

@@ -257,7 +257,12 @@ def test_each_request_row_builds_and_is_analysed_as_request_then_reply(negotiate
     fields, fds = REQUESTS[(row.channel, row.name)]
     if row.name == "REM_MEM_REG":
         negotiated.request("ADD_MEM_REG", REGION, fds=1)
-    frame = build(row.name, fields, channel=row.channel, need_reply=row.reply is not Reply.ALWAYS)
+    frame = build(
+        row.name,
+        fields,
+        channel=row.channel,
+        need_reply=row.reply is not Reply.ALWAYS or row.sets_need_reply,
+    )
     assert frame.request == row.id
     assert frame.size == len(frame.payload)
 

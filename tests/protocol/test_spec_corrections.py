@@ -71,3 +71,44 @@ def test_get_shared_object_reply_with_its_fd_passes(negotiated) -> None:
     negotiated.send(Frame.build(41, spec.VERSION, bytes(16)), Side.FRONTEND, Channel.MAIN)
     reply = Frame.build(41, spec.REPLY_FLAGS, struct.pack("<Q", 0))
     assert codes(negotiated.send(reply, Side.BACKEND, Channel.MAIN, fds=1)) == []
+
+
+def vring_index_bytes(index: int, num: int) -> bytes:
+    """struct vhost_vring_state: unsigned int index, unsigned int num."""
+    return struct.pack("<II", index, num)
+
+
+def test_get_vring_base_num_is_reserved_and_must_be_0(negotiated) -> None:
+    frame = Frame.build(11, spec.VERSION, vring_index_bytes(0, 5))
+    analysis = negotiated.send(frame, Side.FRONTEND, Channel.MAIN)
+    assert codes(analysis) == ["reserved-num"]
+    assert "num 5" in analysis.findings[0].text
+
+
+def test_get_vring_base_with_num_0_passes(negotiated) -> None:
+    frame = Frame.build(11, spec.VERSION, vring_index_bytes(0, 0))
+    assert codes(negotiated.send(frame, Side.FRONTEND, Channel.MAIN)) == []
+
+
+@pytest.mark.parametrize("request_id", [29, 30])
+def test_postcopy_listen_and_end_without_need_reply_are_flagged(negotiated, request_id) -> None:
+    analysis = negotiated.send(Frame.build(request_id, spec.VERSION), Side.FRONTEND, Channel.MAIN)
+    assert codes(analysis) == ["need-reply-missing"]
+    assert "flags 0x1" in analysis.findings[0].text
+
+
+@pytest.mark.parametrize("request_id", [29, 30])
+def test_postcopy_listen_and_end_with_need_reply_pass(negotiated, request_id) -> None:
+    flags = spec.VERSION | spec.FLAG_NEED_REPLY
+    analysis = negotiated.send(Frame.build(request_id, flags), Side.FRONTEND, Channel.MAIN)
+    assert codes(analysis) == []
+
+
+def test_the_rows_that_always_set_need_reply_are_those_the_spec_names() -> None:
+    rows = {
+        row.name for row in spec.FRONTEND_REQUESTS + spec.BACKEND_REQUESTS if row.sets_need_reply
+    }
+    assert rows == {"IOTLB_MSG", "POSTCOPY_LISTEN", "POSTCOPY_END"}
+    assert all(
+        spec.REQUESTS[Channel.MAIN][spec.lookup_request(n)[1]].channel is Channel.MAIN for n in rows
+    )

@@ -492,6 +492,15 @@ def check_ring_index_only(fields: Fields, state: ConversationState) -> list[Prob
     return check_ring_index(fields["index"], state)
 
 
+def check_get_vring_base(fields: Fields, state: ConversationState) -> list[Problem]:
+    """The request's ``num`` is reserved and must be 0 (vhost-user.rst, GET_VRING_BASE and
+    GET_VRING_BASE_SKIP_DRAIN: "num is reserved and must be 0"; QEMU sends 0)."""
+    problems = check_ring_index(fields["index"], state)
+    if fields["num"]:
+        problems.append(warning("reserved-num", f"num {fields['num']}: reserved, must be 0"))
+    return problems
+
+
 def check_vring_fd(fields: Fields, state: ConversationState) -> list[Problem]:
     problems = check_ring_index(fields["index"], state)
     if fields["reserved"]:
@@ -755,8 +764,8 @@ _REQUEST_CHECKS: dict[tuple[spec.Channel, str], Check] = {
     (spec.Channel.MAIN, "SET_VRING_NUM"): check_vring_num,
     (spec.Channel.MAIN, "SET_VRING_ADDR"): check_vring_addr,
     (spec.Channel.MAIN, "SET_VRING_BASE"): check_vring_base,
-    (spec.Channel.MAIN, "GET_VRING_BASE"): check_ring_index_only,
-    (spec.Channel.MAIN, "GET_VRING_BASE_SKIP_DRAIN"): check_ring_index_only,
+    (spec.Channel.MAIN, "GET_VRING_BASE"): check_get_vring_base,
+    (spec.Channel.MAIN, "GET_VRING_BASE_SKIP_DRAIN"): check_get_vring_base,
     (spec.Channel.MAIN, "SET_VRING_KICK"): check_vring_fd,
     (spec.Channel.MAIN, "SET_VRING_CALL"): check_vring_fd,
     (spec.Channel.MAIN, "SET_VRING_ERR"): check_vring_fd,

@@ -182,6 +182,12 @@ class Conversation:
             problems += self._size_problems(layout, msg, fields, ctx)
         if row.gate is not None:
             problems += checks.check_gate(row, state)
+        if row.sets_need_reply and not flags & _NEED_REPLY:
+            problems.append(
+                warning(
+                    "need-reply-missing", f"flags {flags:#x}: the spec has NEED_REPLY always set"
+                )
+            )
         if fd_count or plan.takes_fds:
             problems += checks.check_fds(row.fds, fd_count, fields, state, row.name)
             if (

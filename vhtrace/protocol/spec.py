@@ -390,6 +390,9 @@ class RequestSpec:
     """Layout of the postcopy reply (Reply.POSTCOPY)."""
     reply_fd_kind: str | None = None
     """What the fd of the reply is (userfaultfd, memfd, dma-buf, pipe), when it carries one."""
+    sets_need_reply: bool = False
+    """The spec says the front-end always sets NEED_REPLY on it (POSTCOPY_LISTEN/END,
+    IOTLB_MSG: vhost-user.rst, "the front-end always sets NEED_REPLY"; QEMU does)."""
     opens: str | None = None
     """The fd it carries opens another channel: 'backend' (the back-end channel, same
     framing), 'gpu' (the vhost-user-gpu protocol) or 'device-state' (a byte stream).
@@ -440,7 +443,7 @@ FRONTEND_REQUESTS: tuple[RequestSpec, ...] = (
     RequestSpec(20, "NET_SET_MTU", Channel.MAIN, "u64", gate=_p(PF.NET_MTU), per_device=True),
     RequestSpec(21, "SET_BACKEND_REQ_FD", Channel.MAIN, "empty", fds=Fds.ONE,
                 gate=_p(PF.BACKEND_REQ), aliases=("SET_SLAVE_REQ_FD",), opens="backend"),
-    RequestSpec(22, "IOTLB_MSG", Channel.MAIN, "iotlb", reply=Reply.ALWAYS,
+    RequestSpec(22, "IOTLB_MSG", Channel.MAIN, "iotlb", reply=Reply.ALWAYS, sets_need_reply=True,
                 gate=Gate(virtio_acked=VIRTIO_F_ACCESS_PLATFORM)),
     RequestSpec(23, "SET_VRING_ENDIAN", Channel.MAIN, "vring_endian", gate=_p(PF.CROSS_ENDIAN)),
     RequestSpec(24, "GET_CONFIG", Channel.MAIN, "config", reply=Reply.ALWAYS,
@@ -453,8 +456,10 @@ FRONTEND_REQUESTS: tuple[RequestSpec, ...] = (
                 reply_payload="empty", reply_fds=Fds.ONE, reply_fd_kind="userfaultfd",
                 gate=_p(PF.PAGEFAULT), notes="the reply carries the back-end's userfaultfd"),
     RequestSpec(29, "POSTCOPY_LISTEN", Channel.MAIN, "empty", reply=Reply.ALWAYS,
+                sets_need_reply=True,
                 gate=_p(PF.PAGEFAULT)),
     RequestSpec(30, "POSTCOPY_END", Channel.MAIN, "empty", reply=Reply.ALWAYS,
+                sets_need_reply=True,
                 gate=_p(PF.PAGEFAULT)),
     RequestSpec(31, "GET_INFLIGHT_FD", Channel.MAIN, "inflight", reply=Reply.ALWAYS,
                 reply_payload="inflight", reply_fds=Fds.ONE, reply_fd_kind="memfd",
