@@ -117,6 +117,7 @@ def _map(session: Session, fd: int, region: dict, postcopy: bool) -> int:
         region["mmap_offset"],
         prot=prot,
         flags=flags,
+        through_map=postcopy,
     )
     if postcopy:
         session.postcopy_pending.append(mapped)
@@ -181,7 +182,7 @@ def set_log_base(session: Session, msg: Message) -> Reply | None:
         size, offset = msg.fields["mmap_size"], msg.fields["mmap_offset"]
         if size == 0 or size + offset >= 1 << 63 or os.fstat(fd).st_size < size + offset:
             raise OSError(f"log of {size:#x} bytes at {offset:#x} does not fit its fd")
-        session.memory.set_log(DirtyLog(fd, size, offset))
+        session.memory.set_log(DirtyLog(fd, size, offset, session.memory.on_violation))
     except OSError as exc:
         _refuse(session, msg, str(exc))
         return Reply({"value": 1}, layout="log_reply") if shmfd else None

@@ -73,7 +73,7 @@ class Session:
         names = {"blk": spec.DeviceType.BLK, "net": spec.DeviceType.NET}
         device_type = names.get(self.device.name) if self.device is not None else None
         self.conversation = Conversation(device=device_type)
-        self.memory = GuestMemory()
+        self.memory = GuestMemory(on_violation=lambda code, text: self._note(None, code, text))
         queues = max(1, min(script.queues, MAX_RINGS))
         self.rings = [Ring(i) for i in range(queues)]
         if self.device is not None:
