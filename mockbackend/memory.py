@@ -11,21 +11,21 @@ Dirty logging (migration): once SET_LOG_BASE handed a log, every write the back-
 through :meth:`GuestMemory.write` or declares with :meth:`GuestMemory.dirty` sets the
 page bits of the shared bitmap, so the front-end re-sends those pages.
 
-Memory that shrinks under us (bad-inputs #21): the front-end may ``ftruncate`` an fd after
+Memory that shrinks under us (issue 17, point 12): the front-end may ``ftruncate`` an fd after
 passing it, and touching a mapped page past the new end of file is a SIGBUS that kills the
 process. So each fd is kept (a dup) and its seals read when it arrives:
 
 * sealed against shrinking (``F_SEAL_SHRINK``, as QEMU's memfd backends and its dirty log
   are): the size checked on arrival holds for good; accesses go through the mapping;
 * not sealed: reads copy through ``os.pread`` on the fd, which returns short past the end
-  of file instead of faulting; writes check ``os.fstat`` first, then ``os.pwrite`` (a
-  file shrunk between the check and the write grows back: no signal either); views
-  handed to ``preadv``/``pwritev`` are checked with ``fstat`` (a kernel copy into a page
-  that vanished fails with EFAULT, never a signal). A shrunk region raises
-  :class:`MemoryShrunk` and is reported once, through ``on_violation``. Left: regions
-  mapped for postcopy, and fds whose filesystem has no ``write`` (hugetlbfs), are accessed
-  through the mapping after an ``fstat`` check, so a shrink between the check and the
-  access can still fault.
+  of file instead of faulting; writes first check that the range's last byte still reads
+  back, then ``os.pwrite`` (a file shrunk between the check and the write grows back: no
+  signal either); views handed to ``preadv``/``pwritev`` are checked the same way (a
+  kernel copy into a page that vanished fails with EFAULT, never a signal). A shrunk
+  region raises :class:`MemoryShrunk` and is reported once, through ``on_violation``.
+  Left: regions mapped for postcopy, and fds whose filesystem has no ``write``
+  (hugetlbfs), are accessed through the mapping after that check, so a shrink between the
+  check and the access can still fault.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ class MappedRegion:
     """F_SEAL_SHRINK was set on arrival: the mapping can be touched without checks."""
     through_map: bool = False
     """Accessed through the mapping even if not sealed (postcopy: faults must reach the
-    userfaultfd), after an fstat check."""
+    userfaultfd), after a size check."""
     pwrite_ok: bool = True
     """False once pwrite failed with EINVAL (hugetlbfs): writes go through the mapping."""
     shrunk: bool = False
@@ -299,15 +299,16 @@ class GuestMemory:
         return MemoryShrunk(text)
 
     def _check_size(self, region: MappedRegion, offset: int, length: int) -> None:
-        """fstat the fd of an unsealed region: does it still hold [offset, offset+length)?"""
-        if os.fstat(region.fd).st_size < region.mmap_offset + offset + length:
+        """Does the fd of an unsealed region still hold [offset, offset+length)? (Its last
+        byte read back: a pread past the end of file is empty; cheaper than fstat.)"""
+        if not os.pread(region.fd, 1, region.mmap_offset + offset + length - 1):
             raise self._shrunk(region, region.guest_phys_addr + offset, length)
 
     def views(self, gpa: int, length: int) -> list[memoryview]:
         """Writable views covering [gpa, gpa+length), one per region crossed.
 
         For the kernel's use (preadv/pwritev), which fails with EFAULT rather than
-        faulting if a page vanishes; unsealed regions are fstat-checked first."""
+        faulting if a page vanishes; unsealed regions are size-checked first."""
         self._check_range(gpa, length)
         out: list[memoryview] = []
         while length > 0:

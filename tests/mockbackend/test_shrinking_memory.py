@@ -1,4 +1,4 @@
-"""Memory that shrinks under the back-end (bad-inputs #21): a front-end ftruncates a memfd
+"""Memory that shrinks under the back-end (issue 17, point 12): a front-end ftruncates a memfd
 it already passed (guest RAM, or SET_LOG_BASE's log) and kicks a ring.
 
 Touching a mapped page past the end of its file is a SIGBUS, which would kill the process,
