@@ -12,9 +12,11 @@ import struct
 import pytest
 
 from vhtrace.protocol import payloads, spec
+from vhtrace.protocol.conversation import Role
 from vhtrace.protocol.findings import Severity
 from vhtrace.protocol.framing import Frame
 from vhtrace.protocol.spec import Channel, Side
+from vhtrace.protocol.spec import ProtocolFeature as PF
 
 
 def shmem_map_bytes(flags: int) -> bytes:
@@ -24,6 +26,12 @@ def shmem_map_bytes(flags: int) -> bytes:
 
 def codes(analysis) -> list[str]:
     return [finding.code for finding in analysis.findings]
+
+
+def codes_past_the_mem_slots_warning(analysis) -> list[str]:
+    """Our findings less 'postcopy-mem-slots' (postcopy with CONFIGURE_MEM_SLOTS is itself
+    warned of, once per ADD_MEM_REG): what the ack handling adds."""
+    return [code for code in codes(analysis) if code != "postcopy-mem-slots"]
 
 
 def send_shmem_map(talk, flags: int):
@@ -112,3 +120,61 @@ def test_the_rows_that_always_set_need_reply_are_those_the_spec_names() -> None:
     assert all(
         spec.REQUESTS[Channel.MAIN][spec.lookup_request(n)[1]].channel is Channel.MAIN for n in rows
     )
+
+
+def listening_with_mem_slots(make_dialogue):
+    """Past POSTCOPY_LISTEN, with CONFIGURE_MEM_SLOTS: the batch form of the memory table."""
+    talk = make_dialogue()
+    talk.negotiate(protocol=1 << PF.REPLY_ACK | 1 << PF.PAGEFAULT | 1 << PF.CONFIGURE_MEM_SLOTS)
+    talk.request("POSTCOPY_ADVISE")
+    talk.reply("POSTCOPY_ADVISE", layout="empty", fds=1)
+    talk.request("POSTCOPY_LISTEN")
+    talk.reply("POSTCOPY_LISTEN", {"value": 0}, layout="ack")
+    return talk
+
+
+def mem_region(gpa: int) -> dict:
+    return {
+        "guest_phys_addr": gpa,
+        "memory_size": 1 << 30,
+        "userspace_addr": 0x7F0000000000 + gpa,
+        "mmap_offset": 0,
+    }
+
+
+def u64_ack(request_id: int):
+    """QEMU's ack: the batch's last header, size 8, u64 0."""
+    return Frame.build(request_id, spec.VERSION, struct.pack("<Q", 0))
+
+
+def test_one_postcopy_ack_per_add_mem_reg_batch(make_dialogue) -> None:
+    talk = listening_with_mem_slots(make_dialogue)
+    for gpa in (0, 1 << 32):
+        added = talk.request("ADD_MEM_REG", mem_region(gpa), fds=1)
+        assert codes_past_the_mem_slots_warning(added) == []
+        assert codes(talk.reply("ADD_MEM_REG", mem_region(gpa), layout="mem_region")) == []
+    ack = talk.send(u64_ack(37))
+    assert ack.role is Role.POSTCOPY_ACK and codes(ack) == []
+    assert talk.conversation.close() == []
+
+
+def test_postcopy_ack_after_only_removals_reuses_rem_mem_reg(make_dialogue) -> None:
+    talk = listening_with_mem_slots(make_dialogue)
+    talk.request("ADD_MEM_REG", mem_region(0), fds=1)
+    talk.reply("ADD_MEM_REG", mem_region(0), layout="mem_region")
+    talk.send(u64_ack(37))
+    talk.request("REM_MEM_REG", mem_region(0))
+    ack = talk.send(u64_ack(38))
+    assert ack.role is Role.POSTCOPY_ACK and codes(ack) == []
+
+
+def test_postcopy_ack_with_request_0_when_no_region_changed(make_dialogue) -> None:
+    talk = listening_with_mem_slots(make_dialogue)
+    ack = talk.send(u64_ack(0))
+    assert ack.role is Role.POSTCOPY_ACK
+    assert ack.name == "NONE"
+    assert codes(ack) == []
+
+
+def test_request_0_outside_postcopy_is_still_unknown(negotiated) -> None:
+    assert codes(negotiated.send(u64_ack(0))) == ["unknown-request"]

@@ -134,7 +134,10 @@ class Conversation:
         if msg.request == CUT_HEADER:
             return self._cut_header(msg)
         if msg.sender is _REQUESTER[msg.channel]:
-            if self.state.postcopy_ack_due is not None and self._is_postcopy_ack(msg):
+            state = self.state
+            if (
+                state.postcopy_ack_due is not None or state.postcopy is _LISTENING
+            ) and self._is_postcopy_ack(msg):
                 return self._postcopy_ack(msg)
             return self._request(msg)
         return self._reply(msg)
@@ -276,15 +279,28 @@ class Conversation:
     # -- postcopy ack ----------------------------------------------------------
 
     def _is_postcopy_ack(self, msg: WireMessage) -> bool:
+        """The u64 0 QEMU sends once a memory table is registered for postcopy.
+
+        With CONFIGURE_MEM_SLOTS it comes once per batch, after every ADD_MEM_REG and
+        its reply, and reuses the batch's last header: ADD_MEM_REG, REM_MEM_REG when only
+        regions were removed (no postcopy reply came), or request 0 when nothing changed
+        (QEMU hw/virtio/vhost-user.c vhost_user_add_remove_regions(), Sep 2026;
+        libvhost-user expected one ack per ADD_MEM_REG until Sep 2026).
+        """
+        if msg.channel is not Channel.MAIN or msg.size != 8:
+            return False
+        state = self.state
+        if state.postcopy_ack_due == msg.request:
+            return True
         return (
-            msg.channel is Channel.MAIN
-            and self.state.postcopy_ack_due == msg.request
-            and msg.size == 8
+            state.postcopy is _LISTENING
+            and msg.request in _MEM_SLOT_ACK_REQUESTS
+            and state.has_protocol(ProtocolFeature.CONFIGURE_MEM_SLOTS)
         )
 
     def _postcopy_ack(self, msg: WireMessage) -> Analysis:
         ctx = self.state.payload_context()
-        name = spec.request_name(msg.channel, msg.request)
+        name = "NONE" if msg.request == 0 else spec.request_name(msg.channel, msg.request)
         decoded = decode_payload("ack", msg, ctx)
         analysis = Analysis(
             msg.seq,
@@ -734,5 +750,8 @@ _REQUEST, _REPLY = Role.REQUEST, Role.REPLY
 _NO_FDS = Fds.NONE
 _ALWAYS, _IF_LOG_SHMFD, _POSTCOPY = Reply.ALWAYS, Reply.IF_LOG_SHMFD, Reply.POSTCOPY
 _LISTENING = PostcopyPhase.LISTENING
+_MEM_SLOT_ACK_REQUESTS = frozenset(
+    (0, spec.lookup_request("ADD_MEM_REG")[1], spec.lookup_request("REM_MEM_REG")[1])  # type: ignore[index]
+)
 _PF_REPLY_ACK = ProtocolFeature.REPLY_ACK
 _NEED_REPLY, _REPLY_FLAGS = spec.FLAG_NEED_REPLY, spec.REPLY_FLAGS
