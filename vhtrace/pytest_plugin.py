@@ -123,6 +123,20 @@ class ReplayRun:
     result: ReplayResult | None
     """The replay's result (None when the run recorded)."""
 
+    def __str__(self) -> str:
+        if self.result is None:
+            return f"recorded {self.trace}"
+        from vhtrace.replay.report import headline
+
+        return f"replayed {self.trace}: {headline(self.result)}"
+
+
+def _failure_text(result: ReplayResult) -> str:
+    """The divergence first (what ``-q`` and the short summary show), then the report."""
+    from vhtrace.replay.report import headline, render_text
+
+    return "\n".join([headline(result), *render_text(result)])
+
 
 def _options(marker: pytest.Mark | None, overrides: dict[str, Any]) -> ReplayOptions:
     from vhtrace.replay import ReplayOptions
@@ -170,11 +184,10 @@ class Replayer:
                 pytrace=False,
             )
         from vhtrace.replay import replay_frontend
-        from vhtrace.replay.report import render_text
 
         result = replay_frontend(self.trace, backend, _options(self.marker, overrides))
         if result.exit_code != 0:
-            pytest.fail("\n".join(render_text(result)), pytrace=False)
+            pytest.fail(_failure_text(result), pytrace=False)
         return ReplayRun(self.trace, False, result)
 
     def record(self, backend: str | os.PathLike[str], **overrides: Any) -> Path:
@@ -227,7 +240,6 @@ class Server:
         """Serve the recorded back-end on ``socket_path`` for the ``with`` block; fail the
         test if the front-end diverged from the recording."""
         from vhtrace.replay import serve_backend
-        from vhtrace.replay.report import render_text
 
         if not self.trace.exists():
             pytest.fail(
@@ -255,7 +267,7 @@ class Server:
             thread.join(10)
         result = box.get("result")
         if result is not None and result.exit_code != 0:
-            pytest.fail("\n".join(render_text(result)), pytrace=False)
+            pytest.fail(_failure_text(result), pytrace=False)
 
 
 @pytest.fixture

@@ -123,6 +123,16 @@ def test_a_divergent_back_end_fails_the_test_with_the_report(tmp_path: Path) -> 
     assert "value: recorded 1, live 2" in done.stdout
 
 
+def test_the_short_summary_line_is_the_divergence(tmp_path: Path) -> None:
+    folder, same, other = setup(tmp_path)
+    shutil.copy(same, folder / "traces" / "test_user" / "rec.vht")
+    done = run_pytest(folder, other, "-k", "named", "--tb=line")
+    summary = [line for line in done.stdout.splitlines() if line.startswith("FAILED ")]
+    assert summary, done.stdout
+    # cut to the terminal's width by pytest: the divergence leads, not the replay's banner
+    assert "Failed: #7 GET_QUEUE_NUM reply: value" in summary[0], summary
+
+
 def test_the_record_mode_option_is_checked(tmp_path: Path) -> None:
     folder, same, _ = setup(tmp_path)
     done = run_pytest(folder, same, "--vhtrace-record-mode=sometimes")

@@ -9,7 +9,7 @@ from tests.replay.builders import conversation, with_reply
 from tests.replay.test_player import Playbook, live_views
 from vhtrace.protocol.spec import Side
 from vhtrace.replay import formats
-from vhtrace.replay.report import ReplayResult, SessionResult, render_text
+from vhtrace.replay.report import ReplayResult, SessionResult, headline, render_text
 
 
 def diverged_result() -> ReplayResult:
@@ -28,6 +28,15 @@ def test_text_report_names_message_request_field_and_values() -> None:
     assert "      value: recorded 1, live 2" in text
     assert "closest recorded alternative: none" in text
     assert text.endswith("result: diverged (1 divergence, 7 messages in 0.000 s), exit 1")
+
+
+def test_the_headline_is_the_first_divergence_with_its_field() -> None:
+    assert headline(diverged_result()) == "#7 GET_QUEUE_NUM reply: value: recorded 1, live 2"
+
+
+def test_the_headline_of_a_run_that_could_not_start_names_why() -> None:
+    result = ReplayResult("t.vht", "frontend", "/tmp/be.sock", [], error="nothing listens")
+    assert headline(result) == "vhtrace replay unusable: nothing listens"
 
 
 def test_json_has_the_divergence_and_every_check() -> None:

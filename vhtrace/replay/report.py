@@ -225,6 +225,26 @@ class ReplayResult:
         }
 
 
+def headline(result: ReplayResult) -> str:
+    """The one line that says what went wrong, first in a test failure so that ``-q``,
+    ``--tb=line`` and pytest's short summary show it: ``#2 GET_FEATURES reply: live sets RO
+    (bit 5)``."""
+    if result.error is not None:
+        return f"vhtrace replay unusable: {result.error}"
+    divergences = result.divergences
+    if not divergences:
+        return f"vhtrace replay: {result.verdict}, exit {result.exit_code}"
+    first = divergences[0]
+    if first.differences:
+        diff = first.differences[0]
+        what = diff.note or f"{diff.field}: recorded {diff.recorded}, live {diff.live}"
+        text = f"{first.where}: {what}"
+    else:
+        text = first.headline
+    more = len(divergences) - 1
+    return text + (f" (and {more} more divergence{'s' if more != 1 else ''})" if more else "")
+
+
 def render_text(result: ReplayResult, *, verbose: bool = False) -> list[str]:
     """The human report: one block per session, divergences in full, a verdict line."""
     role = "the front-end" if result.play == "frontend" else "the back-end"
