@@ -466,7 +466,14 @@ def set_inflight_fd(session: Session, msg: Message) -> Reply | None:
         close_fd(fd)  # bad-inputs #7
         return _refuse(session, msg, f"{num_queues} queues x {queue_size}")
     try:
-        area = InflightArea(fd, f["mmap_size"], f["mmap_offset"], num_queues, queue_size)
+        area = InflightArea(
+            fd,
+            f["mmap_size"],
+            f["mmap_offset"],
+            num_queues,
+            queue_size,
+            session.memory.on_violation,
+        )
     except (OSError, ValueError) as exc:
         close_fd(fd)
         return _refuse(session, msg, str(exc))

@@ -12,21 +12,31 @@ Per queue, aligned to 64 bytes (libvhost-user ``vu_inflight_queue_size``)::
     desc[desc_num]: u8 inflight; u8 padding[5]; u16 next; u64 counter
 
 Values read back from the area are not trusted (bad-inputs #16: a ``last_batch_head``
-beyond ``desc_num``).
+beyond ``desc_num``). Nor is its size (issue 17, point 12): the area the mock creates is
+sealed against shrinking and used through its mapping; an fd that comes unsealed with
+SET_INFLIGHT_FD is read and written with ``pread``/``pwrite`` (see
+:mod:`mockbackend.memory`), so a front-end that shrinks it gets :class:`MemoryShrunk`
+(the ring breaks) and an ``inflight-shrunk`` violation instead of a SIGBUS.
 """
 
 from __future__ import annotations
 
+import fcntl
 import mmap
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from mockbackend.memory import MemoryShrunk, sealed_against_shrinking
 
 ALIGNMENT = 64
 VERSION = 1
 HEADER = struct.Struct("<QHHHH")
 DESC = struct.Struct("<B5xHQ")
 DESC_STATE_SIZE = 16
+F_ADD_SEALS = 1033
+SEALS = 0x0001 | 0x0002 | 0x0004  # F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW, as QEMU's
 
 
 def queue_region_size(queue_size: int) -> int:
@@ -45,18 +55,49 @@ class Resume:
 
 
 class InflightQueue:
-    """One queue's part of the area."""
+    """One queue's part of the area: through a view of the mapping (sealed area), or,
+    given ``fd``, through pread/pwrite at ``base`` in it (an area that may shrink)."""
 
-    def __init__(self, view: memoryview, queue_size: int) -> None:
+    def __init__(
+        self,
+        view: memoryview,
+        queue_size: int,
+        fd: int | None = None,
+        base: int = 0,
+        on_shrunk: Callable[[int, int], MemoryShrunk] | None = None,
+    ) -> None:
         self.view = view
         self.queue_size = queue_size
         self.counter = 0
+        self.fd = fd
+        self.base = base
+        self.on_shrunk = on_shrunk
+
+    def _read(self, fmt: struct.Struct, offset: int) -> tuple:
+        if self.fd is None:
+            return fmt.unpack_from(self.view, offset)
+        data = os.pread(self.fd, fmt.size, self.base + offset)
+        if len(data) < fmt.size:
+            raise self._shrunk(offset, fmt.size)
+        return fmt.unpack(data)
 
     def _header(self) -> tuple[int, int, int, int, int]:
-        return HEADER.unpack_from(self.view, 0)
+        return self._read(HEADER, 0)  # type: ignore[return-value]
 
     def _set(self, fmt: str, offset: int, value: int) -> None:
-        struct.pack_into(fmt, self.view, offset, value)
+        if self.fd is None:
+            struct.pack_into(fmt, self.view, offset, value)
+            return
+        data = struct.pack(fmt, value)
+        at = self.base + offset
+        if not os.pread(self.fd, 1, at + len(data) - 1):  # past the end: pwrite would grow
+            raise self._shrunk(offset, len(data))
+        os.pwrite(self.fd, data, at)
+
+    def _shrunk(self, offset: int, length: int) -> MemoryShrunk:
+        if self.on_shrunk is None:
+            return MemoryShrunk(f"in-flight area shrank: {length} bytes at {offset:#x} gone")
+        return self.on_shrunk(self.base + offset, length)
 
     @property
     def version(self) -> int:
@@ -68,7 +109,7 @@ class InflightQueue:
 
     def desc(self, index: int) -> tuple[int, int, int]:
         """(inflight, next, counter) of a descriptor's state."""
-        return DESC.unpack_from(self.view, HEADER.size + DESC_STATE_SIZE * index)
+        return self._read(DESC, HEADER.size + DESC_STATE_SIZE * index)  # type: ignore[return-value]
 
     def get(self, head: int) -> None:
         """The chain at ``head`` was popped: mark it in flight."""
@@ -110,7 +151,15 @@ class InflightQueue:
 class InflightArea:
     """The whole area: a memfd of ``num_queues`` queue regions, mapped here."""
 
-    def __init__(self, fd: int, size: int, offset: int, num_queues: int, queue_size: int) -> None:
+    def __init__(
+        self,
+        fd: int,
+        size: int,
+        offset: int,
+        num_queues: int,
+        queue_size: int,
+        on_violation: Callable[[str, str], None] | None = None,
+    ) -> None:
         step = queue_region_size(queue_size)
         if num_queues * step > size:
             raise ValueError(
@@ -118,21 +167,50 @@ class InflightArea:
             )
         self.fd = fd
         self.size = size
+        self.offset = offset
         self.num_queues = num_queues
         self.queue_size = queue_size
+        self.sealed = sealed_against_shrinking(fd)  # before mmap's size check: then it holds
+        self.on_violation = on_violation
+        self.shrunk = False
         self._map = mmap.mmap(fd, size, mmap.MAP_SHARED, offset=offset)
         self._view = memoryview(self._map)
+        by_fd = None if self.sealed else fd
         self.queues = [
-            InflightQueue(self._view[i * step : (i + 1) * step], queue_size)
+            InflightQueue(
+                self._view[i * step : (i + 1) * step],
+                queue_size,
+                by_fd,
+                offset + i * step,
+                self._shrunk,
+            )
             for i in range(num_queues)
         ]
+
+    def _shrunk(self, at: int, length: int) -> MemoryShrunk:
+        """The error for an access past the shrunk end of the fd; reported once."""
+        try:
+            held = os.fstat(self.fd).st_size
+        except OSError:
+            held = -1
+        text = (
+            f"SET_INFLIGHT_FD area shrank after it was sent: its fd holds {held:#x} bytes, "
+            f"expected at least {self.offset + self.size:#x} (mmap_offset {self.offset:#x} + "
+            f"size {self.size:#x}); access at {at:#x}+{length:#x} refused"
+        )
+        if not self.shrunk:
+            self.shrunk = True
+            if self.on_violation is not None:
+                self.on_violation("inflight-shrunk", text)
+        return MemoryShrunk(text)
 
     @classmethod
     def create(cls, num_queues: int, queue_size: int) -> InflightArea:
         """A new zeroed area in a fresh memfd (GET_INFLIGHT_FD)."""
         size = queue_region_size(queue_size) * num_queues
-        fd = os.memfd_create("mockbackend-inflight", os.MFD_CLOEXEC)
+        fd = os.memfd_create("mockbackend-inflight", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         os.ftruncate(fd, size)
+        fcntl.fcntl(fd, F_ADD_SEALS, SEALS)  # whoever gets it cannot shrink it under us
         return cls(fd, size, 0, num_queues, queue_size)
 
     def queue(self, index: int) -> InflightQueue | None:

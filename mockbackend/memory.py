@@ -121,11 +121,18 @@ class DirtyLog:
     ) -> None:
         self.length = size + offset
         self.offset = offset
-        self.addr = libc.mmap(fd, self.length)
+        self.sealed = sealed_against_shrinking(fd)
+        held = os.fstat(fd).st_size  # again, after the seals: a shrink may have come first
+        if held < self.length:
+            raise OSError(f"log fd holds {held:#x} bytes, expected at least {self.length:#x}")
+        self.fd = _keep(fd)
+        try:
+            self.addr = libc.mmap(fd, self.length)
+        except OSError:
+            _close(self.fd)
+            raise
         self.size = size
         self.view = libc.buffer_at(self.addr + offset, size)
-        self.fd = _keep(fd)
-        self.sealed = sealed_against_shrinking(fd)
         self.shrunk = False
         """Reported as shrunk: nothing is logged any more."""
         self.on_violation = on_violation
@@ -208,6 +215,7 @@ class GuestMemory:
         module docstring). ``through_map``: access it through the mapping (postcopy)."""
         if memory_size == 0 or memory_size + mmap_offset >= 1 << 63:
             raise AccessError(f"region size {memory_size:#x} + offset {mmap_offset:#x} unusable")
+        sealed = sealed_against_shrinking(fd)  # before the size check: then it holds
         if os.fstat(fd).st_size < memory_size + mmap_offset:
             raise AccessError(
                 f"fd holds {os.fstat(fd).st_size:#x} bytes, region needs "
@@ -228,7 +236,7 @@ class GuestMemory:
             addr,
             length,
             fd=kept,
-            sealed=sealed_against_shrinking(fd),
+            sealed=sealed,
             through_map=through_map,
         )
         with self._lock:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from mockbackend.inflight import InflightArea
 from mockbackend.memory import GuestMemory, MemoryShrunk, sealed_against_shrinking
 from mockbackend.server import connect
 from mockbackend.testing import GUEST_SIZE, UADDR, Driver, kick, wait_used
@@ -223,6 +224,32 @@ def test_log_shrunk_after_set_log_base_is_reported_and_requests_still_served(
     assert "SET_LOG_BASE fd shrank" in stderr, stderr
 
 
+def test_inflight_area_shrunk_after_set_inflight_fd_is_reported(tmp_path: Path) -> None:
+    proc, path, report = run_mock(tmp_path)
+    fe = SocketFrontend(path)
+    area_fd = os.memfd_create("inflight", os.MFD_CLOEXEC)  # the front-end's own, unsealed
+    fe.fds.append(area_fd)
+    try:
+        fe.start()
+        os.ftruncate(area_fd, 0x1000)
+        fields = {"mmap_size": 0x1000, "mmap_offset": 0, "num_queues": 1, "queue_size": 16}
+        assert fe.ask("SET_INFLIGHT_FD", fields, fds=(area_fd,), need_reply=True) == {"value": 0}
+        driver = Driver(fe.ram)
+        kick_fd = fe.ring(driver)  # the area is read here (fresh: version set)
+        os.ftruncate(area_fd, 0)
+        one_request(driver)
+        kick(kick_fd)  # popping the chain marks it in flight: past the end now
+        assert fe.ask("GET_FEATURES")["features"] >> spec.VIRTIO_F_PROTOCOL_FEATURES & 1
+        assert os.fstat(area_fd).st_size == 0, "the mock grew the area back"
+    finally:
+        fe.close()
+    stderr, violations = finish(proc, report)
+    shrunk = [v for v in violations if v["code"] == "inflight-shrunk"]
+    assert len(shrunk) == 1, f"expected one inflight-shrunk violation, got {violations}"
+    assert "holds 0x0 bytes, expected at least 0x1000" in shrunk[0]["text"], shrunk[0]
+    assert "SET_INFLIGHT_FD area shrank" in stderr, stderr
+
+
 # -- in-process: the two access paths agree -------------------------------------------
 
 
@@ -275,3 +302,34 @@ def test_unsealed_regions_refuse_access_past_a_shrunk_end() -> None:
     finally:
         mem.clear()
         os.close(fd)
+
+
+def test_the_mocks_own_inflight_area_is_sealed() -> None:
+    area = InflightArea.create(1, 16)
+    try:
+        assert sealed_against_shrinking(area.fd) and area.sealed
+        with pytest.raises(PermissionError):
+            os.ftruncate(area.fd, 0)
+    finally:
+        area.close()
+
+
+def test_an_unsealed_inflight_area_refuses_access_past_a_shrunk_end() -> None:
+    fd = memfd(0x1000, seal=False)
+    reported: list[tuple[str, str]] = []
+    area = InflightArea(fd, 0x1000, 0, 1, 16, lambda code, text: reported.append((code, text)))
+    try:
+        [queue] = area.queues
+        assert queue.resume(0) is None  # fresh: the version is written through the fd
+        assert os.pread(fd, 2, 8) == b"\1\0"
+        queue.get(3)
+        assert queue.desc(3)[0] == 1
+        os.ftruncate(fd, 8)
+        with pytest.raises(MemoryShrunk, match="holds 0x8 bytes, expected at least 0x1000"):
+            queue.get(4)
+        with pytest.raises(MemoryShrunk):
+            queue.desc(3)
+        assert os.fstat(fd).st_size == 8, "a refused write grew the area"
+        assert [code for code, _ in reported] == ["inflight-shrunk"]
+    finally:
+        area.close()  # closes fd
