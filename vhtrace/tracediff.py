@@ -60,7 +60,7 @@ class Change:
             "new_seq": self.new.seq if self.new else None,
             "label": self.view.label,
             "summary": self.view.summary,
-            "differences": [d.to_dict() for d in self.differences],
+            "differences": [_old_new(d) for d in self.differences],
         }
 
 
@@ -81,14 +81,33 @@ class SessionDiff:
             "compared": self.compared,
             "changes": [c.to_dict() for c in self.changes],
             "ignored": [
-                {"old_seq": old, "new_seq": new, **d.to_dict()} for old, new, d in self.ignored
+                {"old_seq": old, "new_seq": new, **_old_new(d)} for old, new, d in self.ignored
             ],
         }
 
 
 def _key(message: Message) -> tuple[Any, ...]:
+    """What a message is, for lining up: a ring's messages by their ring too, so that the
+    second ring's setup added to a trace shows as added, not as ring 0's changing."""
     view = message.view
-    return (view.channel, view.sender, view.role, view.request)
+    ring = None
+    if view.layout is not None and view.layout.startswith("vring") and view.fields:
+        ring = view.fields.get("index")
+    return (view.channel, view.sender, view.role, view.request, ring)
+
+
+def _old_new(difference: Difference) -> dict[str, Any]:
+    """A difference as diff names its sides: old and new (replay's are recorded and live)."""
+    out: dict[str, Any] = {
+        "field": difference.field,
+        "old": difference.recorded,
+        "new": difference.live,
+    }
+    if difference.note:
+        out["note"] = difference.note
+    if difference.ignored:
+        out["ignored"] = difference.ignored
+    return out
 
 
 def diff_session(old: Sequence[Message], new: Sequence[Message], rules: Rules) -> SessionDiff:

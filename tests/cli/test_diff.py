@@ -119,3 +119,28 @@ def test_bad_input(run_cli, tmp_path) -> None:
     assert code == 2 and "not stdin" in err
     code, _, err = run_cli("diff", "--mask-features", "NOPE", old, new)
     assert code == 2 and "NOPE" in err
+
+
+def test_a_second_ring_shows_as_added_not_as_ring_0_changing(run_cli, tmp_path) -> None:
+    base = conversation()
+    ring_1 = [
+        fe("SET_VRING_NUM", {"index": 1, "num": 256}),
+        fe("SET_VRING_BASE", {"index": 1, "num": 0}),
+    ]
+    at = next(i for i, m in enumerate(base) if spec.request_name(m.channel, m.frame.request)
+              == "SET_VRING_NUM")  # fmt: skip
+    two_rings = base[:at] + ring_1 + base[at:]  # ring 1's setup first, as QEMU may order it
+    old, new = _traces(tmp_path, [base], [two_rings])
+    code, out, _ = run_cli("diff", old, new)
+    assert code == 1
+    assert "result: different (0 changed, 2 added, 0 removed)" in out, out
+    assert "index: old 0, new 1" not in out
+
+
+def test_diff_json_names_its_sides_old_and_new(run_cli, tmp_path) -> None:
+    answered = with_reply(conversation(), "GET_QUEUE_NUM", {"value": 2})
+    old, new = _traces(tmp_path, [conversation()], [answered])
+    code, out, _ = run_cli("diff", "--json", old, new)
+    assert code == 1
+    [change] = json.loads(out)["sessions"][0]["changes"]
+    assert change["differences"] == [{"field": "value", "old": "1", "new": "2"}]
