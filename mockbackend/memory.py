@@ -34,12 +34,15 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import logging
 import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from mockbackend import libc
+
+log = logging.getLogger("mockbackend")
 
 PAGE = 0x1000
 F_GET_SEALS = 1034
@@ -241,6 +244,8 @@ class GuestMemory:
         )
         with self._lock:
             self.regions = [*self.regions, region]
+        how = "through the mapping" if sealed else "through pread/pwrite (fd not sealed)"
+        log.info("%s mapped, accessed %s", region.describe(), how)
         return region
 
     def remove(self, guest_phys_addr: int, userspace_addr: int, memory_size: int) -> bool:
