@@ -178,3 +178,22 @@ def test_postcopy_ack_with_request_0_when_no_region_changed(make_dialogue) -> No
 
 def test_request_0_outside_postcopy_is_still_unknown(negotiated) -> None:
     assert codes(negotiated.send(u64_ack(0))) == ["unknown-request"]
+
+
+def config_bytes(region: bytes) -> bytes:
+    """VhostUserConfig: u32 offset, u32 size, u32 flags, then size bytes of config space."""
+    return struct.pack("<III", 0, len(region), 0) + region
+
+
+def test_get_config_requests_window_of_zeros_names_no_device_field() -> None:
+    ctx = payloads.PayloadContext(device=spec.DeviceType.BLK)
+    request = payloads.decode("config", config_bytes(bytes(57)), ctx)
+    assert request.fields is not None and "device_config" not in request.fields
+    assert not any("capacity" in line for line in request.details(ctx))
+
+
+def test_get_config_reply_names_the_device_fields() -> None:
+    ctx = payloads.PayloadContext(device=spec.DeviceType.BLK)
+    reply = payloads.decode("config", config_bytes(struct.pack("<Q", 131072) + bytes(49)), ctx)
+    assert reply.fields is not None
+    assert reply.fields["device_config"]["capacity"] == 131072

@@ -541,7 +541,9 @@ class Config(Layout):
         _need(data, 12, self.name)
         offset, size, flags = struct.unpack_from("<III", data)
         fields = {"offset": offset, "size": size, "flags": flags, "region": bytes(data[12:])}
-        if ctx.device in device_config.LAYOUTS:
+        # A window of zeros is GET_CONFIG's request (QEMU sends size zero bytes): naming
+        # its fields would read "capacity 0". The bytes stay in ``region``.
+        if ctx.device in device_config.LAYOUTS and any(fields["region"]):
             fields["device_config"] = device_config.decode(ctx.device, offset, data[12:])
         return fields
 
