@@ -8,6 +8,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -22,10 +23,11 @@ from vhtrace.trace.records import MessageRecord
 class Recording:
     """A ``vhtrace record --listen F --connect B`` process and a fake back-end."""
 
-    def __init__(self, tmp_path: Path, *extra: str, umask: int | None = None) -> None:
+    def __init__(self, tmp_path: Path, *extra: str, umask: int | None = None,
+                 trace: Path | None = None) -> None:  # fmt: skip
         self.front = str(tmp_path / "f.sock")
         self.back = str(tmp_path / "b.sock")
-        self.trace = tmp_path / "t.vht"
+        self.trace = trace if trace is not None else tmp_path / "t.vht"
         self.server = socket.socket(socket.AF_UNIX)
         self.server.bind(self.back)
         self.server.listen()
@@ -40,7 +42,8 @@ class Recording:
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      preexec_fn=preexec)  # fmt: skip
         deadline = time.monotonic() + 10
-        while not os.path.exists(self.front):
+        # The trace is created once the socket is up: wait for both.
+        while not (os.path.exists(self.front) and (str(self.trace) == "-" or self.trace.exists())):
             assert self.proc.poll() is None, self.proc.communicate()
             assert time.monotonic() < deadline
             time.sleep(0.02)
@@ -55,7 +58,8 @@ class Recording:
         self.proc.send_signal(sig)
         out, err = self.proc.communicate(timeout=15)
         self.server.close()
-        return self.proc.returncode, out.decode(), err.decode()
+        self.out = out
+        return self.proc.returncode, out.decode(errors="replace"), err.decode()
 
 
 def exchange(fe: Peer, be: Peer, count: int) -> None:
@@ -148,3 +152,193 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
                             str(tmp_path / "t")], capture_output=True, text=True)  # fmt: skip
     holder.close()
     assert taken.returncode == 2 and "already listening" in taken.stderr
+
+
+# -- the trace path (-w): symlinks, existing files, locks, FIFOs, stdout --------------------
+
+RECORD = [sys.executable, "-m", "vhtrace.cli.main", "record"]
+
+
+def record_once(tmp_path: Path, trace: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    """A recorder that must refuse to start: it exits by itself."""
+    return subprocess.run([*RECORD, "--listen", str(tmp_path / "f.sock"), "--connect",
+                           str(tmp_path / "b.sock"), "-w", trace, *extra],
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+
+
+def test_a_symlink_is_never_followed_even_with_force(tmp_path: Path) -> None:
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me\n")
+    target.chmod(0o644)
+    link = tmp_path / "t.vht"
+    link.symlink_to(target)
+    for extra in ([], ["--force"]):
+        done = record_once(tmp_path, str(link), *extra)
+        assert done.returncode == 2, done.stderr
+        assert "symlink" in done.stderr and str(link) in done.stderr, done.stderr
+        assert target.read_text() == "keep me\n"
+        assert stat.S_IMODE(target.stat().st_mode) == 0o644
+        assert link.is_symlink()
+        assert not (tmp_path / "f.sock").exists()
+
+
+def test_an_existing_trace_is_refused_then_overwritten_with_force(tmp_path: Path) -> None:
+    trace = tmp_path / "t.vht"
+    trace.write_bytes(b"an older trace")
+    trace.chmod(0o644)
+    done = record_once(tmp_path, str(trace))
+    assert done.returncode == 2
+    assert "exists" in done.stderr and "--force" in done.stderr, done.stderr
+    assert trace.read_bytes() == b"an older trace"
+    assert not (tmp_path / "f.sock").exists(), "refused before the socket is made"
+
+    rec = Recording(tmp_path, "--force", trace=trace)
+    fe, be = rec.session()
+    exchange(fe, be, 1)
+    code, _, err = rec.finish()
+    assert code == 0, err
+    assert stat.S_IMODE(trace.stat().st_mode) == 0o600
+    with TraceReader(trace) as reader:
+        assert sum(isinstance(r, MessageRecord) for r in reader) == 2
+        assert reader.problem is None
+
+
+def test_a_failed_start_leaves_the_trace_alone_and_creates_none(tmp_path: Path) -> None:
+    old = tmp_path / "old.vht"
+    old.write_bytes(b"an older trace")
+    busy = tmp_path / "busy.sock"
+    holder = socket.socket(socket.AF_UNIX)
+    holder.bind(str(busy))
+    holder.listen()
+    try:
+        for listen in (str(busy), str(tmp_path / "no-such-dir" / "f.sock")):
+            for trace, extra in ((old, ["--force"]), (tmp_path / "new.vht", [])):
+                done = subprocess.run([*RECORD, "--listen", listen, "--connect", "x", "-w",
+                                       str(trace), *extra], capture_output=True, text=True,
+                                      timeout=30)  # fmt: skip
+                assert done.returncode == 2, done.stderr
+                assert listen in done.stderr, done.stderr
+                assert old.read_bytes() == b"an older trace"
+                assert not (tmp_path / "new.vht").exists()
+    finally:
+        holder.close()
+
+
+def test_a_trace_another_recorder_holds_is_refused(tmp_path: Path) -> None:
+    first = Recording(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    try:
+        done = record_once(other, str(first.trace), "--force")
+        assert done.returncode == 2, done.stderr
+        assert "another recorder" in done.stderr and str(first.trace) in done.stderr, done.stderr
+        assert not (other / "f.sock").exists()
+        fe, be = first.session()
+        exchange(fe, be, 2)
+    finally:
+        code, _, err = first.finish()
+    assert code == 0, err
+    with TraceReader(first.trace) as reader:  # the live trace was not truncated under it
+        assert sum(isinstance(r, MessageRecord) for r in reader) == 4
+        assert reader.problem is None
+
+
+def test_a_fifo_waits_for_its_reader_after_the_socket_is_up(tmp_path: Path) -> None:
+    fifo = tmp_path / "t.fifo"
+    os.mkfifo(fifo)
+    front, back = tmp_path / "f.sock", tmp_path / "b.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(back))
+    server.listen()
+    proc = subprocess.Popen([*RECORD, "--listen", str(front), "--connect", str(back), "-w",
+                             str(fifo)], stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()  # printed before the open that waits
+        assert "waiting for a reader" in line and str(fifo) in line, line
+        assert front.exists(), "the socket is made before waiting for the FIFO"
+        got: list[bytes] = []
+        reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+        reader.start()
+        assert "recording:" in proc.stderr.readline()
+        fe = socket.socket(socket.AF_UNIX)
+        fe.connect(str(front))
+        be, _ = server.accept()
+        exchange(Peer(fe), Peer(be), 1)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0, proc.stderr.read()
+        reader.join(15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        server.close()
+    assert not reader.is_alive() and got
+    copy = tmp_path / "copy.vht"
+    copy.write_bytes(got[0])
+    with TraceReader(copy) as trace:
+        assert sum(isinstance(r, MessageRecord) for r in trace) == 2
+        assert trace.problem is None
+
+
+def test_dash_writes_the_trace_to_stdout(tmp_path: Path) -> None:
+    rec = Recording(tmp_path, trace=Path("-"))
+    fe, be = rec.session()
+    exchange(fe, be, 1)
+    code, _, err = rec.finish()
+    assert code == 0, err
+    assert not (tmp_path / "-").exists() and not Path("-").exists()
+    copy = tmp_path / "copy.vht"
+    copy.write_bytes(rec.out)
+    with TraceReader(copy) as trace:
+        assert sum(isinstance(r, MessageRecord) for r in trace) == 2
+        assert trace.problem is None
+    both = record_once(tmp_path, "-", "--print")
+    assert both.returncode == 2 and "--print" in both.stderr
+
+
+# -- option values ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["-1", "4777", "1777", "01000", "778", "0o1000", "", "rw",
+                                  "7" * 40])  # fmt: skip
+def test_socket_mode_out_of_range_is_a_usage_error(tmp_path: Path, mode: str) -> None:
+    done = record_once(tmp_path, str(tmp_path / "t.vht"), "--socket-mode", mode)
+    assert done.returncode == 2, done.stderr
+    assert "--socket-mode" in done.stderr and "0777" in done.stderr, done.stderr
+    assert repr(mode) in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "t.vht").exists() and not (tmp_path / "f.sock").exists()
+
+
+@pytest.mark.parametrize("mode, expected", [("0", 0), ("777", 0o777), ("0o640", 0o640)])
+def test_socket_mode_bounds_are_accepted(tmp_path: Path, mode: str, expected: int) -> None:
+    rec = Recording(tmp_path, "--socket-mode", mode)
+    try:
+        assert stat.S_IMODE(os.lstat(rec.front).st_mode) == expected
+    finally:
+        rec.finish()
+
+
+@pytest.mark.parametrize("option", ["--listen", "--connect"])
+def test_a_socket_path_too_long_for_sun_path_is_named(tmp_path: Path, option: str) -> None:
+    long_path = str(tmp_path / ("s" * 120))
+    paths = {"--listen": str(tmp_path / "f.sock"), "--connect": str(tmp_path / "b.sock")}
+    paths[option] = long_path
+    done = subprocess.run([*RECORD, "--listen", paths["--listen"], "--connect",
+                           paths["--connect"], "-w", str(tmp_path / "t.vht")],
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert option in done.stderr and long_path in done.stderr, done.stderr
+    assert f"{len(long_path)} bytes" in done.stderr and "107" in done.stderr, done.stderr
+    assert "None" not in done.stderr
+    assert not (tmp_path / "t.vht").exists()
+
+
+def test_a_socket_path_of_107_bytes_is_fine(tmp_path: Path) -> None:
+    base = str(tmp_path) + "/"
+    name = "x" * (107 - len(os.fsencode(base)))
+    assert name, "tmp_path too long for this test"
+    (tmp_path / name).write_bytes(b"")  # a regular file: refused for what it is, not its length
+    done = record_once(tmp_path, str(tmp_path / "t.vht"), "--listen", base + name)
+    assert done.returncode == 2
+    assert "is not a socket" in done.stderr and "bytes" not in done.stderr, done.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import sys
 
@@ -12,10 +13,10 @@ from vhtrace.memory import triggers
 from vhtrace.memory.capture import MODES
 from vhtrace.memory.recording import SnapshotConfig
 from vhtrace.protocol.spec import DeviceType, Side
-from vhtrace.record.endpoints import EndpointError
+from vhtrace.record.endpoints import EndpointError, check_path_length
 from vhtrace.record.recorder import Recorder
 from vhtrace.record.relay import Proxy, ProxyConfig
-from vhtrace.trace.writer import TraceWriter, make_header
+from vhtrace.trace.writer import TraceOutputError, TraceWriter, check_output, make_header
 
 SWITCH_INTERVAL = 0.001
 """Seconds the relay thread waits at most for the interpreter while a snapshot runs."""
@@ -50,7 +51,14 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
         "--write",
         required=True,
         metavar="TRACE",
-        help="trace file to write (created 0600; - for stdout)",
+        help="trace file to write: created 0600 once the socket is up; an existing file is "
+        "refused without --force, a symlink always; a FIFO waits for its reader; - for stdout",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite an existing trace file (never through a symlink, never one that "
+        "another recorder is writing)",
     )
     parser.add_argument("--once", action="store_true", help="exit after the first session")
     parser.add_argument(
@@ -121,11 +129,31 @@ def _snapshots(args: argparse.Namespace) -> SnapshotConfig:
     return SnapshotConfig(wanted, args.memory, hold_seconds=args.snapshot_hold / 1000)
 
 
+MAX_SOCKET_MODE = 0o777
+
+
+def parse_socket_mode(text: str) -> int:
+    """An octal permission mode 0..0777 (``600``, ``0660``, ``0o600``); UsageError otherwise."""
+    digits = text[2:] if text[:2].lower() == "0o" else text
+    if not re.fullmatch(r"[0-7]{1,4}", digits) or int(digits, 8) > MAX_SOCKET_MODE:
+        raise common.UsageError(
+            f"--socket-mode {text}: expected an octal mode from 0 to 0777 "
+            f"(no setuid, setgid or sticky bits), got {text!r}"
+        )
+    return int(digits, 8)
+
+
 def _config(args: argparse.Namespace, snapshots: SnapshotConfig) -> ProxyConfig:
-    try:
-        mode = int(args.socket_mode, 8)
-    except ValueError:
-        raise common.UsageError(f"--socket-mode {args.socket_mode}: not an octal mode") from None
+    mode = parse_socket_mode(args.socket_mode)
+    if args.write == "-" and args.print_messages:
+        raise common.UsageError("--print writes to stdout, and so does -w -: give a trace file")
+    for option in ("listen", "connect", "connect_frontend", "listen_backend"):
+        path = getattr(args, option)
+        if path:
+            try:
+                check_path_length(path, "--" + option.replace("_", "-"))
+            except EndpointError as exc:
+                raise common.UsageError(str(exc)) from None
     if args.listen and args.connect and not (args.connect_frontend or args.listen_backend):
         front, back, side = args.listen, args.connect, Side.FRONTEND
     elif args.connect_frontend and args.listen_backend and not (args.listen or args.connect):
@@ -153,17 +181,28 @@ def run(args: argparse.Namespace) -> int:
         options={"strict": args.strict, "once": args.once, **snapshots.describe()},
     )  # fmt: skip
     try:
-        writer = TraceWriter(args.write, header)
-    except OSError as exc:
-        common.fail(f"{args.write}: cannot write: {exc.strerror}")
+        check_output(args.write, overwrite=args.force)  # refused before any socket is made
+    except TraceOutputError as exc:
+        common.fail(str(exc))
+    # The file is created only once the socket is up: a failed start leaves none behind.
+    writer = TraceWriter(args.write, header, overwrite=args.force, open_now=False)
     device = DeviceType(args.device) if args.device else None
     recorder = Recorder(writer, device, print_to=sys.stdout if args.print_messages else None,
                         snapshots=snapshots)  # fmt: skip
     try:
         proxy = Proxy(config, recorder)
     except EndpointError as exc:
-        writer.close({"error": str(exc)})
         common.fail(str(exc))
+    try:
+        writer.open(announce=common.warn)
+    except (TraceOutputError, OSError, KeyboardInterrupt) as exc:
+        proxy.request_stop()
+        proxy.run()  # stops at once: closes and removes the listening socket
+        if isinstance(exc, KeyboardInterrupt):
+            raise SystemExit(130) from None
+        if isinstance(exc, TraceOutputError):
+            common.fail(str(exc))
+        common.fail(f"{args.write}: cannot write: {exc.strerror or exc}")
     if snapshots.active:
         # The recorder thread computes for long stretches during a snapshot; the relay
         # thread gets the interpreter back after at most this long (docs/snapshots.md).

@@ -11,15 +11,30 @@ import stat
 import struct
 from typing import Any
 
+SUN_PATH_MAX = 107
+"""The longest unix socket path in bytes: sun_path holds 108, the last one a NUL."""
+
 
 class EndpointError(Exception):
     """A socket path that cannot be used (in use, not a socket, no permission)."""
+
+
+def check_path_length(path: str, what: str = "") -> None:
+    """Raise EndpointError for a path too long for sun_path (the kernel would refuse it)."""
+    length = len(os.fsencode(path))
+    if length > SUN_PATH_MAX:
+        where = f"{what} " if what else ""
+        raise EndpointError(
+            f"{where}{path}: socket path is {length} bytes; expected at most {SUN_PATH_MAX} "
+            "(the size of sun_path); use a shorter or relative path"
+        )
 
 
 def listen_unix(path: str, mode: int = 0o600, backlog: int = 16) -> socket.socket:
     """A non-blocking listening socket at ``path``, created with ``mode`` (default 0600).
 
     A stale socket file (nobody listening) is replaced; a live one is an error."""
+    check_path_length(path)
     if os.path.lexists(path):
         if not stat.S_ISSOCK(os.lstat(path).st_mode):
             raise EndpointError(f"{path}: exists and is not a socket")
@@ -38,7 +53,7 @@ def listen_unix(path: str, mode: int = 0o600, backlog: int = 16) -> socket.socke
         sock.bind(path)
     except OSError as exc:
         sock.close()
-        raise EndpointError(f"{path}: cannot listen: {exc.strerror}") from exc
+        raise EndpointError(f"{path}: cannot listen: {exc.strerror or exc}") from exc
     finally:
         os.umask(old_umask)
     os.chmod(path, mode)
@@ -52,6 +67,7 @@ RETRY_ERRNOS = {errno.ENOENT, errno.ECONNREFUSED, errno.EAGAIN}
 
 def try_connect(path: str) -> socket.socket | None:
     """Connect now, or None if nobody listens yet (retry later); other errors raise."""
+    check_path_length(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         sock.connect(path)
@@ -59,7 +75,7 @@ def try_connect(path: str) -> socket.socket | None:
         sock.close()
         if exc.errno in RETRY_ERRNOS:
             return None
-        raise EndpointError(f"{path}: cannot connect: {exc.strerror}") from exc
+        raise EndpointError(f"{path}: cannot connect: {exc.strerror or exc}") from exc
     sock.setblocking(False)
     return sock
 

@@ -8,10 +8,14 @@ does it from its loop); frames are also cut every ``FRAME_BYTES`` of records.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import socket
+import stat
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -22,10 +26,94 @@ from vhtrace.protocol.findings import Finding
 from vhtrace.trace import format as fmt
 
 
-def _open_private(path: str) -> int:
-    """Open for writing, created 0600 whatever the umask: a trace holds guest memory."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    os.fchmod(fd, 0o600)
+class TraceOutputError(Exception):
+    """A trace path that must not be written: it exists, is a symlink, or is in use."""
+
+
+def check_output(path: str, overwrite: bool) -> None:
+    """Refuse now what :meth:`TraceWriter.open` would refuse, without touching the file.
+
+    Lets ``vhtrace record`` fail before it makes its socket; open() checks again."""
+    if path == "-":
+        return
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    _refuse(path, st, overwrite)
+    if stat.S_ISREG(st.st_mode):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            return  # unreadable: open() reports it
+        try:
+            _lock(path, fd)
+        finally:
+            os.close(fd)
+
+
+def _refuse(path: str, st: os.stat_result, overwrite: bool) -> None:
+    if stat.S_ISLNK(st.st_mode):
+        raise TraceOutputError(
+            f"{path}: is a symlink; expected a new or regular file (a symlink is "
+            "never followed, even with --force)"
+        )
+    if stat.S_ISREG(st.st_mode) and not overwrite:
+        raise TraceOutputError(
+            f"{path}: exists ({st.st_size} bytes); expected a new file "
+            "(give --force to overwrite it)"
+        )
+
+
+def _lock(path: str, fd: int) -> None:
+    """An exclusive lock on the trace for as long as ``fd`` is open: one recorder per file."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise TraceOutputError(
+            f"{path}: in use: another recorder holds its lock; expected a file nobody writes"
+        ) from None
+
+
+def _open_private(path: str, overwrite: bool = True,
+                  announce: Callable[[str], None] | None = None) -> int:  # fmt: skip
+    """Open for writing, created 0600 whatever the umask: a trace holds guest memory.
+
+    The last component is never followed if it is a symlink; an existing regular file is
+    truncated only with ``overwrite`` and only once its lock is ours. A FIFO is opened as
+    it is (``announce`` first says that we wait for its reader)."""
+    try:
+        st: os.stat_result | None = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None:
+        _refuse(path, st, overwrite)
+    flags = os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+    if st is not None and stat.S_ISFIFO(st.st_mode):
+        if announce is not None:
+            announce(f"{path}: a FIFO; waiting for a reader to open it")
+        return os.open(path, flags)
+    flags |= os.O_CREAT if overwrite else os.O_CREAT | os.O_EXCL
+    try:
+        fd = os.open(path, flags | os.O_NONBLOCK, 0o600)
+    except FileExistsError:
+        raise TraceOutputError(
+            f"{path}: appeared while opening it; expected a new file (give --force to overwrite it)"
+        ) from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise TraceOutputError(f"{path}: is a symlink; expected a regular file") from None
+        raise
+    try:
+        os.set_blocking(fd, True)
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode):
+            _lock(path, fd)
+            os.ftruncate(fd, 0)
+            os.fchmod(fd, 0o600)
+    except BaseException:
+        os.close(fd)
+        raise
     return fd
 
 
@@ -49,9 +137,12 @@ def make_header(**info: Any) -> dict[str, Any]:
 class TraceWriter:
     """Appends records to a trace file (or to stdout for ``-``)."""
 
-    def __init__(self, path: str, header: dict[str, Any] | None = None, level: int = 3) -> None:
+    def __init__(self, path: str, header: dict[str, Any] | None = None, level: int = 3, *,
+                 overwrite: bool = True, open_now: bool = True) -> None:  # fmt: skip
+        """``overwrite=False`` refuses an existing file; ``open_now=False`` waits for open()."""
         self.path = path
-        self._fd = 1 if path == "-" else _open_private(path)
+        self.overwrite = overwrite
+        self._fd = -1
         # The frame checksum lets a reader tell a corrupt frame from a good one: without it
         # a flipped byte often decompresses into plausible but wrong records.
         self._compressor = zstandard.ZstdCompressor(level=level, write_checksum=True)
@@ -64,6 +155,21 @@ class TraceWriter:
         self.closed = False
         self.header = header if header is not None else make_header()
         self._add(self._packer.pack(self.header))
+        if open_now:
+            self.open()
+
+    @property
+    def opened(self) -> bool:
+        return self._fd >= 0
+
+    def open(self, announce: Callable[[str], None] | None = None) -> None:
+        """Create (or, with ``overwrite``, truncate) the file and write the header.
+
+        Raises TraceOutputError for a symlink, an existing file without ``overwrite`` or a
+        file another writer holds, OSError for the rest."""
+        if self.opened:
+            return
+        self._fd = 1 if self.path == "-" else _open_private(self.path, self.overwrite, announce)
         self.flush()
 
     # -- records ---------------------------------------------------------------
@@ -143,13 +249,13 @@ class TraceWriter:
         self._chunks.append(packed)
         self._buffered += len(packed)
         self.records += 1
-        if self._buffered >= fmt.FRAME_BYTES:
+        if self._buffered >= fmt.FRAME_BYTES and self.opened:
             self.flush()
 
     def flush(self) -> None:
         """End the current zstd frame and write it out."""
         self._last_flush = time.monotonic()
-        if not self._chunks:
+        if not self._chunks or not self.opened:
             return
         frame = self._compressor.compress(b"".join(self._chunks))
         self._chunks.clear()
@@ -176,7 +282,7 @@ class TraceWriter:
         )
         self.flush()
         self.closed = True
-        if self._fd != 1:
+        if self._fd > 1:
             os.close(self._fd)
 
     def __enter__(self) -> TraceWriter:
