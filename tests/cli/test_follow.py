@@ -60,3 +60,31 @@ def test_follow_needs_a_file(run_cli) -> None:
     code, out, err = run_cli("show", "--follow", "-")
     assert (code, out) == (2, "")
     assert "--follow reads a trace file" in err
+
+
+def test_follow_waits_for_a_trace_not_created_yet(tmp_path: Path) -> None:
+    whole = write_synthetic_trace(tmp_path / "whole.vht", 50)
+    later = tmp_path / "later.vht"
+    follower = subprocess.Popen(
+        [*SHOW, "--follow", str(later)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert follower.stderr is not None
+    said = follower.stderr.readline()  # printed before it waits
+    assert "later.vht: not there yet, waiting for it" in said
+    assert follower.poll() is None, "--follow gave up on a trace not created yet"
+    staged = tmp_path / "staged.vht"
+    staged.write_bytes(whole.read_bytes())
+    staged.rename(later)
+    out, _ = follower.communicate(timeout=30)
+    assert follower.returncode == 0
+    expected = subprocess.run([*SHOW, str(whole)], capture_output=True, text=True, check=True)
+    assert out == expected.stdout
+
+
+def test_a_count_of_0_is_a_usage_error(run_cli, tmp_path: Path) -> None:
+    trace = write_synthetic_trace(tmp_path / "t.vht", 5)
+    code, out, err = run_cli("show", "-c", "0", trace)
+    assert (code, out) == (2, "")
+    assert "-c/--count: invalid _count value" not in err and "a count of at least 1" in err
+    code, out, _ = run_cli("show", "-c", "1", trace)
+    assert code == 0 and len([line for line in out.splitlines() if " main " in line]) == 1

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
+import time
 
 from vhtrace import render
 from vhtrace.analysis import AnalysedMessage, Item, LateFindings, analyser_for
@@ -42,7 +44,9 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
         help="hex dump of each message (with --json: a raw field)",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
-    parser.add_argument("-c", "--count", type=int, metavar="N", help="stop after N messages")
+    parser.add_argument(
+        "-c", "--count", type=_count, metavar="N", help="stop after N messages (N >= 1)"
+    )
     parser.add_argument(
         "-f",
         "--follow",
@@ -98,6 +102,26 @@ def _worker_for(args: argparse.Namespace, render_message: RenderMessage) -> Rend
     return RenderWorker(args.trace, render_message)
 
 
+def _count(text: str) -> int:
+    """-c N as tshark takes it: a positive count (0 is an error, not "one" or "all")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: not a number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: a count of at least 1")
+    return value
+
+
+def _wait_for(path: str) -> None:
+    """--follow on a trace not created yet waits for it, as ``tail -F`` does."""
+    if os.path.exists(path):
+        return
+    common.warn(f"{path}: not there yet, waiting for it (Ctrl-C stops)")
+    while not os.path.exists(path):
+        time.sleep(0.1)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.jobs == 2 and not render_worker.available(args.trace):
         raise common.UsageError("--jobs 2 needs a trace file (not stdin) and a real stdout")
@@ -121,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
         flush()
         out.flush()
 
+    if args.follow:
+        _wait_for(args.trace)
     reader = common.open_trace(args.trace, follow=args.follow, on_idle=idle)
     header = reader.header
     analyser = analyser_for(header, args.device)
