@@ -15,8 +15,9 @@ import socket
 from typing import NamedTuple
 
 from vhtrace.protocol.framing import Frame, Framer, Incomplete, OversizedData
+from vhtrace.protocol.spec import SCM_MAX_FD
 
-MAX_FDS_PER_READ = 253
+MAX_FDS_PER_READ = SCM_MAX_FD
 """SCM_MAX_FD: the most fds the kernel passes in one message."""
 _FD_SIZE = array.array("i").itemsize
 _CMSG_SPACE = socket.CMSG_SPACE(MAX_FDS_PER_READ * _FD_SIZE)

@@ -26,7 +26,7 @@ import struct
 from collections import deque
 from dataclasses import dataclass
 
-from vhtrace.protocol.spec import HEADER_SIZE, MAX_PAYLOAD
+from vhtrace.protocol.spec import HEADER_SIZE, MAX_PAYLOAD, SCM_MAX_FD
 
 _HEADER = struct.Struct("<III")
 
@@ -102,6 +102,8 @@ class Incomplete:
     fds: tuple[int, ...]
     expected: int
     """Bytes the message needed: 12 while in the header, else 12 + size."""
+    oversized: bool = False
+    """The size field was above the maximum: data holds only a prefix of the payload."""
 
     def describe(self) -> str:
         if len(self.data) < HEADER_SIZE:
@@ -114,6 +116,22 @@ class Incomplete:
 
 
 FramerEvent = Frame | OversizedStart | OversizedData
+
+
+def split_fds(size: int, nfds: int, limit: int = SCM_MAX_FD) -> list[tuple[int, int]] | None:
+    """How to send ``size`` bytes with ``nfds`` fds when one sendmsg takes at most ``limit``.
+
+    Returns (bytes, fds) per sendmsg, in order: every piece but the last is one
+    byte, so the fds stay as close to the message start as they can; None when
+    there are fewer bytes than pieces needed."""
+    if nfds <= limit:
+        return [(size, nfds)]
+    pieces = -(-nfds // limit)
+    if size < pieces:
+        return None
+    out = [(1, limit)] * (pieces - 1)
+    out.append((size - (pieces - 1), nfds - limit * (pieces - 1)))
+    return out
 
 
 @dataclass(slots=True)
@@ -180,7 +198,7 @@ class Framer:
             start = self._streaming
             data = start.header + bytes(self._stream_kept)
             self._streaming = None
-            return Incomplete(data, (), HEADER_SIZE + start.size)
+            return Incomplete(data, (), HEADER_SIZE + start.size, oversized=True)
         if not self._buffer and not self._groups:
             return None
         fds = tuple(fd for group in self._groups for fd in group.fds)

@@ -41,6 +41,9 @@ size above this is certainly malformed and is never allocated."""
 MAX_FDS = 8
 """fds per message that QEMU, libvhost-user and DPDK accept (rust-vmm: 32)."""
 
+SCM_MAX_FD = 253
+"""The most fds the kernel passes with one sendmsg/recvmsg (include/net/scm.h)."""
+
 MAX_MEM_REGIONS = 8
 """Regions in one SET_MEM_TABLE (VHOST_MEMORY_BASELINE_NREGIONS)."""
 
@@ -156,6 +159,22 @@ PROTOCOL_FEATURE_ALIASES: dict[str, ProtocolFeature] = {
     "MTU": ProtocolFeature.NET_MTU,
     "SHMEM_MAP": ProtocolFeature.SHMEM,
 }
+
+
+QEMU_FIRST_WITH: dict[ProtocolFeature, str] = {
+    ProtocolFeature.SHARED_OBJECT: "8.2",
+    ProtocolFeature.DEVICE_STATE: "8.2",
+    ProtocolFeature.GET_VRING_BASE_INFLIGHT: "11.0",
+    ProtocolFeature.GPA_ADDRESSES: "11.1",
+    ProtocolFeature.SHMEM: "11.1",
+    ProtocolFeature.GET_VRING_BASE_SKIP_DRAIN: "11.2",
+}
+"""The first QEMU release whose front-end negotiates the bit, for the bits QEMU 7.2 (the
+oldest QEMU vhtrace is tested with) does not know (its enum ends at STATUS, 16). Read from
+QEMU's hw/virtio/vhost-user.c history and include/hw/virtio/vhost-user.h at commit
+1276e6c85dcc108ff523f93f0fe4f73118394fa0; SKIP_DRAIN landed after 11.1, hence 11.2. A
+trace that negotiated one of these was recorded with a QEMU at least that new (or with
+another front-end)."""
 
 
 def protocol_feature(name_or_bit: str | int) -> ProtocolFeature:
