@@ -21,6 +21,8 @@ class Outgoing:
     """Sent with the first piece of data."""
     close_after: list[int]
     """Our copies, closed once the kernel has taken the data."""
+    held_fds: int = 0
+    """fds this entry keeps open until it is sent (counted against the pause limit)."""
 
 
 class Endpoint:
@@ -41,6 +43,8 @@ class Endpoint:
         self.peer: Endpoint | None = None
         self.outbox: deque[Outgoing] = deque()
         self.outbox_bytes = 0
+        self.outbox_fds = 0
+        """fds the outbox keeps open: bounded like its bytes."""
         self.closed = False
         self.close_when_flushed = False
         self.paused = False

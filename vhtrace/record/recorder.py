@@ -10,6 +10,7 @@ as a finding.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import sys
@@ -42,6 +43,10 @@ class RecorderStats:
     errors: int = 0
     warnings: int = 0
     dropped: int = 0
+    failed: str = ""
+    """Why the recording stopped early ('' while it works)."""
+    unrecorded_from: int | None = None
+    """The first message number not recorded after a failure."""
 
     def summary_line(self, path: str) -> str:
         per_channel = ", ".join(f"{c} {n}" for c, n in sorted(self.messages.items())) or "none"
@@ -56,6 +61,10 @@ class RecorderStats:
             text += ", streams " + ", ".join(f"{c} {n} B" for c, n in self.stream_bytes.items())
         if self.dropped:
             text += f", {self.dropped} records DROPPED"
+        if self.failed:
+            text += f", RECORDING FAILED ({self.failed})"
+            if self.unrecorded_from is not None:
+                text += f": nothing recorded from message #{self.unrecorded_from} on"
         return f"{text} -> {path}"
 
     def as_dict(self) -> dict[str, Any]:
@@ -66,7 +75,9 @@ class RecorderStats:
             "errors": self.errors,
             "warnings": self.warnings,
             "dropped": self.dropped,
-        }
+        } | (
+            {"failed": self.failed, "unrecorded_from": self.unrecorded_from} if self.failed else {}
+        )
 
 
 class Recorder(threading.Thread):
@@ -91,6 +102,10 @@ class Recorder(threading.Thread):
         self._lock = threading.Lock()
         self._dropped_since_report = 0
         self.error: BaseException | None = None
+        self._dead = False
+        """The thread stopped: nothing more is queued, fds handed over are closed."""
+        self._last_seq = 0
+        self._current_seq: int | None = None
         self.memory: MemoryRecorder | None = None
         """Shared-memory snapshots (None with --memory=none)."""
         if snapshots is not None and snapshots.active:
@@ -99,17 +114,25 @@ class Recorder(threading.Thread):
 
     # -- relay side (never blocks) ---------------------------------------------
 
+    @property
+    def accepting(self) -> bool:
+        """False once the recorder thread has failed: hand it no more fds."""
+        return not self._dead
+
     def submit(self, item: tuple[Any, ...], size: int = 0, fds: list[int] | None = None) -> bool:
-        """Queue an item for the recorder thread; False if it was dropped (queue full)."""
+        """Queue an item for the recorder thread; False if it was dropped (queue full, or
+        the recorder failed: then the fds are closed here)."""
         with self._lock:
-            if size and self._queued + size > MAX_QUEUED_BYTES:
-                self.stats.dropped += 1
-                self._dropped_since_report += 1
+            if self._dead or (size and self._queued + size > MAX_QUEUED_BYTES):
+                if not self._dead:
+                    self.stats.dropped += 1
+                    self._dropped_since_report += 1
                 for fd in fds or ():
                     os.close(fd)
+                _release_hold(item)
                 return False
             self._queued += size
-        self._queue.put(item)
+            self._queue.put(item)
         return True
 
     def stop(self, summary_extra: dict[str, Any] | None = None) -> None:
@@ -126,7 +149,28 @@ class Recorder(threading.Thread):
             self._loop()
         except BaseException as exc:  # a failed write must be loud, not silent
             self.error = exc
-            print(f"vhtrace: recording failed: {exc}", file=sys.stderr)
+            self._die(exc)
+
+    def _die(self, exc: BaseException) -> None:
+        """Release everything queued (fds, holds), say from where on nothing was recorded."""
+        with self._lock:
+            self._dead = True
+            items = []
+            while True:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            self._queued = 0
+        for item in items:
+            _discard(item)
+        lost = self._current_seq if self._current_seq is not None else self._last_seq + 1
+        self.stats.failed = str(exc) or type(exc).__name__
+        self.stats.unrecorded_from = lost
+        print(f"vhtrace: recording failed: {exc}; nothing recorded from message #{lost} on",
+              file=sys.stderr)  # fmt: skip
+        with contextlib.suppress(BaseException):  # the trace's end says so, if the disk takes it
+            self.writer.close(self.stats.as_dict())
 
     def _loop(self) -> None:
         writer = self.writer
@@ -146,7 +190,11 @@ class Recorder(threading.Thread):
                 writer.close(summary)
                 return
             handler = getattr(self, "_on_" + kind)
-            handler(*item[1:])
+            self._current_seq = item[1] if kind in ("message", "stream") else None
+            handler(*item[1:])  # closes the item's fds, even when it fails
+            if self._current_seq is not None:
+                self._last_seq = max(self._last_seq, self._current_seq)
+            self._current_seq = None
             if self._dropped_since_report:
                 self._report_drops()
             self._tick()
@@ -272,6 +320,22 @@ class Recorder(threading.Thread):
                           f"{count} records dropped: the trace writer could not keep up "
                           f"({MAX_QUEUED_BYTES >> 20} MiB queued)")  # fmt: skip
         self.writer.finding(0, finding)
+
+
+def _release_hold(item: tuple[Any, ...]) -> None:
+    if item and item[0] == "message" and len(item) > 11 and item[11] is not None:
+        hold = item[11]
+        if not hold.done:
+            hold.release()
+
+
+def _discard(item: tuple[Any, ...]) -> None:
+    """A queued item that will never be recorded: close its fds, let its hold go."""
+    if item and item[0] in ("message", "stream") and len(item) > 8:
+        for fd in item[8]:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    _release_hold(item)
 
 
 def now_ns() -> tuple[int, int]:

@@ -42,12 +42,20 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from vhtrace import fdinfo
 from vhtrace.memory import triggers
 from vhtrace.memory.hold import Hold
-from vhtrace.protocol import spec
+from vhtrace.protocol import channels, spec
 from vhtrace.protocol.conversation import Conversation, WireMessage
 from vhtrace.protocol.findings import Finding, Severity
-from vhtrace.protocol.framing import Frame, OversizedData, OversizedStart, unpack_header
+from vhtrace.protocol.framing import (
+    Frame,
+    Incomplete,
+    OversizedData,
+    OversizedStart,
+    split_fds,
+    unpack_header,
+)
 from vhtrace.protocol.spec import Channel, Side
 from vhtrace.record import endpoints
 from vhtrace.record.model import Endpoint, Held, Outgoing, ProxyConfig, Session
@@ -57,6 +65,8 @@ from vhtrace.wire import READ_LIMIT, close_fds, recv_chunk
 
 PAUSE_BYTES = 1 << 20
 """Stop reading a source while its destination has this much unsent."""
+PAUSE_FDS = 1024
+"""... or keeps this many fds open for unsent messages (fds are bounded like bytes)."""
 RETRY_INTERVAL = 0.1
 GPU_MAX_MESSAGE = 1 << 20
 """vhost-user-gpu messages (cursor images, scanouts) are bigger than vhost-user's."""
@@ -78,6 +88,8 @@ class Proxy:
         """Endpoints that close once their outbox is sent."""
         self._held: list[Held] = []
         self.finished_sessions = 0
+        self.shed_fd_metadata = 0
+        """fds whose metadata was not recorded (the proxy was out of fds)."""
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.selector.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
         listen_path = (
@@ -140,7 +152,14 @@ class Proxy:
     def _accept(self) -> None:
         try:
             sock, _ = self.listener.accept()
-        except BlockingIOError:
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                raise
+            # Out of fds: leave the connection in the backlog and look again later.
+            self.selector.unregister(self.listener)
+            self._later(RETRY_INTERVAL, self._accept_again)
             return
         sock.setblocking(False)
         session = Session(self._next_session)
@@ -156,6 +175,10 @@ class Proxy:
             session.backend = endpoint
         deadline = time.monotonic() + self.config.connect_timeout
         self._connect_other(session, deadline)
+
+    def _accept_again(self) -> None:
+        if self.listener.fileno() >= 0 and self.listener not in self.selector.get_map():
+            self.selector.register(self.listener, selectors.EVENT_READ, ("accept", None))
 
     def _connect_other(self, session: Session, deadline: float) -> None:
         if session.ended:
@@ -258,6 +281,7 @@ class Proxy:
             close_fds(out.fds)
             close_fds(out.close_after)
         endpoint.outbox.clear()
+        endpoint.outbox_bytes = endpoint.outbox_fds = 0
         if endpoint.sock is not None:
             endpoint.sock.close()
         else:
@@ -278,7 +302,8 @@ class Proxy:
             return
         except OSError as exc:
             if exc.errno not in (errno.ECONNRESET, errno.EPIPE):
-                raise
+                self._io_failed(endpoint, "reading", exc)
+                return
             data, fds, truncated = b"", [], False
         mono, wall = now_ns()
         if truncated:
@@ -300,7 +325,11 @@ class Proxy:
             elif isinstance(event, OversizedStart):
                 self._oversized_start(endpoint, event, mono, wall)
             elif isinstance(event, OversizedData):
-                self._forward(endpoint, event.data, list(event.fds), list(event.fds))
+                if event.fds:  # fds inside the payload: recorded with the message
+                    endpoint.oversized_dups += self._dups(endpoint, endpoint.oversized_seq,
+                                                          event.fds)  # fmt: skip
+                self._forward(endpoint, event.data, list(event.fds), list(event.fds),
+                              endpoint.oversized_seq)  # fmt: skip
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -315,39 +344,56 @@ class Proxy:
             return
         seq = self._next_seq()
         if not endpoint.messages:
-            self._record_stream(endpoint, seq, frame.raw, [os.dup(fd) for fd in frame.fds],
+            self._record_stream(endpoint, seq, frame.raw, self._dups(endpoint, seq, frame.fds),
                                 mono, wall)  # fmt: skip
-            self._forward(endpoint, frame.raw, list(frame.fds), list(frame.fds))
+            self._forward(endpoint, frame.raw, list(frame.fds), list(frame.fds), seq)
             return
         if session.conversation is not None and self._strict_rejects(endpoint, seq, frame,
                                                                      mono, wall):  # fmt: skip
             return
-        send_fds, keep, extra = self._interpose(endpoint, frame, (mono, wall))
-        dups = [os.dup(fd) for fd in frame.fds]
+        opens = self._opens(endpoint, frame)
+        problem = None
+        if opens is not None:
+            problem = channels.wrong_fd(opens, _fd_meta(frame.fds[0]))
+        if problem is not None:
+            # Relayed as it came (not interposed): the receiver judges it, the trace notes it.
+            name = _request_name(endpoint, frame.header)
+            self._finding(session, "channel-fd", problem, seq, name)
+            if self.config.strict:
+                self._drop(endpoint, seq, frame, mono, wall, f"#{seq} {name}: {problem}")
+                return
+            send_fds, keep = list(frame.fds), set()
+            extra: list[dict[str, Any] | None] = [{"not_interposed": problem}]
+        elif opens is not None:
+            send_fds, keep, extra = self._interpose(endpoint, frame, opens, seq, (mono, wall))
+        else:
+            send_fds, keep, extra = list(frame.fds), set(), [None] * len(frame.fds)
+        dups = self._dups(endpoint, seq, frame.fds)
         close_after = [fd for fd in frame.fds if fd not in keep]
         close_after += [fd for fd in send_fds if fd not in frame.fds]
         if self._holds(endpoint, frame):
             self._hold(endpoint, seq, frame, mono, wall, dups, extra, send_fds, close_after)
             return
-        self._forward(endpoint, frame.raw, send_fds, close_after)
+        self._forward(endpoint, frame.raw, send_fds, close_after, seq)
         self._record_message(endpoint, seq, frame, mono, wall, 0, dups, extra)
 
     def _oversized_start(self, endpoint: Endpoint, start: OversizedStart, mono: int,
                          wall: int) -> None:  # fmt: skip
         endpoint.oversized_seq = self._next_seq()
-        endpoint.oversized_dups = [os.dup(fd) for fd in start.fds]
+        endpoint.oversized_dups = self._dups(endpoint, endpoint.oversized_seq, start.fds)
         if self.config.strict:
             frame = Frame(start.request, start.flags, start.size, b"", start.fds, oversized=True)
             self._drop(endpoint, endpoint.oversized_seq, frame, mono, wall,
                        f"size {start.size} above the protocol maximum")  # fmt: skip
             return
-        self._forward(endpoint, start.header, list(start.fds), list(start.fds))
+        self._forward(endpoint, start.header, list(start.fds), list(start.fds),
+                      endpoint.oversized_seq)  # fmt: skip
 
     def _stream(self, endpoint: Endpoint, data: bytes, fds: list[int], mono: int,
                 wall: int) -> None:  # fmt: skip
         seq = self._next_seq()
-        self._record_stream(endpoint, seq, data, [os.dup(fd) for fd in fds], mono, wall)
-        self._forward(endpoint, data, fds, fds)
+        self._record_stream(endpoint, seq, data, self._dups(endpoint, seq, fds), mono, wall)
+        self._forward(endpoint, data, fds, fds, seq)
 
     def _eof(self, endpoint: Endpoint, mono: int, wall: int) -> None:
         """The other side closed: pass on what was left, then the close itself."""
@@ -356,14 +402,16 @@ class Proxy:
         leftover = endpoint.framer.eof() if endpoint.framer else None
         if leftover is not None:
             seq = endpoint.oversized_seq or self._next_seq()
-            dups = endpoint.oversized_dups + [os.dup(fd) for fd in leftover.fds]
+            dups = endpoint.oversized_dups + self._dups(endpoint, seq, leftover.fds)
             endpoint.oversized_seq, endpoint.oversized_dups = 0, []
             if not streamed:  # a streamed message's bytes went out as they came
-                self._forward(endpoint, leftover.data, list(leftover.fds), list(leftover.fds))
+                self._forward(endpoint, leftover.data, list(leftover.fds), list(leftover.fds),
+                              seq)  # fmt: skip
             if endpoint.messages:
                 self.recorder.submit(
                     ("message", seq, mono, wall, session.number, endpoint.channel,
-                     endpoint.sender.value, leftover.data, dups, fmt.MESSAGE_INCOMPLETE, []),
+                     endpoint.sender.value, leftover.data, dups, _incomplete_flags(leftover),
+                     []),
                     len(leftover.data), dups,
                 )  # fmt: skip
             else:
@@ -396,13 +444,13 @@ class Proxy:
             return
         mono, wall = now_ns()
         seq = endpoint.oversized_seq or self._next_seq()
-        dups = endpoint.oversized_dups + [os.dup(fd) for fd in leftover.fds]
+        dups = endpoint.oversized_dups + self._dups(endpoint, seq, leftover.fds)
         close_fds(list(leftover.fds))
         endpoint.oversized_seq, endpoint.oversized_dups = 0, []
         if endpoint.messages:
             self.recorder.submit(
                 ("message", seq, mono, wall, endpoint.session.number, endpoint.channel,
-                 endpoint.sender.value, leftover.data, dups, fmt.MESSAGE_INCOMPLETE, []),
+                 endpoint.sender.value, leftover.data, dups, _incomplete_flags(leftover), []),
                 len(leftover.data), dups,
             )  # fmt: skip
         else:
@@ -439,15 +487,35 @@ class Proxy:
     # -- forwarding ------------------------------------------------------------------
 
     def _forward(self, source: Endpoint, data: bytes, fds: list[int],
-                 close_after: list[int]) -> None:  # fmt: skip
+                 close_after: list[int], seq: int | None = None) -> None:  # fmt: skip
         destination = source.peer
         if destination is None or destination.closed or destination.close_when_flushed:
             close_fds(close_after)
             return
-        destination.outbox.append(Outgoing(memoryview(data), fds, close_after))
+        pieces = split_fds(len(data), len(fds)) if destination.is_socket else [(len(data), 0)]
+        if pieces is None:
+            close_fds(close_after)
+            why = (f"{len(fds)} fds on {len(data)} bytes: at most {spec.SCM_MAX_FD} fds go "
+                   f"with one sendmsg, and too few bytes to split them over")  # fmt: skip
+            self._finding(source.session, "fd-limit", f"{source.label}: {why}", seq)
+            where = f"#{seq} " if seq is not None else ""
+            self._end_session(source.session, f"{where}{source.label}: cannot relay {why}")
+            return
+        view = memoryview(data)
+        held = len(set(fds) | set(close_after))
+        at = fd_at = 0
+        for index, (size, count) in enumerate(pieces):
+            last = index == len(pieces) - 1
+            destination.outbox.append(Outgoing(view[at : at + size], fds[fd_at : fd_at + count],
+                                               close_after if last else [],
+                                               held if last else 0))  # fmt: skip
+            at += size
+            fd_at += count
         destination.outbox_bytes += len(data)
+        destination.outbox_fds += held
         self._flush(destination)
-        if destination.outbox_bytes > PAUSE_BYTES and not source.paused:
+        over = destination.outbox_bytes > PAUSE_BYTES or destination.outbox_fds > PAUSE_FDS
+        if over and not source.paused and not source.closed:
             source.paused = True
             self._register(source)
 
@@ -468,7 +536,8 @@ class Proxy:
                 break
             except OSError as exc:
                 if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
-                    raise
+                    self._io_failed(endpoint, "sending", exc)
+                    return
                 self._broken(endpoint, exc)
                 return
             out.fds = []
@@ -476,13 +545,15 @@ class Proxy:
             endpoint.outbox_bytes -= sent
             if not out.data:
                 close_fds(out.close_after)
+                endpoint.outbox_fds -= out.held_fds
                 endpoint.outbox.popleft()
         if not endpoint.outbox and endpoint.close_when_flushed:
             self._close_endpoint(endpoint)
             return
         self._register(endpoint)
         source = endpoint.peer
-        if source is not None and source.paused and endpoint.outbox_bytes < PAUSE_BYTES // 2:
+        below = endpoint.outbox_bytes < PAUSE_BYTES // 2 and endpoint.outbox_fds <= PAUSE_FDS // 2
+        if source is not None and source.paused and below:
             source.paused = False
             if not source.closed:
                 self._register(source)
@@ -493,7 +564,7 @@ class Proxy:
             close_fds(out.fds)
             close_fds(out.close_after)
         endpoint.outbox.clear()
-        endpoint.outbox_bytes = 0
+        endpoint.outbox_bytes = endpoint.outbox_fds = 0
         if endpoint.close_when_flushed or not endpoint.readable:
             self._close_endpoint(endpoint)
 
@@ -544,51 +615,86 @@ class Proxy:
 
     # -- channels carried by fds -------------------------------------------------------
 
-    def _interpose(self, endpoint: Endpoint, frame: Frame, when: tuple[int, int]
+    def _opens(self, endpoint: Endpoint, frame: Frame) -> str | None:
+        """The channel this message's fd opens and the relay interposes, if any."""
+        if endpoint.channel != Channel.MAIN.value or len(frame.fds) != 1:
+            return None
+        row = spec.request_spec(Channel.MAIN, frame.request)
+        if row is None or row.opens is None:
+            return None
+        if row.opens in ("backend", "gpu"):
+            is_reply = bool(frame.flags & spec.FLAG_REPLY)
+            if is_reply or endpoint.sender is not Side.FRONTEND:
+                return None
+        return row.opens
+
+    def _interpose(self, endpoint: Endpoint, frame: Frame, opens: str, seq: int,
+                   when: tuple[int, int]
                    ) -> tuple[list[int], set[int], list[dict[str, Any] | None]]:  # fmt: skip
         """Substitute our own fd for one that opens a channel, and relay that channel.
 
         Returns the fds to send, the received fds we keep (now endpoints), and extra
-        metadata for each fd saying what was done."""
+        metadata for each fd saying what was done. If the channel cannot be set up
+        (out of fds, a kind epoll refuses), the fd is relayed as it came, with a finding."""
         fds = list(frame.fds)
-        extra: list[dict[str, Any] | None] = [None] * len(fds)
-        if endpoint.channel != Channel.MAIN.value or len(fds) != 1:
-            return fds, set(), extra
-        row = spec.request_spec(Channel.MAIN, frame.request)
-        if row is None or row.opens is None:
-            return fds, set(), extra
-        is_reply = bool(frame.flags & spec.FLAG_REPLY)
         session = endpoint.session
         original = fds[0]
-        if row.opens in ("backend", "gpu") and not is_reply and endpoint.sender is Side.FRONTEND:
-            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-            frontend_side = socket.socket(fileno=original)
-            limit = spec.MAX_PAYLOAD if row.opens == "backend" else GPU_MAX_MESSAGE
-            fe = self._add_endpoint(session, frontend_side, row.opens, Side.FRONTEND,
-                                    max_payload=limit)  # fmt: skip
-            be = self._add_endpoint(session, ours, row.opens, Side.BACKEND, max_payload=limit)
-            fe.peer, be.peer = be, fe
-            if row.opens == "gpu":
-                fe.messages = be.messages = False  # another protocol: kept as a byte stream
-            given = theirs.detach()
-            extra[0] = {"interposed": row.opens}
-            self._event(session, f"{row.opens}-channel", {"seq": self._seq}, when)
-            return [given], {original}, extra
-        if row.opens == "device-state":
-            given = self._interpose_pipe(session, original, endpoint.sender, when)
-            if given is not None:
-                extra[0] = {"interposed": "device-state"}
-                return [given], {original}, extra
-        return fds, set(), extra
+        added = len(session.endpoints)
+        made: list[int] = []
+        try:
+            if opens in ("backend", "gpu"):
+                given = self._interpose_socket(session, original, opens, made)
+            else:
+                given = self._interpose_pipe(session, original, endpoint.sender, made)
+        except OSError as exc:
+            self._undo_endpoints(session, added, original, made)
+            name = _request_name(endpoint, frame.header)
+            self._finding(session, "interpose-failed",
+                          f"the {opens} channel could not be relayed through the proxy "
+                          f"({exc.strerror or exc}): fd passed on as it came, its channel "
+                          f"not recorded", seq, name)  # fmt: skip
+            return fds, set(), [{"not_interposed": exc.strerror or str(exc)}]
+        self._event(session, f"{opens}-channel", {"seq": self._seq}, when)
+        return [given], {original}, [{"interposed": opens}]
+
+    def _interpose_socket(self, session: Session, original: int, opens: str,
+                          made: list[int]) -> int:  # fmt: skip
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        made += [ours.fileno(), theirs.fileno()]
+        frontend_side = socket.socket(fileno=original)
+        limit = spec.MAX_PAYLOAD if opens == "backend" else GPU_MAX_MESSAGE
+        fe = self._add_endpoint(session, frontend_side, opens, Side.FRONTEND, max_payload=limit)
+        be = self._add_endpoint(session, ours, opens, Side.BACKEND, max_payload=limit)
+        fe.peer, be.peer = be, fe
+        if opens == "gpu":
+            fe.messages = be.messages = False  # another protocol: kept as a byte stream
+        return theirs.detach()
+
+    def _undo_endpoints(self, session: Session, added: int, original: int,
+                        made: list[int]) -> None:  # fmt: skip
+        """Forget endpoints a failed interposition made; close ours, never ``original``."""
+        for endpoint in session.endpoints[added:]:
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self.selector.unregister(endpoint.fd)
+            endpoint.closed = True
+            if endpoint.fd == original:
+                if endpoint.sock is not None:
+                    endpoint.sock.detach()
+            elif endpoint.sock is not None:
+                endpoint.sock.close()
+            else:
+                close_fds([endpoint.fd])
+            with contextlib.suppress(ValueError):
+                made.remove(endpoint.fd)
+        del session.endpoints[added:]
+        close_fds(made)
 
     def _interpose_pipe(self, session: Session, original: int, sender: Side,
-                        when: tuple[int, int]) -> int | None:  # fmt: skip
+                        made: list[int]) -> int:  # fmt: skip
         """Put a pipe of ours in the middle of a device-state pipe; the end to pass on."""
-        try:
-            access = fcntl.fcntl(original, fcntl.F_GETFL) & os.O_ACCMODE
-        except OSError:
-            return None
+        access = fcntl.fcntl(original, fcntl.F_GETFL) & os.O_ACCMODE
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        made += [read_end, write_end]
         receiver = sender.peer
         if access == os.O_WRONLY:
             # The sender keeps the read end: the receiver writes the state into our pipe.
@@ -606,8 +712,46 @@ class Proxy:
             given = read_end
         source.messages = sink.messages = False
         source.peer, sink.peer = sink, source
-        self._event(session, "device-state-channel", {"seq": self._seq}, when)
         return given
+
+    # -- fds for the recorder, I/O errors -----------------------------------------------
+
+    def _dups(self, endpoint: Endpoint, seq: int | None, fds: tuple[int, ...] | list[int]
+              ) -> list[int]:  # fmt: skip
+        """The recorder's copies of ``fds`` (for their metadata); none if it cannot take them.
+
+        Out of fds (EMFILE/ENFILE) the metadata of this message is shed, with a finding
+        and a count: relaying matters more than describing."""
+        if not fds or not self.recorder.accepting:
+            return []
+        dups: list[int] = []
+        try:
+            for fd in fds:
+                dups.append(os.dup(fd))
+        except OSError as exc:
+            close_fds(dups)
+            self.shed_fd_metadata += len(fds)
+            self._finding(endpoint.session, "fd-metadata-shed",
+                          f"{endpoint.label}: metadata of {len(fds)} fds not recorded "
+                          f"({exc.strerror or exc}); {self.shed_fd_metadata} shed so far",
+                          seq)  # fmt: skip
+            return []
+        return dups
+
+    def _io_failed(self, endpoint: Endpoint, what: str, exc: OSError) -> None:
+        """An unexpected I/O error: ends that channel (or the session), never the process."""
+        session = endpoint.session
+        reason = f"{endpoint.label}: {what} failed: {exc.strerror or exc}"
+        self._finding(session, "io-error", reason)
+        peer = endpoint.peer
+        self._close_endpoint(endpoint)
+        if endpoint is session.frontend or endpoint is session.backend:
+            self._end_session(session, reason)
+            return
+        self._event(session, f"{endpoint.channel}-channel-closed",
+                    {"by": "error", "reason": reason})  # fmt: skip
+        if peer is not None and not peer.closed:
+            self._close_when_flushed(peer)
 
     # -- strict mode -----------------------------------------------------------------
 
@@ -626,7 +770,7 @@ class Proxy:
 
     def _drop(self, endpoint: Endpoint, seq: int, frame: Frame, mono: int, wall: int,
               why: str) -> None:  # fmt: skip
-        dups = [os.dup(fd) for fd in frame.fds]
+        dups = self._dups(endpoint, seq, frame.fds)
         close_fds(list(frame.fds))
         self._record_message(endpoint, seq, frame, mono, wall, fmt.MESSAGE_DROPPED, dups)
         self._finding(endpoint.session, "strict", f"--strict: dropped the connection: {why}", seq,
@@ -701,6 +845,31 @@ def _request_name(endpoint: Endpoint, data: bytes) -> str:
     if len(data) < spec.HEADER_SIZE or endpoint.channel not in ("main", "backend"):
         return ""
     return spec.request_name(Channel(endpoint.channel), unpack_header(data)[0])
+
+
+def _incomplete_flags(leftover: Incomplete) -> int:
+    """Record flags of a message cut off by the end of its stream."""
+    return fmt.MESSAGE_INCOMPLETE | (fmt.MESSAGE_OVERSIZED if leftover.oversized else 0)
+
+
+def _fd_meta(fd: int) -> dict[str, Any]:
+    """What an fd is (fdinfo), and for a socket whether it is connected."""
+    meta = fdinfo.describe(fd)
+    if meta.get("kind") != "socket":
+        return meta
+    try:
+        sock = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return meta
+    try:
+        sock.getpeername()
+        meta["connected"] = True
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN:
+            meta["connected"] = False
+    finally:
+        sock.close()
+    return meta
 
 
 def _has_data(fd: int) -> bool:
