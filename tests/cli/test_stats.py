@@ -179,3 +179,13 @@ def test_garbage_is_bad_input(run_cli, tmp_path) -> None:
     code, out, err = run_cli("stats", garbage)
     assert (code, out) == (2, "")
     assert "not a vhtrace trace" in err
+
+
+def test_stats_names_the_qemu_a_negotiated_protocol_bit_needs() -> None:
+    from vhtrace.cli.stats import _needs_qemu
+    from vhtrace.protocol.spec import ProtocolFeature as PF
+
+    acked = 1 << PF.REPLY_ACK | 1 << PF.DEVICE_STATE | 1 << PF.GPA_ADDRESSES
+    assert _needs_qemu(acked) == {"DEVICE_STATE": "8.2", "GPA_ADDRESSES": "11.1"}
+    assert _needs_qemu(1 << PF.REPLY_ACK | 1 << PF.STATUS) == {}
+    assert _needs_qemu(None) == {}

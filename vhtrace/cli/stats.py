@@ -98,12 +98,21 @@ def _features(state: ConversationState | None, device: DeviceType | None) -> dic
         "protocol_offered_by_backend": protocol(state.protocol_offered),
         "protocol_set_by_frontend": protocol(state.protocol_acked),
         "protocol_not_taken": protocol_not_taken,
+        "needs_qemu": _needs_qemu(state.protocol_acked),
         "queue_num": state.queue_num,
         "max_mem_slots": state.max_mem_slots,
         "postcopy": str(state.postcopy),
         "regions": len(state.regions),
         "rings": sorted(state.rings),
     }
+
+
+def _needs_qemu(acked: int | None) -> dict[str, str]:
+    """The negotiated protocol bits a QEMU older than some release never sends: bit name
+    -> that release (spec.QEMU_FIRST_WITH)."""
+    if acked is None:
+        return {}
+    return {bit.name: release for bit, release in spec.QEMU_FIRST_WITH.items() if acked >> bit & 1}
 
 
 def as_dict(
@@ -223,6 +232,9 @@ def as_text(
             )
             if features["protocol_not_taken"]:
                 lines.append(_feature_line("protocol not taken", features["protocol_not_taken"]))
+            if features["needs_qemu"]:
+                needs = ", ".join(f"{n} (QEMU {r})" for n, r in features["needs_qemu"].items())
+                lines.append(f"    {'needs a front-end at least':<28} {needs}")
             lines.append(
                 f"    queues {features['queue_num']}, memory regions "
                 f"{features['regions']}, rings used {features['rings']}, postcopy "

@@ -169,12 +169,13 @@ QEMU_FIRST_WITH: dict[ProtocolFeature, str] = {
     ProtocolFeature.SHMEM: "11.1",
     ProtocolFeature.GET_VRING_BASE_SKIP_DRAIN: "11.2",
 }
-"""The first QEMU release whose front-end negotiates the bit, for the bits QEMU 7.2 (the
-oldest QEMU vhtrace is tested with) does not know (its enum ends at STATUS, 16). Read from
-QEMU's hw/virtio/vhost-user.c history and include/hw/virtio/vhost-user.h at commit
-1276e6c85dcc108ff523f93f0fe4f73118394fa0; SKIP_DRAIN landed after 11.1, hence 11.2. A
-trace that negotiated one of these was recorded with a QEMU at least that new (or with
-another front-end)."""
+"""The first QEMU release whose front-end negotiates the bit, for bits QEMU 7.2 (the QEMU
+vhtrace is tested with here) does not know: its VhostUserProtocolFeature enum ends at
+STATUS (16). Releases as read from QEMU's hw/virtio/vhost-user.c and docs/interop on mst's
+``next`` branch (Sep 2026): DEVICE_STATE and SHARED_OBJECT 8.2, GET_VRING_BASE_INFLIGHT
+11.x (taken as 11.0), GPA_ADDRESSES and SHMEM 11.1, SKIP_DRAIN after 11.1 (taken as
+11.2). A trace that negotiated one was recorded with a QEMU at least that new, or with
+another front-end."""
 
 
 def protocol_feature(name_or_bit: str | int) -> ProtocolFeature:
