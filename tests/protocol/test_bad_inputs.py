@@ -274,6 +274,9 @@ def test_row_19_back_end_offering_bit_21_meaning_shmem(dialogue) -> None:
     reply = dialogue.reply("GET_PROTOCOL_FEATURES", {"features": offer})
     assert codes(reply) == ["rust-vmm-shmem-bit"]
     assert reply.findings[0].severity is Severity.WARNING
+    # both dialects named, not one picked silently
+    assert "GPA_ADDRESSES in QEMU >= 11.1" in reply.findings[0].text
+    assert "SHMEM in rust-vmm vhost < 0.17" in reply.findings[0].text
 
 
 def test_row_19_bits_21_and_22_together_are_not_flagged(dialogue) -> None:

@@ -580,9 +580,9 @@ def check_protocol_features_offer(fields: Fields, state: ConversationState) -> l
         return [
             warning(
                 "rust-vmm-shmem-bit",
-                "offers bit 21 GPA_ADDRESSES without bit 22 SHMEM: a "
-                "back-end on rust-vmm vhost <= 0.16 means SHMEM by bit 21 "
-                "(rust-vmm/vhost#367)",
+                "offers bit 21 without bit 22: bit 21 is GPA_ADDRESSES in QEMU >= 11.1, "
+                "SHMEM in rust-vmm vhost < 0.17 (rust-vmm/vhost#367); read as "
+                "GPA_ADDRESSES",
             )
         ]
     return []
