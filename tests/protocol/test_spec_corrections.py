@@ -197,3 +197,19 @@ def test_get_config_reply_names_the_device_fields() -> None:
     reply = payloads.decode("config", config_bytes(struct.pack("<Q", 131072) + bytes(49)), ctx)
     assert reply.fields is not None
     assert reply.fields["device_config"]["capacity"] == 131072
+
+
+def test_request_44_with_a_vring_state_names_both_dialects(negotiated) -> None:
+    frame = Frame.build(44, spec.VERSION, vring_index_bytes(0, 0))
+    analysis = negotiated.send(frame, Side.FRONTEND, Channel.MAIN)
+    assert "dialect-44" in codes(analysis)
+    text = next(f.text for f in analysis.findings if f.code == "dialect-44")
+    assert "GET_SHMEM_CONFIG in QEMU" in text and "yc-libvhost-server" in text
+
+
+def test_request_44_as_qemu_sends_it_has_no_dialect_finding(negotiated) -> None:
+    analysis = negotiated.send(Frame.build(44, spec.VERSION), Side.FRONTEND, Channel.MAIN)
+    assert codes(analysis) == []
+    reply = negotiated.send(Frame.build(44, spec.REPLY_FLAGS, struct.pack("<Q", 0)),
+                            Side.BACKEND, Channel.MAIN)  # fmt: skip
+    assert "dialect-44" in codes(reply)

@@ -572,6 +572,26 @@ def check_set_protocol_features(fields: Fields, state: ConversationState) -> lis
     return problems
 
 
+_GET_SHMEM_CONFIG = 44
+_VRING_STATE_SIZE = 8
+
+
+def check_request_44_dialect(request: int, size: int) -> list[Problem]:
+    """Request 44 with the 8 bytes of a vring state, request or reply: yc-libvhost-server
+    numbers GET_VRING_BASE_SKIP_DRAIN 44, where QEMU has GET_SHMEM_CONFIG (44, an empty
+    request and a 2056-byte reply) and SKIP_DRAIN at 45 (QEMU docs/interop/vhost-user.rst,
+    Sep 2026). Named, not picked: the size already reads as an error."""
+    if request != _GET_SHMEM_CONFIG or size != _VRING_STATE_SIZE:
+        return []
+    return [
+        warning(
+            "dialect-44",
+            "request 44 with an 8-byte vring state: 44 is GET_SHMEM_CONFIG in QEMU, "
+            "GET_VRING_BASE_SKIP_DRAIN in yc-libvhost-server (QEMU numbers it 45)",
+        )
+    ]
+
+
 def check_protocol_features_offer(fields: Fields, state: ConversationState) -> list[Problem]:
     """bad-inputs #19: rust-vmm vhost <= 0.16 put SHMEM on bit 21 (GPA_ADDRESSES)."""
     value = fields["features"]

@@ -183,6 +183,8 @@ class Conversation:
             problems += checks.check_flags(flags, is_reply=False)
         if not (size == plan.fixed_size and complete and fields is not None):
             problems += self._size_problems(layout, msg, fields, ctx)
+            if channel is Channel.MAIN:
+                problems += checks.check_request_44_dialect(request, size)
         if row.gate is not None:
             problems += checks.check_gate(row, state)
         if row.sets_need_reply and not flags & _NEED_REPLY:
@@ -381,6 +383,8 @@ class Conversation:
         if layout:
             if not (size == _FIXED_SIZES[layout] and complete and fields is not None):
                 problems += self._size_problems(layout, msg, fields, ctx)
+                if channel is Channel.MAIN:
+                    problems += checks.check_request_44_dialect(msg.request, size)
             check = checks.REPLY_CHECKS.get(layout)
             if check is not None and fields is not None:
                 problems += check(fields, state)
