@@ -6,6 +6,8 @@ arrive unchanged, and the trace holds the message with the finding that names it
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import socket
 from collections.abc import Callable
@@ -18,9 +20,10 @@ from tests.record.test_relay import messages, negotiate
 from vhtrace.protocol import spec
 from vhtrace.protocol.framing import pack_header, split_fds
 from vhtrace.protocol.messages import build
+from vhtrace.protocol.spec import Channel
 from vhtrace.record import relay
 from vhtrace.trace import format as fmt
-from vhtrace.trace.records import EventRecord, FindingRecord, MessageRecord
+from vhtrace.trace.records import EndRecord, EventRecord, FindingRecord, MessageRecord
 
 
 @pytest.fixture
@@ -295,14 +298,12 @@ def test_a_dead_recorder_gets_no_more_fds_and_says_where_recording_stopped(
     stats = harness.recorder.stats
     assert stats.unrecorded_from == 3, f"unrecorded from: expected #3, got {stats.unrecorded_from}"
     assert "nothing recorded from message #3 on" in stats.summary_line("t.vht")
-    harness.stop()
-    from vhtrace.trace.reader import TraceReader
-
-    with TraceReader(harness.trace_path) as reader:
-        list(reader)
-        summary = getattr(reader, "summary", None) or {}
-    if summary:
-        assert summary.get("unrecorded_from") == 3, summary
+    records, _ = harness.records()
+    ends = [r for r in records if isinstance(r, EndRecord)]
+    assert len(ends) == 1, f"end records: expected 1, got {len(ends)}"
+    assert ends[0].summary.get("unrecorded_from") == 3, ends[0].summary
+    assert "No space left" in ends[0].summary.get("failed", ""), ends[0].summary
+    assert [m.seq for m in messages(records)] == [1, 2], "what came before the failure stays"
 
 
 def test_emfile_while_duplicating_for_the_recorder_sheds_metadata(harness: ProxyHarness) -> None:
@@ -335,3 +336,129 @@ def test_emfile_while_duplicating_for_the_recorder_sheds_metadata(harness: Proxy
     assert "1 shed so far" in texts[0]
     assert (soft, hard) == resource.getrlimit(resource.RLIMIT_NOFILE)
     assert isinstance(recorded[0], MessageRecord)
+
+
+FD_KINDS = ("eventfd", "memfd", "pipe-read", "pipe-write", "socketpair", "unconnected")
+CHANNEL_REQUESTS = ("SET_BACKEND_REQ_FD", "GPU_SET_SOCKET", "SET_DEVICE_STATE_FD")
+
+
+def make_fd(kind: str, keep: list) -> int:
+    """A real fd of ``kind``; what must stay open (or be closed later) goes to ``keep``."""
+    if kind == "eventfd":
+        fd = os.eventfd(0)
+    elif kind == "memfd":
+        fd = os.memfd_create("h")
+    elif kind in ("pipe-read", "pipe-write"):
+        r, w = os.pipe()
+        fd, other = (r, w) if kind == "pipe-read" else (w, r)
+        keep.append(other)
+    elif kind == "socketpair":
+        a, b = socket.socketpair()
+        keep.append(a)
+        fd = b.detach()
+    else:
+        fd = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).detach()
+    keep.append(fd)
+    return fd
+
+
+def interposed(request_name: str, kind: str) -> bool:
+    if request_name == "SET_DEVICE_STATE_FD":
+        return kind.startswith("pipe")
+    return request_name in CHANNEL_REQUESTS and kind == "socketpair"
+
+
+def test_random_streams_of_fd_kinds_are_relayed_byte_exact() -> None:
+    import tempfile
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    message = st.tuples(
+        st.sampled_from(("SET_VRING_KICK", "SET_VRING_NUM", *CHANNEL_REQUESTS)),
+        st.lists(st.sampled_from(FD_KINDS), min_size=0, max_size=3),
+    )
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(message, min_size=1, max_size=8))
+    def run(stream: list[tuple[str, list[str]]]) -> None:
+        with tempfile.TemporaryDirectory() as directory:
+            h = ProxyHarness(Path(directory))
+            keep: list = []
+            try:
+                fe, be = h.connect()
+                for number, (name, kinds) in enumerate(stream, 1):
+                    fds = tuple(make_fd(kind, keep) for kind in kinds)
+                    raw = build("SET_VRING_NUM", {"index": 0, "num": number}).raw
+                    if name != "SET_VRING_NUM":
+                        found = spec.lookup_request(name)
+                        assert found is not None
+                        header = pack_header(found[1], 1, len(raw) - 12)
+                        raw = header + raw[12:]
+                    fe.send_raw(raw, fds)
+                    got = be.read()
+                    assert got.raw == raw, f"message {number} {name}: expected {raw!r}"
+                    assert len(got.fds) == len(fds), (
+                        f"message {number} {name}: fds expected {len(fds)}, got {len(got.fds)}"
+                    )
+                    for index, (kind, mine, theirs) in enumerate(
+                        zip(kinds, fds, got.fds, strict=True)
+                    ):
+                        if not (len(fds) == 1 and interposed(name, kind)):
+                            assert same_file(mine, theirs), f"message {number} fd {index} {kind}"
+                        os.close(theirs)
+                still_relays(fe, be)
+                assert h.thread.is_alive(), "the proxy died"
+                records, problem = h.records()
+            finally:
+                h.stop()
+                for item in keep:
+                    if isinstance(item, socket.socket):
+                        item.close()
+                    else:
+                        with contextlib.suppress(OSError):
+                            os.close(item)
+            assert problem is None
+            recorded = [m for m in messages(records) if m.channel == "main"]
+            assert len(recorded) == len(stream) + 1
+            for (_, kinds), record in zip(stream, recorded[:-1], strict=True):
+                assert len(record.fds) == len(kinds), record
+
+    run()
+
+
+class FailingSocket(socket.socket):
+    """A socket whose reads fail as an unconnected one's do (EINVAL)."""
+
+    def recvmsg(self, *args: object) -> tuple:  # type: ignore[override]
+        raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+
+
+def test_an_io_error_on_an_interposed_channel_ends_that_channel_only(
+    harness: ProxyHarness,
+) -> None:
+    fe, be = harness.connect()
+    negotiate(fe, be)
+    qemu_end, given = socket.socketpair()
+    fe.send(build("SET_BACKEND_REQ_FD", fds=(given.fileno(),)))
+    got = be.read()
+    given.close()
+    backend_channel = socket.socket(fileno=got.fds[0])
+    session = next(iter(harness.proxy.sessions.values()))
+    endpoint = next(e for e in session.endpoints
+                    if e.channel == "backend" and e.sender.value == "frontend")  # fmt: skip
+    # The channel is idle: swap in a socket whose next read fails.
+    endpoint.sock = FailingSocket(fileno=endpoint.sock.detach())
+    qemu_end.sendall(build("VRING_CALL", {"index": 0, "num": 0}, channel=Channel.BACKEND).raw)
+    assert Peer(backend_channel).closed_by_peer(), "the failed channel is closed"
+    still_relays(fe, be)
+    qemu_end.close()
+    backend_channel.close()
+    records, _ = harness.records()
+    texts = findings(records, "io-error")
+    assert texts == ["backend/frontend: reading failed: Invalid argument"], texts
+    closed = [r for r in records if isinstance(r, EventRecord)
+              and r.event == "backend-channel-closed"]  # fmt: skip
+    assert closed and closed[0].info.get("by") == "error", closed
+    ends = [r for r in records if isinstance(r, EventRecord) and r.event == "session-end"]
+    assert ends and ends[0].info["reason"] == fmt.END_RECORDER_STOPPED, "the session went on"
