@@ -213,3 +213,19 @@ def test_request_44_as_qemu_sends_it_has_no_dialect_finding(negotiated) -> None:
     reply = negotiated.send(Frame.build(44, spec.REPLY_FLAGS, struct.pack("<Q", 0)),
                             Side.BACKEND, Channel.MAIN)  # fmt: skip
     assert "dialect-44" in codes(reply)
+
+
+def test_an_iommu_device_needs_backend_req_and_reply_ack(make_dialogue) -> None:
+    talk = make_dialogue()
+    iommu = 1 << spec.VIRTIO_F_PROTOCOL_FEATURES | 1 << spec.VIRTIO_F_ACCESS_PLATFORM
+    steps = talk.negotiate(protocol=1 << PF.REPLY_ACK, virtio=iommu)
+    set_features = steps[-1]
+    assert codes(set_features) == ["iommu-features"]
+    assert "without BACKEND_REQ negotiated" in set_features.findings[0].text
+
+
+def test_an_iommu_device_with_both_features_passes(make_dialogue) -> None:
+    talk = make_dialogue()
+    iommu = 1 << spec.VIRTIO_F_PROTOCOL_FEATURES | 1 << spec.VIRTIO_F_ACCESS_PLATFORM
+    steps = talk.negotiate(protocol=1 << PF.REPLY_ACK | 1 << PF.BACKEND_REQ, virtio=iommu)
+    assert codes(steps[-1]) == []

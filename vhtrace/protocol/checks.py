@@ -523,11 +523,28 @@ def check_vring_enable(fields: Fields, state: ConversationState) -> list[Problem
 def check_set_features(fields: Fields, state: ConversationState) -> list[Problem]:
     if state.features_offered is None:
         return [warning("features", "SET_FEATURES before the back-end's GET_FEATURES reply")]
+    problems: list[Problem] = []
     extra = fields["features"] & ~state.features_offered
     if extra:
         names = ", ".join(spec.virtio_feature_names(extra, state.device))
-        return [error("features", f"sets features the back-end did not offer: {names}")]
-    return []
+        problems.append(error("features", f"sets features the back-end did not offer: {names}"))
+    if fields["features"] >> spec.VIRTIO_F_ACCESS_PLATFORM & 1 and state.protocol_acked is not None:
+        # IOTLB misses travel on the back-end channel and updates wait for their ack
+        # (vhost-user.rst "IOMMU support"; QEMU refuses the device without both).
+        lacking = [
+            bit.name
+            for bit in (ProtocolFeature.BACKEND_REQ, ProtocolFeature.REPLY_ACK)
+            if not state.protocol_acked >> bit & 1
+        ]
+        if lacking:
+            problems.append(
+                error(
+                    "iommu-features",
+                    f"ACCESS_PLATFORM (IOMMU) set without {' and '.join(lacking)} negotiated:"
+                    " an IOMMU device needs BACKEND_REQ and REPLY_ACK",
+                )
+            )
+    return problems
 
 
 def check_set_protocol_features(fields: Fields, state: ConversationState) -> list[Problem]:
