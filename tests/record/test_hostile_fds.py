@@ -462,3 +462,34 @@ def test_an_io_error_on_an_interposed_channel_ends_that_channel_only(
     assert closed and closed[0].info.get("by") == "error", closed
     ends = [r for r in records if isinstance(r, EventRecord) and r.event == "session-end"]
     assert ends and ends[0].info["reason"] == fmt.END_RECORDER_STOPPED, "the session went on"
+
+
+def test_out_of_fds_when_interposing_relays_the_fd_as_it_came(
+    harness: ProxyHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fe, be = harness.connect()
+    negotiate(fe, be)
+    qemu_end, given = socket.socketpair()
+
+    def no_fds(*args: object) -> tuple[socket.socket, socket.socket]:
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    message = build("SET_BACKEND_REQ_FD", fds=(given.fileno(),))
+    monkeypatch.setattr(relay.socket, "socketpair", no_fds)
+    fe.send(message)
+    got = be.read()
+    monkeypatch.undo()
+    assert got.raw == message.raw and len(got.fds) == 1
+    assert same_file(got.fds[0], given.fileno()), "relayed as it came"
+    os.close(got.fds[0])
+    still_relays(fe, be)
+    os.fstat(given.fileno())  # the sender's fd was not closed by the failed attempt
+    given.close()
+    qemu_end.close()
+    records, _ = harness.records()
+    recorded = [m for m in messages(records) if m.raw == message.raw]
+    texts = findings(records, "interpose-failed")
+    assert texts == [f"#{recorded[0].seq} SET_BACKEND_REQ_FD: the backend channel could not be "
+                     "relayed through the proxy (Too many open files): fd passed on as it "
+                     "came, its channel not recorded"], texts  # fmt: skip
+    assert recorded[0].fds[0]["not_interposed"] == "Too many open files"

@@ -640,7 +640,8 @@ class Proxy:
         session = endpoint.session
         original = fds[0]
         added = len(session.endpoints)
-        made: list[int] = []
+        made: list[socket.socket | int] = []
+        """What we opened for the channel: closed again if setting it up fails."""
         try:
             if opens in ("backend", "gpu"):
                 given = self._interpose_socket(session, original, opens, made)
@@ -658,20 +659,33 @@ class Proxy:
         return [given], {original}, [{"interposed": opens}]
 
     def _interpose_socket(self, session: Session, original: int, opens: str,
-                          made: list[int]) -> int:  # fmt: skip
+                          made: list[socket.socket | int]) -> int:  # fmt: skip
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        made += [ours.fileno(), theirs.fileno()]
+        made += [ours, theirs]
         frontend_side = socket.socket(fileno=original)
         limit = spec.MAX_PAYLOAD if opens == "backend" else GPU_MAX_MESSAGE
-        fe = self._add_endpoint(session, frontend_side, opens, Side.FRONTEND, max_payload=limit)
-        be = self._add_endpoint(session, ours, opens, Side.BACKEND, max_payload=limit)
+        try:
+            fe = self._add_endpoint(session, frontend_side, opens, Side.FRONTEND,
+                                    max_payload=limit)  # fmt: skip
+        except OSError:
+            if not any(e.sock is frontend_side for e in session.endpoints):
+                frontend_side.detach()  # ``original`` is the sender's: never closed here
+            raise
+        made.remove(ours)
+        try:
+            be = self._add_endpoint(session, ours, opens, Side.BACKEND, max_payload=limit)
+        except OSError:
+            if not any(e.sock is ours for e in session.endpoints):
+                made.append(ours)
+            raise
         fe.peer, be.peer = be, fe
         if opens == "gpu":
             fe.messages = be.messages = False  # another protocol: kept as a byte stream
+        made.remove(theirs)
         return theirs.detach()
 
     def _undo_endpoints(self, session: Session, added: int, original: int,
-                        made: list[int]) -> None:  # fmt: skip
+                        made: list[socket.socket | int]) -> None:  # fmt: skip
         """Forget endpoints a failed interposition made; close ours, never ``original``."""
         for endpoint in session.endpoints[added:]:
             with contextlib.suppress(KeyError, ValueError, OSError):
@@ -685,12 +699,17 @@ class Proxy:
             else:
                 close_fds([endpoint.fd])
             with contextlib.suppress(ValueError):
-                made.remove(endpoint.fd)
+                made.remove(endpoint.sock if endpoint.sock is not None else endpoint.fd)
         del session.endpoints[added:]
-        close_fds(made)
+        for item in made:
+            if isinstance(item, socket.socket):
+                item.close()
+            else:
+                close_fds([item])
+        made.clear()
 
     def _interpose_pipe(self, session: Session, original: int, sender: Side,
-                        made: list[int]) -> int:  # fmt: skip
+                        made: list[socket.socket | int]) -> int:  # fmt: skip
         """Put a pipe of ours in the middle of a device-state pipe; the end to pass on."""
         access = fcntl.fcntl(original, fcntl.F_GETFL) & os.O_ACCMODE
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
