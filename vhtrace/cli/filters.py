@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 import fnmatch
 from dataclasses import dataclass, field
 
@@ -11,11 +10,7 @@ from vhtrace.analysis import AnalysedMessage
 from vhtrace.cli.common import UsageError
 from vhtrace.protocol import spec
 from vhtrace.protocol.findings import Severity
-
-ALL_NAMES = sorted(
-    {row.name for row in spec.FRONTEND_REQUESTS}
-    | {"BACKEND_" + row.name for row in spec.BACKEND_REQUESTS}
-)
+from vhtrace.protocol.suggest import did_you_mean
 
 
 def _display_name(channel: str, name: str) -> str:
@@ -48,8 +43,7 @@ class RequestFilter:
             else:
                 found = spec.lookup_request(term)
                 if found is None:
-                    close = difflib.get_close_matches(term.upper(), ALL_NAMES, n=3)
-                    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+                    hint = did_you_mean(term)
                     raise UsageError(f"--request {term}: no such request{hint}")
                 result.exact.add((found[0].value, found[1]))
         return result
