@@ -6,6 +6,11 @@ printing and the trace writer all run on this side. If the queue holds more
 than ``MAX_QUEUED_BYTES`` (a disk far too slow, or a flood), further records
 are dropped and counted rather than stalling the guest; the loss is recorded
 as a finding.
+
+If the recorder itself fails (a full disk), it closes every fd still queued for
+it, refuses further items (``accepting`` turns False, so the relay stops making
+dups for it) and says, on stderr, in the summary and in the trace's end record if
+the disk still takes it, from which message on nothing was recorded.
 """
 
 from __future__ import annotations

@@ -26,6 +26,20 @@ fds of the channels above are substituted by equivalent ones of ours, which
 the trace notes. An oversized message is passed through in pieces as it
 comes. The recorder gets dups of the fds and a copy of the bytes through a
 queue; nothing on this path waits for it.
+
+Hostile input never ends the process (issue 17):
+
+* a channel-opening fd of the wrong kind (an eventfd for SET_BACKEND_REQ_FD, a
+  memfd for SET_DEVICE_STATE_FD, an unconnected socket) is not interposed: it
+  is relayed as it came, with a ``channel-fd`` finding naming what was due and
+  what came (``channels.wrong_fd``); --strict drops the session on it;
+* an unexpected I/O error ends that channel, or on the main socket the session,
+  with an ``io-error`` finding and the reason;
+* one sendmsg never carries more than ``spec.SCM_MAX_FD`` fds: more are split
+  over the message's first bytes, in order (``framing.split_fds``);
+* a destination's outbox is bounded in fds (``PAUSE_FDS``) as in bytes;
+* out of fds (EMFILE) the recorder's copies of a message's fds are shed, with an
+  ``fd-metadata-shed`` finding and a count; a dead recorder is handed none.
 """
 
 from __future__ import annotations
