@@ -20,7 +20,7 @@ from mockbackend.faults import (
 )
 from mockbackend.messages import Message, Reply
 from mockbackend.report import Report
-from mockbackend.script import Script, load_script_file
+from mockbackend.script import Script, ScriptError, load_script_file
 from mockbackend.server import MockBackend
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "Report",
     "RngDevice",
     "Script",
+    "ScriptError",
     "WrongFlags",
     "WrongRequest",
     "WrongSize",

@@ -3,8 +3,9 @@
     mockbackend --socket PATH --device blk --disk FILE [--script S.py]
     mockbackend --socket PATH --connect --device rng          # QEMU listens
 
-Exit codes: 0 ok; 1 an expectation failed, or violations were found and
-``--fail-on-violations`` was given; 2 bad usage.
+Exit codes: 0 ok (also when stopped by SIGINT or SIGTERM); 1 an expectation failed, or
+violations were found and ``--fail-on-violations`` was given; 2 bad usage, or a script
+that does not load or raises.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mockbackend.devices import BlkDevice, Device, NetLoopback, RngDevice
-from mockbackend.script import Script, load_script_file
+from mockbackend.script import Script, ScriptError, load_script_file
 from mockbackend.server import MockBackend
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -28,8 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mockbackend",
         description="A scriptable, strict vhost-user back-end (virtio-blk on a file, virtio-rng).",
-        epilog="Exit codes: 0 ok, 1 expectation failed or violations found "
-        "(with --fail-on-violations), 2 bad usage.",
+        epilog="SIGINT (Ctrl-C) and SIGTERM stop it cleanly, also when started in the "
+        "background: the connection is ended, reports printed (and written), the socket "
+        "removed. Exit codes: 0 ok (also when stopped by a signal), 1 expectation failed or "
+        "violations found (with --fail-on-violations), 2 bad usage or a script that does "
+        "not load or raises.",
     )
     parser.add_argument("--socket", required=True, type=Path, help="unix socket path")
     parser.add_argument(
@@ -49,11 +53,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--sessions",
         type=int,
         default=1,
-        help="connections to serve before exiting (0: until killed); default 1",
+        help="connections to serve before exiting and removing the socket (0: until "
+        "stopped by SIGINT/SIGTERM); default 1. A front-end that reconnects (QEMU "
+        "-chardev ...,reconnect=N) needs 0, or one more per reconnection",
     )
     parser.add_argument("--fail-on-violations", action="store_true")
     parser.add_argument("--report", type=Path, help="write the reports as JSON here")
     parser.add_argument("-v", "--verbose", action="count", default=0)
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no line per fault fired, no note when the session count is reached",
+    )
     return parser
 
 
@@ -71,14 +83,60 @@ def _device(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Device
     return RngDevice()
 
 
+class _Stopper:
+    """SIGINT and SIGTERM handlers, installed at start (a shell starts background jobs
+    with SIGINT ignored): they stop the back-end, which then ends like a finished run."""
+
+    def __init__(self) -> None:
+        self.backend: MockBackend | None = None
+        self.signal: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+
+    def restore(self) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)  # type: ignore[arg-type]
+
+    def attach(self, backend: MockBackend) -> None:
+        self.backend = backend
+        if self.signal is not None:
+            backend.stop(timeout=0, reason=self.reason())
+
+    def reason(self) -> str:
+        return f"stopped by {signal.Signals(self.signal).name}" if self.signal else "stopped"
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        self.signal = signum
+        if self.backend is not None:
+            self.backend.stop(timeout=0, reason=self.reason())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return EXIT_OK if exc.code == 0 else EXIT_USAGE
+    stopper = _Stopper()
+    stopper.install()
+    try:
+        return _run(args, parser, stopper)
+    finally:
+        stopper.restore()
+
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, stopper: _Stopper) -> int:
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="mockbackend: %(message)s", stream=sys.stderr)
+    logging.getLogger("mockbackend.faults").setLevel(
+        logging.WARNING if args.quiet else logging.INFO
+    )
+    if args.sessions < 0:
+        print(f"mockbackend: --sessions {args.sessions}: expected 0 or more", file=sys.stderr)
+        return EXIT_USAGE
     try:
         device = _device(args, parser)
     except SystemExit:
@@ -92,15 +150,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.script is not None:
         try:
             script = load_script_file(args.script, script)
-        except (OSError, SyntaxError, ValueError) as exc:
-            print(f"mockbackend: --script {args.script}: {exc}", file=sys.stderr)
+        except ScriptError as exc:
+            print(f"mockbackend: --script {exc}", file=sys.stderr)
+            device.close()
             return EXIT_USAGE
     backend = MockBackend(script)
-    signal.signal(signal.SIGTERM, lambda *_: backend.stop(timeout=0))
+    stopper.attach(backend)
     try:
         backend.serve(args.socket, client=args.connect, sessions=args.sessions or None)
-    except KeyboardInterrupt:
-        pass
     except OSError as exc:
         print(f"mockbackend: {args.socket}: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -111,6 +168,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(report.render(), file=sys.stderr)
     if args.report is not None:
         args.report.write_text(json.dumps([r.to_dict() for r in reports], indent=2))
+    if backend.stopped:
+        print(f"mockbackend: {stopper.reason()}; {args.socket} removed", file=sys.stderr)
+    elif args.sessions and not args.connect and not args.quiet:
+        print(
+            f"mockbackend: served {backend.sessions_done} of --sessions {args.sessions}: "
+            f"exiting, {args.socket} removed (a front-end that reconnects needs --sessions 0)",
+            file=sys.stderr,
+        )
+    if any(r.script_errors for r in reports):
+        return EXIT_USAGE
     ok = all(r.ok(args.fail_on_violations) for r in reports)
     return EXIT_OK if ok else EXIT_FAILED
 

@@ -14,10 +14,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from mockbackend.faults import UnknownRequest
 from mockbackend.messages import Message
+from vhtrace.protocol import spec
 from vhtrace.protocol.conversation import Role
 from vhtrace.protocol.findings import Severity
 from vhtrace.protocol.spec import Channel
+
+
+def _known(name: str) -> str:
+    """``name`` unchanged if it is a request name; UnknownRequest (did you mean) if not."""
+    if spec.lookup_request(name) is None:
+        raise UnknownRequest(name)
+    return name
 
 
 class Expectation:
@@ -33,6 +42,10 @@ class Expectation:
 
     def failures(self) -> list[str]:
         return []
+
+    def sentences(self) -> list[str]:
+        """The report's lines: each failure prefixed with the description."""
+        return [f"{self.description}: {text}" for text in self.failures()]
 
 
 class KickBeforeEnable(Expectation):
@@ -65,7 +78,7 @@ class Order(Expectation):
     """``first`` is received before ``then`` (each at least once)."""
 
     def __init__(self, first: str, then: str) -> None:
-        self.first, self.then = first, then
+        self.first, self.then = _known(first), _known(then)
         self.description = f"{first} before {then}"
         self.first_seq: int | None = None
         self.then_seq: int | None = None
@@ -88,23 +101,58 @@ class Order(Expectation):
         return []
 
 
+def _times(count: int) -> str:
+    return "once" if count == 1 else f"{count} times"
+
+
+def count_phrase(at_least: int, at_most: int | None) -> str:
+    """``0 times``, ``once``, ``at least 1 time``... for a count between two bounds."""
+    if at_most is None:
+        return f"at least {at_least} time{'' if at_least == 1 else 's'}"
+    if at_least == at_most:
+        return _times(at_least)
+    if at_least == 0:
+        return f"at most {_times(at_most)}"
+    return f"{at_least} to {at_most} times"
+
+
+MAX_SEQS_SHOWN = 5
+
+
 class Received(Expectation):
     """A request arrives between ``at_least`` and ``at_most`` times."""
 
     def __init__(self, name: str, at_least: int = 1, at_most: int | None = None) -> None:
-        self.name, self.at_least, self.at_most = name, at_least, at_most
-        bound = f"{at_least}..{at_most if at_most is not None else 'n'}"
-        self.description = f"{name} received {bound} times"
-        self.count = 0
+        if at_least < 0 or (at_most is not None and at_most < at_least):
+            raise ValueError(
+                f"received({name!r}): expected 0 <= at_least <= at_most, "
+                f"got at_least={at_least}, at_most={at_most}"
+            )
+        self.name, self.at_least, self.at_most = _known(name), at_least, at_most
+        self.description = f"{name} received {count_phrase(at_least, at_most)}"
+        self.seqs: list[int] = []
+
+    @property
+    def count(self) -> int:
+        return len(self.seqs)
 
     def observe(self, msg: Message) -> None:
         if msg.role is Role.REQUEST and msg.name == self.name:
-            self.count += 1
+            self.seqs.append(msg.seq)
 
     def failures(self) -> list[str]:
-        if self.count < self.at_least or (self.at_most is not None and self.count > self.at_most):
-            return [f"{self.name} received {self.count} times, expected {self.description}"]
+        count = self.count
+        if count < self.at_least or (self.at_most is not None and count > self.at_most):
+            shown = ", ".join(f"#{seq}" for seq in self.seqs[:MAX_SEQS_SHOWN])
+            if count > MAX_SEQS_SHOWN:
+                shown += ", ..."
+            where = f" ({shown})" if shown else ""
+            expected = count_phrase(self.at_least, self.at_most)
+            return [f"expected {self.name} {expected}, received {count}{where}"]
         return []
+
+    def sentences(self) -> list[str]:
+        return self.failures()  # already one whole sentence
 
 
 class Follows(Expectation):
@@ -112,7 +160,7 @@ class Follows(Expectation):
     sends) is followed by a ``then`` request from the front-end."""
 
     def __init__(self, trigger: str, then: str, channel: Channel | None = None) -> None:
-        self.trigger, self.then, self.channel = trigger, then, channel
+        self.trigger, self.then, self.channel = _known(trigger), _known(then), channel
         self.description = f"{then} follows every {trigger}"
         self.waiting: list[int] = []
 

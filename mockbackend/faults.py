@@ -22,6 +22,26 @@ from dataclasses import dataclass, replace
 
 from vhtrace.protocol import spec
 from vhtrace.protocol.framing import Frame
+from vhtrace.protocol.suggest import did_you_mean
+
+
+class UnknownRequest(KeyError):
+    """A request name that is none (a script's ``on=``, ``WrongRequest``, ``expect``)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+    def __str__(self) -> str:
+        return f"unknown request {self.name!r}{did_you_mean(self.name)}"
+
+
+def request_id(name: str) -> int:
+    """The main channel request id of ``name`` (aliases and C names accepted)."""
+    found = spec.lookup_request(name)
+    if found is None:
+        raise UnknownRequest(name)
+    return found[1]
 
 
 class Fault:
@@ -79,13 +99,14 @@ class WrongRequest(Fault):
 
     request: int | str
 
+    def __post_init__(self) -> None:
+        if isinstance(self.request, str):
+            request_id(self.request)  # a misspelt name fails when the script loads
+
     def mutate(self, frame: Frame) -> Frame:
         request = self.request
         if isinstance(request, str):
-            found = spec.lookup_request(request)
-            if found is None:
-                raise KeyError(f"unknown request {request!r}")
-            request = found[1]
+            request = request_id(request)
         return replace(frame, request=request)
 
     def describe(self) -> str:

@@ -22,7 +22,9 @@ class Report:
     expectation_failures: list[str] = field(default_factory=list)
     unused_faults: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-    """Handlers or hooks that raised, and rings that broke."""
+    """Requests refused, rings that broke, the mock's own trouble."""
+    script_errors: list[str] = field(default_factory=list)
+    """The script's handlers, hooks or expectations that raised (file, line, error)."""
     closed_by: str = ""
     violations_not_kept: int = 0
     """Violations beyond :data:`MAX_VIOLATIONS`, counted but not kept."""
@@ -38,7 +40,7 @@ class Report:
         return [f for f in self.violations if f.severity is Severity.ERROR]
 
     def ok(self, fail_on_violations: bool = False) -> bool:
-        if self.expectation_failures:
+        if self.expectation_failures or self.script_errors:
             return False
         return not (fail_on_violations and self.errors_found)
 
@@ -50,6 +52,7 @@ class Report:
             ("front-end violations", [str(f) for f in self.violations]),
             ("expectations not met", self.expectation_failures),
             ("faults never triggered", self.unused_faults),
+            ("script errors", self.script_errors),
             ("errors", self.errors),
         ):
             if items:
@@ -65,6 +68,7 @@ class Report:
             "expectation_failures": self.expectation_failures,
             "unused_faults": self.unused_faults,
             "errors": self.errors,
+            "script_errors": self.script_errors,
             "closed_by": self.closed_by,
             "violations_not_kept": self.violations_not_kept,
         }

@@ -26,7 +26,9 @@ A script file given to the CLI defines ``configure(script)``.
 
 from __future__ import annotations
 
+import os
 import runpy
+import traceback
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -34,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from mockbackend.devices.base import Device
 from mockbackend.expect import Expectation
-from mockbackend.faults import Armed, Fault
+from mockbackend.faults import Armed, Fault, UnknownRequest
 from mockbackend.messages import Message, Reply
 from vhtrace.protocol import spec
 from vhtrace.protocol.spec import ProtocolFeature
@@ -70,7 +72,7 @@ def _key(name: str) -> str:
         return name
     found = spec.lookup_request(name)
     if found is None:
-        raise KeyError(f"unknown request {name!r}")
+        raise UnknownRequest(name)
     row = spec.request_spec(*found)
     assert row is not None
     return row.name
@@ -200,16 +202,62 @@ class Script:
         return [*self.after_hooks.get("*", ()), *self.after_hooks.get(name, ())]
 
 
+class ScriptError(Exception):
+    """A script file that does not load, in one line: its file, the line and the error."""
+
+
+_OWN_DIRS = tuple(os.path.dirname(os.path.abspath(p)) + os.sep for p in (__file__, spec.__file__))
+"""mockbackend/ and vhtrace/protocol/: frames there are not the script's."""
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, UnknownRequest):
+        return str(exc)
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def describe_exception(exc: BaseException, path: Path | str | None = None) -> str:
+    """``FILE, line N: Error: text`` for an exception raised by script code.
+
+    The line is the last one in ``path`` (when given), else the innermost one outside
+    mockbackend's own code, else the innermost one."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"{exc.filename}, line {exc.lineno}: SyntaxError: {exc.msg}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    chosen = None
+    if path is not None:
+        wanted = os.path.abspath(path)
+        mine = [f for f in frames if os.path.abspath(f.filename) == wanted]
+        chosen = mine[-1] if mine else None
+    if chosen is None:
+        theirs = [f for f in frames if not os.path.abspath(f.filename).startswith(_OWN_DIRS)]
+        chosen = theirs[-1] if theirs else (frames[-1] if frames else None)
+    if chosen is None:
+        return f"{path}: {_error_text(exc)}" if path is not None else _error_text(exc)
+    return f"{chosen.filename}, line {chosen.lineno}: {_error_text(exc)}"
+
+
 def load_script_file(path: Path | str, script: Script) -> Script:
-    """Run a script file's ``configure(script)`` (or use its module-level ``script``)."""
-    namespace = runpy.run_path(str(path), run_name="mockbackend_script")
-    configure = namespace.get("configure")
-    if callable(configure):
-        result = configure(script)
-        return result if isinstance(result, Script) else script
+    """Run a script file's ``configure(script)`` (or use its module-level ``script``).
+
+    Raises :class:`ScriptError` (one line naming the file, line and error) when the file
+    cannot be read, does not compile, raises, or defines neither."""
+    try:
+        namespace = runpy.run_path(str(path), run_name="mockbackend_script")
+        configure = namespace.get("configure")
+        if callable(configure):
+            result = configure(script)
+            return result if isinstance(result, Script) else script
+    except OSError as exc:
+        if exc.filename is not None and os.path.abspath(exc.filename) == os.path.abspath(path):
+            raise ScriptError(f"{path}: {exc.strerror}") from None
+        raise ScriptError(describe_exception(exc, path)) from None
+    except Exception as exc:
+        raise ScriptError(describe_exception(exc, path)) from None
     found = namespace.get("script")
     if isinstance(found, Script):
         if found.device is None:
             found.device = script.device
         return found
-    raise ValueError(f"{path}: defines neither configure(script) nor a Script named 'script'")
+    raise ScriptError(f"{path}: defines neither configure(script) nor a Script named 'script'")

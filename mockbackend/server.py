@@ -15,6 +15,7 @@ import socket
 import stat
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from mockbackend.report import Report
@@ -40,8 +41,10 @@ def listen(path: Path | str) -> socket.socket:
     return sock
 
 
-def connect(path: Path | str, timeout: float = 30.0) -> socket.socket:
-    """Connect to a listening front-end, retrying until ``timeout``."""
+def connect(
+    path: Path | str, timeout: float = 30.0, stop: Callable[[], bool] | None = None
+) -> socket.socket:
+    """Connect to a listening front-end, retrying until ``timeout`` (or until ``stop()``)."""
     deadline = time.monotonic() + timeout
     while True:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -50,7 +53,7 @@ def connect(path: Path | str, timeout: float = 30.0) -> socket.socket:
             return sock
         except (FileNotFoundError, ConnectionRefusedError):
             sock.close()
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or (stop is not None and stop()):
                 raise
             time.sleep(0.05)
 
@@ -65,11 +68,19 @@ class MockBackend:
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stop = False
+        self.sessions_done = 0
+        """Connections served to their end."""
+
+    @property
+    def stopped(self) -> bool:
+        """:meth:`stop` was called (by a signal handler, say)."""
+        return self._stop
 
     def serve_connection(self, sock: socket.socket) -> Report:
         """Serve one connected socket until it closes."""
         self.session = Session(sock, self.script)
         report = self.session.run()
+        self.sessions_done += 1
         self.reports.append(report)
         log.debug("%s", report.render())
         return report
@@ -80,7 +91,15 @@ class MockBackend:
         """Serve ``sessions`` connections (None: until stopped) on ``path``."""
         if client:
             for _ in range(sessions or 1):
-                self.serve_connection(connect(path))
+                if self._stop:
+                    break
+                try:
+                    sock = connect(path, stop=lambda: self._stop)
+                except OSError:
+                    if self._stop:
+                        break
+                    raise
+                self.serve_connection(sock)
             return self.reports
         self._listener = listen(path)
         try:
@@ -131,9 +150,13 @@ class MockBackend:
         self._thread.start()
         return self
 
-    def stop(self, timeout: float = 10.0) -> list[Report]:
-        """Stop accepting, end the current connection, wait for the thread."""
+    def stop(self, timeout: float = 10.0, reason: str = "stopped") -> list[Report]:
+        """Stop accepting, end the current connection (its report says ``reason``),
+        wait for the thread. Safe to call from a signal handler (``timeout=0``)."""
         self._stop = True
+        session = self.session
+        if session is not None and not session.report.closed_by:
+            session.report.closed_by = reason
         if self._listener is not None:
             with contextlib.suppress(OSError):
                 self._listener.shutdown(socket.SHUT_RDWR)

@@ -39,6 +39,7 @@ from mockbackend.memory import GuestMemory, MappedRegion
 from mockbackend.messages import Message, Reply
 from mockbackend.report import Report
 from mockbackend.rings import Ring, RingWorker, process_ring
+from mockbackend.script import describe_exception
 from vhtrace import wire
 from vhtrace.protocol import spec
 from vhtrace.protocol.conversation import Conversation, Role, WireMessage
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
     from mockbackend.script import Script
 
 log = logging.getLogger("mockbackend")
+fault_log = logging.getLogger("mockbackend.faults")
+"""One INFO line per fault that fires (the CLI shows these unless -q)."""
 
 MAX_KEPT = 10_000
 """Messages (and violations) kept per connection; older ones are forgotten, counted."""
@@ -172,7 +175,7 @@ class Session:
                 try:
                     expectation.observe(msg)
                 except Exception as exc:
-                    self.error(f"expectation {expectation.description!r} raised {exc!r}")
+                    self.script_error(f"expectation {expectation.description!r}", exc)
         return msg
 
     def note_sent(self, channel: Channel, frame: Frame) -> int:
@@ -206,6 +209,10 @@ class Session:
         try:
             fired = [a for a in self.script.faults if a.matches(self.received, msg.name)]
             for armed in fired:
+                fault_log.info(
+                    "fault %s fired on #%d %s", armed.fault.describe(), msg.seq, msg.name
+                )
+            for armed in fired:
                 if isinstance(armed.fault, faultlib.Close):
                     log.info("fault: closing the connection at %s", msg)
                     raise ConnectionClosed(f"closed by fault {armed.describe()}")
@@ -230,8 +237,11 @@ class Session:
         except ConnectionClosed:
             raise
         except Exception as exc:
-            log.exception("handler for %s failed", msg.name)
-            self.error(f"#{msg.seq} {msg.name}: handler raised {exc!r}")
+            if handler is None:
+                log.exception("handler for %s failed", msg.name)
+                self.error(f"#{msg.seq} {msg.name}: handler raised {exc!r}")
+            else:
+                self.script_error(f"#{msg.seq} {msg.name}: handler", exc)
             reply = Reply.ack(1) if msg.need_reply else None
         row = msg.row
         if (
@@ -253,8 +263,7 @@ class Session:
         except ConnectionClosed:
             raise
         except Exception as exc:
-            log.exception("hook failed")
-            self.error(f"hook {getattr(hook, '__name__', hook)} raised {exc!r}")
+            self.script_error(f"hook {getattr(hook, '__name__', hook)}", exc)
 
     # -- replies -------------------------------------------------------------------
 
@@ -393,6 +402,13 @@ class Session:
         with self._lock:
             self.report.errors.append(text)
 
+    def script_error(self, what: str, exc: BaseException) -> None:
+        """A handler, hook or expectation of the script raised: one line, no traceback."""
+        text = f"{what} raised at {describe_exception(exc)}"
+        log.error("script error: %s", text)
+        with self._lock:
+            self.report.script_errors.append(text)
+
     def _note(self, seq: int | None, code: str, text: str) -> None:
         finding = Finding(seq, "", code, text)
         log.warning("front-end violation: %s", finding)
@@ -405,7 +421,7 @@ class Session:
             try:
                 hook(self, msg, None)
             except Exception as exc:
-                self.error(f"hook {getattr(hook, '__name__', hook)} raised {exc!r}")
+                self.script_error(f"hook {getattr(hook, '__name__', hook)}", exc)
 
     def _finish(self) -> None:
         self._closed = True
@@ -430,9 +446,10 @@ class Session:
             wire.close_fds([self.ufd])
             self.ufd = None
         for expectation in self.script.expectations:
-            self.report.expectation_failures += [
-                f"{expectation.description}: {text}" for text in expectation.failures()
-            ]
+            try:
+                self.report.expectation_failures += expectation.sentences()
+            except Exception as exc:
+                self.script_error(f"expectation {expectation.description!r}", exc)
         self.report.unused_faults = [a.describe() for a in self.script.faults if not a.fired]
         with contextlib.suppress(OSError):
             self.sock.close()

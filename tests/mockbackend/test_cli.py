@@ -81,7 +81,7 @@ def test_client_mode_with_a_failing_expectation_exits_1(tmp_path: Path) -> None:
     conn.close()
     listener.close()
     assert proc.wait(10) == 1
-    assert "SET_MEM_TABLE received 0 times" in proc.stderr.read()
+    assert "expected SET_MEM_TABLE at least 1 time, received 0\n" in proc.stderr.read()
 
 
 def test_violations_fail_only_when_asked(tmp_path: Path) -> None:

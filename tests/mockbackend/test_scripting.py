@@ -4,6 +4,7 @@ the back-end channel and the postcopy memory-table exchange."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import struct
 import threading
@@ -170,7 +171,10 @@ def test_override_and_hooks_see_every_message_in_order(image) -> None:
     report = fe.close()
     assert "after GET_QUEUE_NUM -> {'value': 42}" in seen
     assert seen.index("before GET_QUEUE_NUM") < seen.index("after GET_QUEUE_NUM -> {'value': 42}")
-    assert any("a bug in the script" in e for e in report.errors)
+    [error] = report.script_errors
+    assert "handler raised at " in error and "RuntimeError: a bug in the script" in error
+    assert f"{__file__}, line " in error  # the line of the raise, in this file
+    assert not report.ok()
 
 
 def test_need_reply_gets_an_ack_only_under_reply_ack(image) -> None:
@@ -265,8 +269,9 @@ def test_expectations_are_reported_at_the_end(image) -> None:
     report = fe.close()
     text = "\n".join(report.expectation_failures)
     assert "ring 0 enabled before its kick fd" in text
-    assert "GET_CONFIG received 0 times" in text
-    assert "RESET_OWNER received 1 times" in text
+    assert "expected GET_CONFIG at least 1 time, received 0" in report.expectation_failures
+    [reset] = [line for line in report.expectation_failures if "RESET_OWNER" in line]
+    assert re.fullmatch(r"expected RESET_OWNER 0 times, received 1 \(#\d+\)", reset), reset
     assert "ring size 3 is not a power of two" in text
     assert "SET_OWNER before SET_MEM_TABLE" not in text
     assert not report.ok()
