@@ -278,3 +278,19 @@ def test_a_signal_while_waiting_for_a_connection(tmp_path: Path) -> None:
     assert code == 0, err
     assert not path.exists()
     assert f"mockbackend: stopped by SIGINT; {path} removed" in err
+
+
+def test_the_help_says_how_sessions_and_signals_behave(capsys: pytest.CaptureFixture[str]) -> None:
+    from mockbackend.cli import main
+
+    assert main(["--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "reconnect=N) needs 0" in text
+    assert "SIGINT (Ctrl-C) and SIGTERM stop it cleanly" in text
+
+
+def test_negative_sessions_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from mockbackend.cli import main
+
+    assert main(["--socket", "x.sock", "--device", "rng", "--sessions", "-1"]) == 2
+    assert "--sessions -1: expected 0 or more" in capsys.readouterr().err

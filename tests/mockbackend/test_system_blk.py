@@ -79,4 +79,4 @@ def test_mock_connects_to_a_listening_qemu(lab: Workspace) -> None:
         markers = vm.finish(timeout=120)
     [report] = backend.wait(30)
     assert markers["md5"] == image_md5
-    assert report.errors == [] and report.expectation_failures == []
+    assert report.errors == [] and report.script_errors == [] and report.expectation_failures == []

@@ -39,4 +39,4 @@ def test_guest_frames_come_back_to_it(lab: Workspace) -> None:
     assert tx > 0, "the guest sent nothing"
     assert device.sent >= tx and device.delivered > 0
     assert rx == device.delivered, (rx, device.delivered)
-    assert report.expectation_failures == [] and report.errors == []
+    assert report.expectation_failures == [] and report.errors == [] and report.script_errors == []
