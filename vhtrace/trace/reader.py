@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import msgpack
 import zstandard
@@ -109,6 +109,10 @@ class TraceReader:
             self.close()
             raise TraceError(f"{self.path}: not a vhtrace trace (no vhtrace header)")
         version = header.get("version")
+        problem = _mismatch(version, int, "version")
+        if problem is not None:
+            self.close()
+            raise TraceError(f"{self.path}: corrupt trace header: {problem}")
         if version not in fmt.READABLE_VERSIONS:
             self.close()
             needs = header.get("needs", "a newer version")
@@ -117,10 +121,10 @@ class TraceReader:
                 f"{needs} (this is vhtrace {__version__}, which reads versions "
                 f"{', '.join(map(str, sorted(fmt.READABLE_VERSIONS)))})"
             )
-        for key, kind in _HEADER_TYPES.items():
-            if header.get(key) is not None and not isinstance(header[key], kind):
-                self.close()
-                raise TraceError(f"{self.path}: corrupt trace header ({key}: {header[key]!r:.60})")
+        problem = _mismatch(header, _HEADER, "")
+        if problem is not None:
+            self.close()
+            raise TraceError(f"{self.path}: corrupt trace header: {problem}")
         if header.get("byteorder", "little") != "little":
             self.close()
             raise TraceError(
@@ -235,7 +239,7 @@ class TraceReader:
                                 and sender in senders
                                 and type(raw) is bytes
                                 and type(flags) is int
-                                and (fds == () or (type(fds) is tuple and _all_maps(fds)))
+                                and (fds == () or (type(fds) is tuple and _fds_valid(fds)))
                             ):
                                 self.records += 1
                                 yield _new_tuple(MessageRecord, obj[1:])
@@ -268,7 +272,7 @@ class TraceReader:
         if tuple(map(type, fields)) != types or not _valid_values(tag, fields):
             # Type-confused fields (a corrupt record that still parses) would crash
             # whatever reads them: stop here, as for any other corruption.
-            self.problem = f"corrupt {tag!r} record after {self.records} records: {fields!r:.200}"
+            self.problem = self._describe(tag, fields)
             raise _Stop
         try:
             if tag == fmt.TAG_MESSAGE:
@@ -290,6 +294,24 @@ class TraceReader:
         except (TypeError, ValueError) as exc:
             self.problem = f"corrupt {tag!r} record after {self.records} records: {exc}"
             raise _Stop from exc
+
+    def _describe(self, tag: str, fields: tuple[Any, ...]) -> str:
+        """The problem of a record whose fields are not what the format says: which
+        record (its index, its message or snapshot number) and which field, so that the
+        one line a verb prints is enough to find it in ``zstd -dc``."""
+        names, schemas = _RECORD_SCHEMAS[tag]
+        where = f"{tag!r} record after {self.records} records"
+        if tag in (fmt.TAG_MESSAGE, fmt.TAG_STREAM) and fields and type(fields[0]) is int:
+            where += f" (message #{fields[0]})"
+        elif tag == fmt.TAG_SNAPSHOT and fields and type(fields[0]) is int:
+            where += f" (snapshot {fields[0]})"
+        if len(fields) < len(schemas):
+            return f"corrupt {where}: {len(fields)} fields, expected {len(schemas)}"
+        for name, schema, value in zip(names, schemas, fields, strict=False):
+            problem = _mismatch(value, schema, name)
+            if problem is not None:
+                return f"corrupt {where}: {problem}"
+        return f"corrupt {where}: {fields!r:.200}"  # a value check (_valid_values)
 
     def close(self) -> None:
         if self._owns_file and not self._file.closed:
@@ -314,8 +336,6 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
 }
 """The types of each record's fields, in order (msgpack arrays read as tuples)."""
 _new_tuple = tuple.__new__
-_HEADER_TYPES: dict[str, type] = {"mono_ns": int, "wall_ns": int, "endpoints": dict}
-"""Header entries the tools compute with, when present."""
 _MESSAGE_CHANNELS = frozenset(c.value for c in Channel)
 _SENDERS = frozenset(s.value for s in Side)
 
@@ -327,15 +347,245 @@ def _all_maps(metas: tuple[Any, ...]) -> bool:
     return all(type(meta) is dict for meta in metas)
 
 
-def _valid_values(tag: str, fields: tuple[Any, ...]) -> bool:
-    """The checks beyond types: a message's channel and sender, fd metadata maps."""
-    if tag == fmt.TAG_MESSAGE:
-        if fields[4] not in _MESSAGE_CHANNELS or fields[5] not in _SENDERS:
+def _fds_valid(metas: tuple[Any, ...]) -> bool:
+    """fd metadata is a map each, its known keys of the types of _FD_META (render and replay
+    read them). Unrolled: it runs for every message with fds, in the reader's hot loop."""
+    simple, nested = _FD_SIMPLE, _FD_NESTED
+    for meta in metas:
+        if type(meta) is not dict:
             return False
-        return not fields[7] or _all_maps(fields[7])
-    if tag == fmt.TAG_STREAM:
-        return not fields[7] or _all_maps(fields[7])
+        for key, value in meta.items():
+            kinds = simple.get(key)
+            if kinds is not None:
+                if type(value) not in kinds:
+                    return False
+            elif key in nested and _mismatch(value, nested[key], key) is not None:
+                return False
     return True
+
+
+def _valid_values(tag: str, fields: tuple[Any, ...]) -> bool:
+    """The checks beyond the fields' own types: a message's channel and sender, and the
+    maps and arrays inside records (the schemas of _RECORD_SCHEMAS)."""
+    if tag == fmt.TAG_MESSAGE and (fields[4] not in _MESSAGE_CHANNELS or fields[5] not in _SENDERS):
+        return False
+    names, schemas = _RECORD_SCHEMAS[tag]
+    for index in _NESTED[tag]:
+        if _mismatch(fields[index], schemas[index], names[index]) is not None:
+            return False
+    return True
+
+
+# -- the types of what is inside records ------------------------------------------------
+#
+# One schema per map a tool reads: the header, fd metadata, event info, snapshot info,
+# the end summary. A key may be absent (readers use .get), but when present its value
+# has one of the listed types, exactly (msgpack true is not an int here): a trace that
+# parses but holds `version: {}` or `stats: 1` is corrupt, reported like a torn frame.
+
+
+class _Map(NamedTuple):
+    """A map whose known keys have these schemas; unknown keys are ignored."""
+
+    keys: dict[str, Any]
+    nil: bool = False
+
+
+class _Array(NamedTuple):
+    """An array whose every item has this schema."""
+
+    item: Any
+    nil: bool = False
+
+
+_NIL = type(None)
+_ANY = object
+"""Anything: the value is only printed (jsonable and _info_value take any msgpack value)."""
+_TYPE_NAMES = {int: "int", str: "str", bytes: "bin", dict: "map", tuple: "array",
+               _NIL: "nil", bool: "bool", float: "float"}  # fmt: skip
+"""msgpack's names for what it decodes to: the words of docs/trace-format.md."""
+
+
+def _kinds(schema: Any) -> tuple[type, ...]:
+    return schema if isinstance(schema, tuple) else (schema,)
+
+
+def _expected(schema: Any) -> str:
+    if isinstance(schema, _Map | _Array):
+        name = "map" if isinstance(schema, _Map) else "array"
+        return f"{name} or nil" if schema.nil else name
+    return " or ".join(_TYPE_NAMES.get(kind, kind.__name__) for kind in _kinds(schema))
+
+
+def _mismatch(value: Any, schema: Any, where: str) -> str | None:
+    """Where ``value`` is not of ``schema``: 'info.stats: expected map, got int 1', or None."""
+    if isinstance(schema, _Map | _Array):
+        if value is None and schema.nil:
+            return None
+        if isinstance(schema, _Map) and type(value) is dict:
+            for key, sub in schema.keys.items():
+                if key in value:
+                    problem = _mismatch(value[key], sub, f"{where}.{key}" if where else str(key))
+                    if problem is not None:
+                        return problem
+            return None
+        if isinstance(schema, _Array) and type(value) is tuple:
+            if schema.item is _ANY:
+                return None
+            for index, item in enumerate(value):
+                problem = _mismatch(item, schema.item, f"{where}[{index}]")
+                if problem is not None:
+                    return problem
+            return None
+    elif schema is _ANY or type(value) in _kinds(schema):
+        return None
+    got = _TYPE_NAMES.get(type(value), type(value).__name__)
+    return f"{where}: expected {_expected(schema)}, got {got} {value!r:.40}"
+
+
+_STR_OR_NIL = (str, _NIL)
+_INT_OR_NIL = (int, _NIL)
+_HEADER = _Map(
+    {
+        "format": str,
+        "version": int,
+        "needs": str,
+        "tool": str,
+        "wall_ns": int,
+        "mono_ns": int,
+        "host": str,
+        "byteorder": str,
+        "command": _Array(str),
+        "endpoints": _Map({"frontend": _STR_OR_NIL, "backend": _STR_OR_NIL}),
+        "topology": str,
+        "device": _STR_OR_NIL,
+        "options": _Map(
+            {
+                "strict": bool,
+                "once": bool,
+                "snapshot": _STR_OR_NIL,
+                "memory": _STR_OR_NIL,
+                "snapshot_hold_ms": _INT_OR_NIL,
+            }
+        ),
+    }
+)
+_FD_META = _Map(
+    {
+        "kind": str,
+        "dev": str,
+        "ino": int,
+        "size": int,
+        "name": str,
+        "path": str,
+        "seals": _Array(str),
+        "flags": _Array(str),
+        "family": str,
+        "type": str,
+        "address": _ANY,
+        "interposed": str,
+        "error": str,
+    }
+)
+_FD_SIMPLE = {
+    key: _kinds(schema)
+    for key, schema in _FD_META.keys.items()
+    if not isinstance(schema, _Map | _Array) and schema is not _ANY
+}
+_FD_NESTED = {key: schema for key, schema in _FD_META.keys.items() if isinstance(schema, _Array)}
+_PEER = _Map({"pid": int, "uid": int, "program": str})
+_EVENT_INFO = _Map(
+    {
+        "reason": str,
+        "device": _STR_OR_NIL,
+        "seq": int,
+        "by": str,
+        "frontend": _PEER,
+        "backend": _PEER,
+        "frontend_socket": _STR_OR_NIL,
+        "backend_socket": _STR_OR_NIL,
+    }
+)
+_RING = _Map(
+    {
+        # index, num, the addresses and bases: plan.config_problem, per ring
+        "layout": str,
+        "event_idx": bool,
+        "indirect": bool,
+        "space": _STR_OR_NIL,
+        "enabled": (bool, _NIL),
+        "started": (bool, _NIL),
+        "problems": _Array(_ANY),
+    }
+)
+_AREA = _Map(
+    {
+        "mmap_size": int,
+        "mmap_offset": int,
+        "num_queues": int,
+        "queue_size": int,
+        "seq": int,
+        "readable": int,
+        "problem": _STR_OR_NIL,
+    },
+    nil=True,
+)
+_STATS = ("extents", "pages", "zero_pages", "new_pages", "new_bytes", "read_bytes",
+          "missing_bytes", "left_out_bytes", "outside_bytes")  # fmt: skip
+_SNAPSHOT_INFO = _Map(
+    {
+        "mode": str,
+        "request": _STR_OR_NIL,
+        "role": _STR_OR_NIL,
+        "ring": _INT_OR_NIL,
+        "message_mono_ns": _INT_OR_NIL,
+        "held": bool,
+        "exact": bool,
+        "address_space": _STR_OR_NIL,
+        "features": _INT_OR_NIL,
+        "protocol_features": _INT_OR_NIL,
+        "rings": _Array(_RING),
+        "regions": _Array(
+            _Map(
+                {
+                    "gpa": int,
+                    "size": int,
+                    "uaddr": int,
+                    "mmap_offset": int,
+                    "seq": int,
+                    "readable": int,
+                    "fd": _Map({"kind": str, "size": int, "name": str}),
+                    "problem": _STR_OR_NIL,
+                }
+            )
+        ),
+        "inflight": _AREA,
+        "log": _AREA,
+        "stats": _Map(dict.fromkeys(_STATS, int)),
+        "problems": _Array(_ANY),
+        "problems_dropped": int,
+        "duration_us": int,
+    }
+)
+_SUMMARY = _Map({})
+"""Any map: the end summary is only printed (tests write `messages` as an int, too)."""
+_FDS = _Array(_FD_META)
+_RECORD_SCHEMAS: dict[str, tuple[tuple[str, ...], tuple[Any, ...]]] = {
+    fmt.TAG_MESSAGE: (MessageRecord._fields, (int, int, int, int, str, str, bytes, _FDS, int)),
+    fmt.TAG_EVENT: (EventRecord._fields, (int, int, int, str, _EVENT_INFO)),
+    fmt.TAG_FINDING: (("session", "finding"), (int, _Map({}))),
+    fmt.TAG_STREAM: (StreamRecord._fields, (int, int, int, int, str, str, bytes, _FDS)),
+    fmt.TAG_END: (EndRecord._fields, (int, int, _SUMMARY)),
+    fmt.TAG_PAGE: (PageRecord._fields, (bytes, int, bytes)),
+    fmt.TAG_EXTENT: (ExtentRecord._fields, (int, int, str, int, int, str, int, _Array(_ANY))),
+    fmt.TAG_SNAPSHOT: (SnapshotRecord._fields, (int, int, int, int, int, str, _SNAPSHOT_INFO)),
+}
+"""Each record's field names and schemas, in order: what _describe names on a mismatch."""
+_NESTED = {
+    tag: tuple(i for i, schema in enumerate(schemas) if isinstance(schema, _Map | _Array))
+    for tag, (_, schemas) in _RECORD_SCHEMAS.items()
+}
+"""The fields whose insides _valid_values checks (their own type is in _FIELD_TYPES)."""
 
 
 _UNPACK_ERRORS = (msgpack.UnpackValueError, msgpack.ExtraData, ValueError, TypeError)
