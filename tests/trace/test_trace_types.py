@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import subprocess
+import sys
 import tempfile
 import traceback
 from collections.abc import Callable
@@ -295,3 +297,22 @@ def test_any_wrong_value_reads_to_exit_0_or_2_without_a_traceback(objects: list[
             return
         assert reader.problem is None or isinstance(reader.problem, str)
         assert all(isinstance(record, tuple) for record in records)
+
+
+def test_a_real_process_prints_one_line_and_exits_2(tmp_path: Path) -> None:
+    """The same through the installed entry point's module, in its own process: what a
+    user sees is the one line, not a traceback."""
+    objects = decode(REAL)
+    number = objects[snapshot_indexes(objects)[-1]][1]
+    _last_snapshot("rings", 1)(objects)
+    bad = _write(tmp_path, objects)
+    result = subprocess.run(
+        [sys.executable, "-m", "vhtrace.cli.main", "rings", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert f"(snapshot {number}): info.rings: expected array, got int 1" in result.stderr
+    assert "snapshot 1" in result.stdout
