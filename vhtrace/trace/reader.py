@@ -340,13 +340,6 @@ _MESSAGE_CHANNELS = frozenset(c.value for c in Channel)
 _SENDERS = frozenset(s.value for s in Side)
 
 
-def _all_maps(metas: tuple[Any, ...]) -> bool:
-    """fd metadata is a map each."""
-    if len(metas) == 1:  # the usual case, without all()'s generator
-        return type(metas[0]) is dict
-    return all(type(meta) is dict for meta in metas)
-
-
 def _fds_valid(metas: tuple[Any, ...]) -> bool:
     """fd metadata is a map each, its known keys of the types of _FD_META (render and replay
     read them). Unrolled: it runs for every message with fds, in the reader's hot loop."""
