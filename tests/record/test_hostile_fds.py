@@ -380,7 +380,9 @@ def test_random_streams_of_fd_kinds_are_relayed_byte_exact() -> None:
         st.lists(st.sampled_from(FD_KINDS), min_size=0, max_size=3),
     )
 
-    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    examples = int(os.environ.get("VHTRACE_CAMPAIGN_EXAMPLES") or 60)  # scripts/hostile-campaign
+
+    @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck))
     @given(st.lists(message, min_size=1, max_size=8))
     def run(stream: list[tuple[str, list[str]]]) -> None:
         with tempfile.TemporaryDirectory() as directory:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import os
 import subprocess
 import sys
 import tempfile
@@ -274,7 +275,7 @@ def mutated_traces(draw: st.DrawFn) -> list[Any]:
 
 
 @settings(
-    max_examples=50,
+    max_examples=int(os.environ.get("VHTRACE_CAMPAIGN_EXAMPLES") or 50),  # scripts/hostile-campaign
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

@@ -1,0 +1,5 @@
+"""``python -m vhtrace``: the same as the ``vhtrace`` command."""
+
+from vhtrace.cli.main import main
+
+raise SystemExit(main())
