@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import socket
 import stat
@@ -252,21 +253,25 @@ def test_a_fifo_waits_for_its_reader_after_the_socket_is_up(tmp_path: Path) -> N
     server.listen()
     proc = subprocess.Popen([*RECORD, "--listen", str(front), "--connect", str(back), "-w",
                              str(fifo)], stderr=subprocess.PIPE, text=True)  # fmt: skip
+    lines: queue.SimpleQueue[str] = queue.SimpleQueue()
+    assert proc.stderr is not None
+    stderr = proc.stderr
+    threading.Thread(target=lambda: [lines.put(line) for line in stderr], daemon=True).start()
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
     try:
-        assert proc.stderr is not None
-        line = proc.stderr.readline()  # printed before the open that waits
+        # A guard, not a timing check: a recorder that blocks silently fails here, not hangs.
+        line = lines.get(timeout=30)  # printed before the open that waits
         assert "waiting for a reader" in line and str(fifo) in line, line
         assert front.exists(), "the socket is made before waiting for the FIFO"
-        got: list[bytes] = []
-        reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
         reader.start()
-        assert "recording:" in proc.stderr.readline()
+        assert "recording:" in lines.get(timeout=30)
         fe = socket.socket(socket.AF_UNIX)
         fe.connect(str(front))
         be, _ = server.accept()
         exchange(Peer(fe), Peer(be), 1)
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(15) == 0, proc.stderr.read()
+        assert proc.wait(15) == 0
         reader.join(15)
     finally:
         if proc.poll() is None:
