@@ -1,0 +1,65 @@
+"""A recorder whose disk fills up keeps relaying: a real ENOSPC, on a 64 KiB tmpfs.
+
+The trace outgrows the tmpfs mid-session, as a trace outgrows a disk: the recorder thread
+dies on ENOSPC, and the relay must go on byte for byte, release what it queued for the
+recorder (no fd growth), and say from which message on nothing was recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.record.test_cli_record import Recording
+from vhtrace.protocol.messages import build
+
+
+@contextlib.contextmanager
+def small_disk(where: Path) -> Iterator[Path]:
+    where.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs",
+                              str(where)], capture_output=True, text=True)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs (needs root): {mounted.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def proxy_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_a_disk_that_fills_up_never_stops_the_relay_nor_leaks_fds(tmp_path: Path) -> None:
+    with small_disk(tmp_path / "disk") as disk:
+        rec = Recording(tmp_path, "--memory", "none", trace=disk / "t.vht")
+        fe, be = rec.session()
+        counts = []
+        for number in range(1, 2001):
+            if number % 2:  # incompressible bytes: the trace outgrows 64 KiB
+                frame = build("SET_CONFIG", {"offset": 0, "size": 256, "flags": 0,
+                                             "region": os.urandom(256)})  # fmt: skip
+                fe.send(frame)
+            else:
+                kick = os.eventfd(0)
+                frame = build("SET_VRING_KICK", {"index": 0})
+                fe.send_raw(frame.raw, (kick,))
+                os.close(kick)
+            got = be.read()
+            assert got.raw == frame.raw, f"message #{number} changed in the relay"
+            for fd in got.fds:
+                os.close(fd)
+            if number in (1000, 2000):
+                counts.append(proxy_fds(rec.proc.pid))
+        assert counts[1] <= counts[0] + 4, f"the proxy's fds grew after the disk filled: {counts}"
+        code, out, err = rec.finish()
+    said = err + out
+    assert "No space left on device" in said, said
+    assert "nothing recorded from message #" in said, said
+    assert code == 1, f"a recording that failed exits 1 (docs/cli.md); {said}"
