@@ -295,7 +295,8 @@ def test_a_dead_recorder_gets_no_more_fds_and_says_where_recording_stopped(
             assert not harness.recorder.is_alive(), "the recorder should have died"
             before = len(os.listdir("/proc/self/fd"))
     after = len(os.listdir("/proc/self/fd"))
-    assert before is not None and after <= before, f"fds: {before} before, {after} after"
+    # a leak would hold one fd per message (~50); allow the odd transient fd of the process
+    assert before is not None and after <= before + 3, f"fds: {before} before, {after} after"
     stats = harness.recorder.stats
     assert stats.unrecorded_from == 3, f"unrecorded from: expected #3, got {stats.unrecorded_from}"
     assert "nothing recorded from message #3 on" in stats.summary_line("t.vht")
