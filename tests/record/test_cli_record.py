@@ -347,3 +347,26 @@ def test_a_socket_path_of_107_bytes_is_fine(tmp_path: Path) -> None:
     done = record_once(tmp_path, str(tmp_path / "t.vht"), "--listen", base + name)
     assert done.returncode == 2
     assert "is not a socket" in done.stderr and "bytes" not in done.stderr, done.stderr
+
+
+def test_a_missing_back_end_is_said_at_start_and_live_when_a_session_gives_up(
+    tmp_path: Path,
+) -> None:
+    front, missing = tmp_path / "f.sock", tmp_path / "nobody.sock"
+    argv = [*RECORD, "--listen", str(front), "--connect", str(missing),
+            "--connect-timeout", "0.3", "-w", str(tmp_path / "t.vht")]  # fmt: skip
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    lines: queue.SimpleQueue[str] = queue.SimpleQueue()
+    stderr = proc.stderr
+    threading.Thread(target=lambda: [lines.put(line) for line in stderr], daemon=True).start()
+    said = [lines.get(timeout=10), lines.get(timeout=10)]
+    assert f"{missing}: no such socket yet" in said[1], said
+    qemu = socket.socket(socket.AF_UNIX)
+    qemu.connect(str(front))
+    live = lines.get(timeout=10)  # before the recorder stops: QEMU only sees EOF
+    assert f"session 1: could not reach the backend: {missing}: no such socket" in live, live
+    assert qemu.recv(12) == b""
+    qemu.close()
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=15) in (0, 1)

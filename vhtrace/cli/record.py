@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import signal
 import sys
@@ -224,6 +225,11 @@ def run(args: argparse.Namespace) -> int:
         f"{config.listen_side.peer.value} at {other}"
     )
     common.warn(f"recording: {where}; writing {args.write}")
+    if not os.path.exists(other):
+        common.warn(
+            f"{other}: no such socket yet (the {config.listen_side.peer.value} is not "
+            f"listening); each session waits {config.connect_timeout:g} s for it"
+        )
     try:
         proxy.run()
     finally:

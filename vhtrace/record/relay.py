@@ -52,6 +52,7 @@ import os
 import select
 import selectors
 import socket
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -206,8 +207,9 @@ class Proxy:
             return
         if sock is None:
             if time.monotonic() >= deadline:
-                self._give_up(session, f"{path}: nobody listening after "
-                              f"{self.config.connect_timeout:.0f} s")  # fmt: skip
+                cause = "refused (nobody listening)" if os.path.exists(path) else "no such socket"
+                self._give_up(session, f"{path}: {cause} after "
+                              f"{self.config.connect_timeout:g} s")  # fmt: skip
             else:
                 self._later(RETRY_INTERVAL, lambda: self._connect_other(session, deadline))
             return
@@ -245,6 +247,9 @@ class Proxy:
             self._register(endpoint)
 
     def _give_up(self, session: Session, why: str) -> None:
+        # Said live too: the peer that did connect (QEMU) only sees its socket close.
+        print(f"vhtrace: session {session.number}: could not reach the "
+              f"{self.config.listen_side.peer.value}: {why}", file=sys.stderr)  # fmt: skip
         self._finding(session, "connect", why)
         self._end_session(session, f"could not reach the other side: {why}")
 
