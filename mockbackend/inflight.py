@@ -28,7 +28,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mockbackend.memory import MemoryShrunk, sealed_against_shrinking
+from mockbackend.memory import MemoryShrunk, fd_size, sealed_against_shrinking
 
 ALIGNMENT = 64
 VERSION = 1
@@ -189,10 +189,7 @@ class InflightArea:
 
     def _shrunk(self, at: int, length: int) -> MemoryShrunk:
         """The error for an access past the shrunk end of the fd; reported once."""
-        try:
-            held = os.fstat(self.fd).st_size
-        except OSError:
-            held = -1
+        held = fd_size(self.fd)
         text = (
             f"SET_INFLIGHT_FD area shrank after it was sent: its fd holds {held:#x} bytes, "
             f"expected at least {self.offset + self.size:#x} (mmap_offset {self.offset:#x} + "

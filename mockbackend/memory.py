@@ -65,6 +65,14 @@ def sealed_against_shrinking(fd: int) -> bool:
         return False
 
 
+def fd_size(fd: int) -> int:
+    """What the fd holds now, for a shrink report (-1 if it cannot be asked)."""
+    try:
+        return os.fstat(fd).st_size
+    except OSError:
+        return -1
+
+
 def _keep(fd: int) -> int:
     return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 0)
 
@@ -172,10 +180,7 @@ class DirtyLog:
 
     def _shrank(self) -> None:
         self.shrunk = True
-        try:
-            held = os.fstat(self.fd).st_size
-        except OSError:
-            held = -1
+        held = fd_size(self.fd)
         text = (
             f"SET_LOG_BASE fd shrank after it was sent: it holds {held:#x} bytes, expected "
             f"at least {self.length:#x} (log of {self.size:#x} bytes at offset "
@@ -296,10 +301,7 @@ class GuestMemory:
 
     def _shrunk(self, region: MappedRegion, gpa: int, length: int) -> MemoryShrunk:
         """The error for an access past the shrunk end of ``region``'s fd; reported once."""
-        try:
-            held = os.fstat(region.fd).st_size
-        except OSError:
-            held = -1
+        held = fd_size(region.fd)
         text = (
             f"{region.describe()} shrank after it was sent: its fd holds {held:#x} bytes, "
             f"expected at least {region.fd_need:#x} (mmap_offset {region.mmap_offset:#x} + "
