@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -127,10 +128,31 @@ def run_mock(tmp_path: Path) -> tuple[subprocess.Popen[str], Path, Path]:
     return proc, sock, report
 
 
-def finish(proc: subprocess.Popen[str], report: Path) -> tuple[str, list[dict]]:
-    """Wait for the mock to end its one session; its stderr and its report's violations."""
+def said(proc: subprocess.Popen[str], text: str, timeout: float = 20) -> str:
+    """The mock's stderr up to the line with ``text``: a kick has no reply, so this is
+    how a test knows the mock handled it before hanging up."""
+    seen: list[str] = []
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            seen.append(line)
+            if text in line:
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    assert any(text in line for line in seen), f"mockbackend never said {text!r}: {seen}"
+    return "".join(seen)
+
+
+def finish(proc: subprocess.Popen[str], report: Path, earlier: str = "") -> tuple[str, list[dict]]:
+    """Wait for the mock to end its one session; its stderr (``earlier``: what was read of
+    it already) and its report's violations."""
     try:
         _, stderr = proc.communicate(timeout=20)
+        stderr = earlier + stderr
     except subprocess.TimeoutExpired:
         proc.kill()
         _, stderr = proc.communicate()
@@ -170,11 +192,12 @@ def test_guest_memory_shrunk_after_set_mem_table_is_reported(
             driver.make_available(driver.chain([(buffer, 64, True)]))
             os.ftruncate(fe.mem_fd, new_size)
         kick(kick_fd)
+        earlier = said(proc, "shrank after it was sent")  # the kick was handled
         # the connection still works (the ring is broken, not the session)
         assert fe.ask("GET_FEATURES")["features"] >> spec.VIRTIO_F_PROTOCOL_FEATURES & 1
     finally:
         fe.close()
-    stderr, violations = finish(proc, report)
+    stderr, violations = finish(proc, report, earlier)
     shrunk = [v for v in violations if v["code"] == "memory-shrunk"]
     assert len(shrunk) == 1, f"expected one memory-shrunk violation, got {violations}"
     text = shrunk[0]["text"]
@@ -239,11 +262,12 @@ def test_inflight_area_shrunk_after_set_inflight_fd_is_reported(tmp_path: Path) 
         os.ftruncate(area_fd, 0)
         one_request(driver)
         kick(kick_fd)  # popping the chain marks it in flight: past the end now
+        earlier = said(proc, "SET_INFLIGHT_FD area shrank")  # the kick was handled
         assert fe.ask("GET_FEATURES")["features"] >> spec.VIRTIO_F_PROTOCOL_FEATURES & 1
         assert os.fstat(area_fd).st_size == 0, "the mock grew the area back"
     finally:
         fe.close()
-    stderr, violations = finish(proc, report)
+    stderr, violations = finish(proc, report, earlier)
     shrunk = [v for v in violations if v["code"] == "inflight-shrunk"]
     assert len(shrunk) == 1, f"expected one inflight-shrunk violation, got {violations}"
     assert "holds 0x0 bytes, expected at least 0x1000" in shrunk[0]["text"], shrunk[0]
