@@ -145,7 +145,7 @@ def test_postcopy_trace_reproduces_the_back_end_closing(lab: Workspace) -> None:
     assert session.checks[-1].label == "end of session"
     assert session.checks[-1].status is Status.OK
     # ...because it rejected the ack, as in the recording (vu_panic ends the connection)
-    assert "VHOST_USER_ADD_MEM_REG received 0 fds" in qsd.log_text()
+    qsd.wait_for_log("VHOST_USER_ADD_MEM_REG received 0 fds")
 
 
 @pytest.mark.lab_needs("qemu", "busybox", "kernel")

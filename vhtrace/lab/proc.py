@@ -182,6 +182,23 @@ class ProcessView:
         """What the program printed so far (QEMU: its serial console too)."""
         return self._proc.log_text()
 
+    def wait_for_log(self, text: str, timeout: float = 10.0) -> str:
+        """The log once it contains ``text``; LabError quoting the log if it never does.
+
+        stderr reaches the log through a thread, so a line the program has printed may
+        land a moment after the event that made it print it.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.log_text()
+            if text in log:
+                return log
+            if time.monotonic() >= deadline:
+                raise LabError(
+                    self._proc.describe_failure(f"{text!r} not in its log after {timeout:g} s")
+                )
+            time.sleep(0.05)
+
 
 class LabProcess:
     """A program started in its own process group with its output in a log file.
