@@ -17,6 +17,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "diff": ("vhtrace.cli.diff", "what two traces say differently (a regression between versions)"),
     "rings": ("vhtrace.cli.rings", "show the vrings at each shared-memory snapshot"),
     "memory": ("vhtrace.cli.memory", "dump guest memory from a shared-memory snapshot"),
+    "fuzz": ("vhtrace.cli.fuzz",
+             "mutate a trace's front-end side against a back-end it starts; crashes, hangs"),
 }  # fmt: skip
 """verb -> (module with add_parser/run, one-line help)."""
 

@@ -1,0 +1,148 @@
+"""``vhtrace fuzz``: mutate a trace's front-end side against a back-end it starts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from vhtrace.cli import common
+from vhtrace.cli.verbs import help_of
+from vhtrace.fuzz.campaign import Campaign, FuzzInputError, FuzzOptions, Progress
+from vhtrace.fuzz.mutate import FAMILIES
+from vhtrace.fuzz.report import render_text
+from vhtrace.fuzz.target import Target, TargetError, parse_command
+
+
+def add_parser(verbs: argparse._SubParsersAction) -> None:
+    parser = verbs.add_parser(
+        "fuzz",
+        help=help_of("fuzz"),
+        description="Start a back-end, play the trace's front-end side against it with "
+        "mutations (fields, headers, sequence, fds), and report crashes, hangs, panics and "
+        "spec violations with minimized reproducer traces. Exit 0 nothing found, 1 found, "
+        "2 bad input or usage.",
+    )
+    parser.add_argument("trace", help="trace file whose front-end side is the template")
+    parser.add_argument(
+        "--backend-cmd",
+        required=True,
+        metavar="CMD",
+        help="the back-end's command line, {sock} where its listening socket goes "
+        "(started by the fuzzer, restarted when it dies)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--iterations", type=int, metavar="N", help="stop after N iterations (default 1000)"
+    )
+    parser.add_argument("--time", type=float, metavar="S", help="stop after S seconds")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="how long a reply the back-end owes may take before it is a hang (default 2)",
+    )
+    parser.add_argument(
+        "--mutate",
+        metavar="FAMILIES",
+        help=f"comma-separated mutation families (default all: {','.join(FAMILIES)})",
+    )
+    parser.add_argument(
+        "--session", type=int, action="append", metavar="N", help="use only this session"
+    )
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        default="fuzz-findings",
+        help="where reproducer traces go (default ./fuzz-findings)",
+    )
+    parser.add_argument("--no-minimize", action="store_true", help="do not minimize findings")
+    parser.add_argument(
+        "--minimize-tests",
+        type=int,
+        default=150,
+        metavar="N",
+        help="most runs spent minimizing one finding (default 150)",
+    )
+    parser.add_argument("--json", action="store_true", help="the report as one JSON object")
+    parser.add_argument("-v", "--verbose", action="store_true", help="list minimized cases")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    parser.set_defaults(run=run)
+
+
+def _options(args: argparse.Namespace) -> FuzzOptions:
+    for name in ("iterations", "time", "timeout", "minimize_tests"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise common.UsageError(f"--{name.replace('_', '-')} must be positive")
+    iterations = args.iterations
+    if iterations is None and args.time is None:
+        iterations = 1000
+    families = tuple(f.strip() for f in args.mutate.split(",")) if args.mutate else None
+    return FuzzOptions(
+        iterations=iterations,
+        time_limit=args.time,
+        seed=args.seed,
+        timeout=args.timeout,
+        families=families,
+        minimize=not args.no_minimize,
+        minimize_tests=args.minimize_tests,
+        out=Path(args.out),
+        sessions=tuple(args.session) if args.session else None,
+    )
+
+
+def _progress(quiet: bool):
+    tty = sys.stderr.isatty()
+    shown = [0.0]
+
+    def show(progress: Progress) -> None:
+        if quiet:
+            return
+        if tty:
+            print("\r" + progress.line(), end="", file=sys.stderr, flush=True)
+        elif progress.elapsed - shown[0] >= 5.0:
+            shown[0] = progress.elapsed
+            print(progress.line(), file=sys.stderr, flush=True)
+
+    return show, tty
+
+
+def run(args: argparse.Namespace) -> int:
+    options = _options(args)
+    try:
+        argv = parse_command(args.backend_cmd)
+    except TargetError as exc:
+        raise common.UsageError(str(exc)) from None
+    stop = threading.Event()
+    show, tty = _progress(args.quiet)
+    target = Target(argv)
+    try:
+        campaign = Campaign(args.trace, target, options, progress=show, stop=stop)
+    except FuzzInputError as exc:
+        target.close()
+        common.fail(str(exc))
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        report = campaign.run()
+    except TargetError as exc:
+        common.fail(str(exc))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if tty and not args.quiet:
+            print(file=sys.stderr)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1))
+    else:
+        print("\n".join(render_text(report, verbose=args.verbose)))
+    sys.stdout.flush()
+    return common.EXIT_FOUND if report.found else common.EXIT_OK

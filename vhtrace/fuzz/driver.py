@@ -1,0 +1,155 @@
+"""Play one case against the running back-end: the replay's session loop, fuzz player inside.
+
+Each session of the case is one connection (``connect_unix``), run by the replay's
+:class:`~vhtrace.replay.session.SessionRunner` with a
+:class:`~vhtrace.fuzz.player.FuzzPlayer`: fds are re-created by the replay's
+:class:`~vhtrace.replay.fds.FdFactory` (memfds filled from the trace's snapshots), the
+back-end channel is served by the runner, and the back-end's requests on it are
+answered as a front-end would (``vhtrace.replay.answers``). What went out and came back
+is kept in a :class:`Transcript`, which a reproducer is written from.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from vhtrace import fdinfo
+from vhtrace.fuzz.case import Case, step_of
+from vhtrace.fuzz.oracle import Run, SessionRun
+from vhtrace.fuzz.player import Ending, FuzzPlayer
+from vhtrace.fuzz.target import Target
+from vhtrace.protocol.conversation import WireMessage
+from vhtrace.protocol.framing import pack_header
+from vhtrace.protocol.spec import HEADER_SIZE, Channel, Side
+from vhtrace.replay.answers import Answer, answer
+from vhtrace.replay.fds import FdFactory
+from vhtrace.replay.links import connect_unix
+from vhtrace.replay.memsource import MemorySource
+from vhtrace.replay.plan import SessionPlan
+from vhtrace.replay.session import LoopOptions, SessionRunner, UnknownRequest
+
+SETTLE = 0.01
+"""After the back-end hung up: how long to wait for it to turn out dead (a crash)."""
+
+
+@dataclass
+class Sent:
+    mono_ns: int
+    session: int
+    channel: Channel
+    sender: Side
+    raw: bytes
+    fds: tuple[dict[str, Any], ...]
+
+
+@dataclass
+class Transcript:
+    """Every message of a run, both ways, in order: what a reproducer trace holds."""
+
+    messages: list[Sent] = field(default_factory=list)
+    endings: dict[int, str] = field(default_factory=dict)
+    """Session number -> how it ended (``frontend closed``/``backend closed``)."""
+
+
+@dataclass(frozen=True)
+class DriveOptions:
+    timeout: float = 2.0
+    """How long a reply may take before the back-end counts as hung."""
+    connect_timeout: float = 2.0
+
+
+def answer_backend_request(request: UnknownRequest) -> Answer | None:
+    """A back-end-channel request: answered as a front-end would (an ack, a plausible reply)."""
+    if request.pending is None:
+        return Answer(b"", (), "no reply owed")
+    return answer(request.pending, request.wire.payload, ())
+
+
+def run_case(
+    target: Target,
+    case: Case,
+    memory: MemorySource | None,
+    options: DriveOptions,
+    transcript: Transcript | None = None,
+) -> Run:
+    """Send ``case`` to the running target; what happened, for the oracles."""
+    sessions: list[SessionRun] = []
+    factory = FdFactory(memory)
+    loop = LoopOptions(options.timeout, 0.0)
+    try:
+        for number, messages in enumerate(case.sessions, 1):
+            try:
+                sock = connect_unix(target.socket, options.connect_timeout)
+            except OSError:
+                sessions.append(SessionRun(str(Ending.SEND_FAILED)))
+                break
+            steps = [step_of(m, number, i) for i, m in enumerate(messages)]
+            last = messages[-1] if messages else None
+            cut = last is not None and len(last.raw) != HEADER_SIZE + last.size
+
+            def on_sent(step, number=number):
+                if transcript is not None:
+                    transcript.messages.append(
+                        Sent(
+                            time.monotonic_ns(),
+                            number,
+                            step.channel,
+                            Side.FRONTEND,
+                            step.raw,
+                            tuple(step.fds),
+                        )
+                    )
+
+            player = FuzzPlayer(number, steps, on_sent=on_sent, cut_last=cut)
+            plan = SessionPlan(number, Side.FRONTEND, steps)
+            tap = None
+            if transcript is not None:
+
+                def tap(channel: Channel, wire: WireMessage, fds: tuple[int, ...], n=number):
+                    raw = _raw(wire)
+                    metas = tuple(fdinfo.describe(fd) for fd in fds)
+                    transcript.messages.append(
+                        Sent(time.monotonic_ns(), n, channel, Side.BACKEND, raw, metas)
+                    )
+
+            runner = SessionRunner(
+                plan,
+                player,  # type: ignore[arg-type]
+                sock,
+                factory=factory,
+                options=loop,
+                unknown=answer_backend_request,
+                tap=tap,
+            )
+            player.conversation = runner.conversation
+            result = runner.run()
+            ending = player.ending or Ending.DONE
+            if transcript is not None:
+                closed = "backend" if ending in (Ending.CLOSED, Ending.SEND_FAILED) else "frontend"
+                transcript.endings[number] = f"{closed} closed"
+            sessions.append(
+                SessionRun(
+                    str(ending),
+                    player.last_sent.view.name if player.last_sent else None,
+                    player.waited_for,
+                    list(result.findings),
+                    player.sent_count,
+                    player.received_count,
+                )
+            )
+            if ending in (Ending.CLOSED, Ending.SEND_FAILED, Ending.HANG):
+                if not target.alive() or ending is Ending.HANG:
+                    break
+                if target.exit_status(SETTLE) is not None:
+                    break
+    finally:
+        factory.close()
+    if sessions and sessions[-1].ending in ("closed", "send-failed"):
+        target.exit_status(SETTLE)
+    return Run(sessions, target.exit_status(), target.new_output())
+
+
+def _raw(wire: WireMessage) -> bytes:
+    return pack_header(wire.request, wire.flags, wire.size) + wire.payload
