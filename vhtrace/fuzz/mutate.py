@@ -325,6 +325,8 @@ def mutate_ungated(rng: random.Random, template: Template, case: Case) -> Case |
 
 
 def mutate_drop(rng: random.Random, template: Template, case: Case) -> Case | None:
+    if case.count() <= 1:
+        return None
     spot = rng.choice(spots(case))
     return put(case, spot, [], f"sequence: dropped {at(case, spot).describe()}")
 
@@ -447,10 +449,8 @@ def mutate(rng: random.Random, template: Template, families: tuple[str, ...] | N
         family = rng.choices(chosen, weights)[0]
         mutators = FAMILIES[family]
         mutator = rng.choices([m for m, _ in mutators], [w for _, w in mutators])[0]
-        if case.count() == 0:
-            break
         mutated = mutator(rng, template, case)
-        if mutated is not None:
+        if mutated is not None and mutated.count():
             case = mutated
     return case
 
