@@ -162,3 +162,11 @@ class Target:
         except OSError:
             return ""
         return data.decode(errors="replace")
+
+
+def templated(argv: list[str], socket: str | os.PathLike[str]) -> str:
+    """A ready command line (the lab's, say) as ``--backend-cmd``: its socket path -> {sock}."""
+    path = os.fspath(socket)
+    if not any(path in arg for arg in argv):
+        raise TargetError(f"the command does not mention its socket {path}")
+    return shlex.join(arg.replace(path, SOCK) for arg in argv)
