@@ -11,6 +11,7 @@ is kept in a :class:`Transcript`, which a reproducer is written from.
 
 from __future__ import annotations
 
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,8 +31,10 @@ from vhtrace.replay.memsource import MemorySource
 from vhtrace.replay.plan import SessionPlan
 from vhtrace.replay.session import LoopOptions, SessionRunner, UnknownRequest
 
-SETTLE = 0.01
-"""After the back-end hung up: how long to wait for it to turn out dead (a crash)."""
+SETTLE = 0.002
+"""After the back-end hung up: how long to wait for it to turn out dead (a crash). A
+program that dies closes its sockets as it exits, so this is short; a death noticed only
+later is put down to this case by the campaign (``Campaign._died_between``)."""
 
 
 @dataclass
@@ -81,7 +84,7 @@ def run_case(
     try:
         for number, messages in enumerate(case.sessions, 1):
             try:
-                sock = connect_unix(target.socket, options.connect_timeout)
+                sock = _connect(target, options.connect_timeout)
             except OSError:
                 sessions.append(SessionRun(str(Ending.SEND_FAILED)))
                 break
@@ -149,6 +152,18 @@ def run_case(
     if sessions and sessions[-1].ending in ("closed", "send-failed"):
         target.exit_status(SETTLE)
     return Run(sessions, target.exit_status(), target.new_output())
+
+
+def _connect(target: Target, timeout: float) -> socket.socket:
+    """Connect to the target's socket; give up at once if the program is dead."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return connect_unix(target.socket, 0)
+        except OSError:
+            if not target.alive() or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.002)
 
 
 def _raw(wire: WireMessage) -> bytes:
