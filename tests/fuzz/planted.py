@@ -17,6 +17,7 @@ is never mapped. The planted bugs:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -90,7 +91,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     while True:
         conn, _ = listener.accept()
-        with conn:
+        with conn, contextlib.suppress(ConnectionError):
             serve_connection(conn, args)
 
 

@@ -60,6 +60,12 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
         default="fuzz-findings",
         help="where reproducer traces go (default ./fuzz-findings)",
     )
+    parser.add_argument(
+        "--no-probe",
+        action="store_true",
+        help="do not check after each iteration, with a GET_FEATURES on a new connection, "
+        "that the back-end survived it (for back-ends that serve one connection and exit)",
+    )
     parser.add_argument("--no-minimize", action="store_true", help="do not minimize findings")
     parser.add_argument(
         "--minimize-tests",
@@ -93,6 +99,7 @@ def _options(args: argparse.Namespace) -> FuzzOptions:
         minimize_tests=args.minimize_tests,
         out=Path(args.out),
         sessions=tuple(args.session) if args.session else None,
+        probe=not args.no_probe,
     )
 
 

@@ -55,6 +55,8 @@ class FuzzOptions:
     out: Path | None = None
     """Where reproducers go (None: not written)."""
     sessions: tuple[int, ...] | None = None
+    probe: bool = True
+    """Check after each case that the back-end still answers (see ``driver.probe``)."""
 
 
 @dataclass
@@ -188,7 +190,7 @@ class Campaign:
         self.memory: MemorySource = SnapshotSource.of_trace(trace)
         self.target = target
         self.options = options
-        self.drive = DriveOptions(timeout=options.timeout)
+        self.drive = DriveOptions(timeout=options.timeout, probe=options.probe)
         self.progress_cb = progress
         self.stop = stop or threading.Event()
         self.report = FuzzReport(self.trace, target.argv, options.seed)

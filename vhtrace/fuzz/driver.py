@@ -21,9 +21,10 @@ from vhtrace.fuzz.case import Case, step_of
 from vhtrace.fuzz.oracle import Run, SessionRun
 from vhtrace.fuzz.player import Ending, FuzzPlayer
 from vhtrace.fuzz.target import Target
+from vhtrace.protocol import spec
 from vhtrace.protocol.conversation import WireMessage
-from vhtrace.protocol.framing import pack_header
-from vhtrace.protocol.spec import HEADER_SIZE, Channel, Side
+from vhtrace.protocol.framing import pack_header, unpack_header
+from vhtrace.protocol.spec import HEADER_SIZE, MAX_PAYLOAD, Channel, Side
 from vhtrace.replay.answers import Answer, answer
 from vhtrace.replay.fds import FdFactory
 from vhtrace.replay.links import connect_unix
@@ -35,6 +36,12 @@ SETTLE = 0.002
 """After the back-end hung up: how long to wait for it to turn out dead (a crash). A
 program that dies closes its sockets as it exits, so this is short; a death noticed only
 later is put down to this case by the campaign (``Campaign._died_between``)."""
+
+
+DEATH_GRACE = 0.5
+"""A back-end that failed the probe: how long it may take to turn out dead."""
+PROBE = pack_header(spec.lookup_request("GET_FEATURES")[1], spec.VERSION, 0)
+"""GET_FEATURES: every back-end answers it, at any point of a conversation."""
 
 
 @dataclass
@@ -61,6 +68,9 @@ class DriveOptions:
     timeout: float = 2.0
     """How long a reply may take before the back-end counts as hung."""
     connect_timeout: float = 2.0
+    probe: bool = True
+    """After the case, check with a GET_FEATURES on a new connection that the back-end
+    survived it (see :func:`probe`); off for back-ends that serve one connection."""
 
 
 def answer_backend_request(request: UnknownRequest) -> Answer | None:
@@ -151,7 +161,33 @@ def run_case(
         factory.close()
     if sessions and sessions[-1].ending in ("closed", "send-failed"):
         target.exit_status(SETTLE)
+    survived = sessions and sessions[-1].ending != "hang" and target.alive()
+    if options.probe and survived and not probe(target, options.timeout):
+        target.exit_status(DEATH_GRACE)
     return Run(sessions, target.exit_status(), target.new_output())
+
+
+def probe(target: Target, timeout: float) -> bool:
+    """Whether the back-end answers a GET_FEATURES on a new connection.
+
+    A back-end takes the next connection once it is done with the last one, so an answer
+    means every message of the case was processed and survived; a program that died of
+    the last message (after we hung up: nothing was owed) fails the probe instead."""
+    try:
+        sock = _connect(target, timeout)
+    except OSError:
+        return False
+    with sock:
+        sock.settimeout(timeout)
+        try:
+            sock.sendall(PROBE)
+            header = _read_exactly(sock, HEADER_SIZE)
+            # the whole reply: closing with unread bytes would reset the peer's end
+            if header is None or _read_exactly(sock, unpack_header(header)[2]) is None:
+                return False
+        except OSError:
+            return False
+    return True
 
 
 def _connect(target: Target, timeout: float) -> socket.socket:
@@ -164,6 +200,16 @@ def _connect(target: Target, timeout: float) -> socket.socket:
             if not target.alive() or time.monotonic() >= deadline:
                 raise
             time.sleep(0.002)
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes | None:
+    got = b""
+    while len(got) < min(size, MAX_PAYLOAD):
+        chunk = sock.recv(size - len(got))
+        if not chunk:
+            return None
+        got += chunk
+    return got
 
 
 def _raw(wire: WireMessage) -> bytes:
