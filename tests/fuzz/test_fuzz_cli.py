@@ -94,8 +94,8 @@ def test_a_minimized_reproducer_still_crashes_a_fresh_back_end(tmp_path: Path) -
 
 def test_finds_the_planted_hang(tmp_path: Path) -> None:
     code, report = fuzz(tmp_path, planted("--hang-on-ring", "1"),
-                        "--seed", "7", "--iterations", "30", "--timeout", "0.5",
-                        "--no-minimize")  # fmt: skip
+                        "--seed", "7", "--iterations", "100", "--timeout", "0.5",
+                        "--mutate", "field", "--no-minimize")  # fmt: skip
     assert code == 1
     hangs = [f for f in report["findings"] if f["signature"] == "hang GET_VRING_BASE"]
     assert hangs and hangs[0]["reproduced"] is True

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import struct
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from vhtrace.fuzz import rings
 from vhtrace.fuzz.campaign import load_template
 from vhtrace.fuzz.case import Case, Message
 from vhtrace.fuzz.mutate import (
@@ -16,6 +19,7 @@ from vhtrace.fuzz.mutate import (
     leaves,
     mutate,
 )
+from vhtrace.memory.descriptors import F_NEXT
 from vhtrace.protocol import payloads
 from vhtrace.protocol.framing import Frame, Framer
 from vhtrace.protocol.spec import HEADER_SIZE, MAX_PAYLOAD
@@ -114,10 +118,12 @@ def test_same_seed_and_iteration_same_case(template) -> None:
 def test_every_family_applies_and_changes_the_case(template) -> None:
     for family in FAMILIES:
         cases = [mutate(iteration_rng(5, i), template, (family,)) for i in range(40)]
-        changed = [c for c in cases if c.sessions != template.case.sessions]
+        changed = [c for c in cases if c.sessions != template.case.sessions or c.attacks]
         assert len(changed) >= 30, family
         prefixes = {m.split(":")[0] for c in changed for m in c.mutations}
-        expected = {"field": {"field", "overlap"}, "fd": {"fds"}}.get(family, {family})
+        expected = {"field": {"field", "overlap"}, "fd": {"fds"}, "ring": {"ring 0"}}.get(
+            family, {family}
+        )
         assert prefixes <= expected, (family, prefixes)
 
 
@@ -142,3 +148,30 @@ def test_reconnect_and_truncate_make_sessions_and_cuts(template) -> None:
     assert any(c.count() < template.case.count() for c in cases)
     assert any(c.count() > template.case.count() for c in cases)
     assert all(isinstance(c, Case) and c.count() > 0 for c in cases)
+
+
+def test_ring_setups_of_the_trace(template) -> None:
+    """The SeaBIOS and the Linux setup of ring 0: size, addresses, kick and enable."""
+    assert [(r.index, r.num, r.kick_seq, r.enable_seq) for r in template.rings] == [
+        (0, 128, 29, 30),
+        (0, 128, 40, 41),
+    ]
+    first = template.rings[0]
+    assert first.avail_uaddr - first.desc_uaddr == 16 * first.num  # avail follows the table
+
+
+def test_ring_attacks_are_malformed_chains_in_every_way(template) -> None:
+    regions = [(r.guest_phys_addr, r.memory_size) for r in template.regions]
+    kinds = Counter()
+    for i in range(300):
+        attack = rings.craft(iteration_rng(4, i), template.rings[0], regions)
+        kinds[re.sub(r"0x[0-9a-f]+|\d+", "N", attack.what)] += 1
+        for slot, data in attack.desc_writes:
+            assert len(data) == 16 and 0 <= slot < 128
+        if "to itself" in attack.what:
+            [(slot, data)] = attack.desc_writes
+            _, _, flags, nxt = struct.unpack("<QIHH", data)
+            assert flags & F_NEXT and nxt == slot == attack.head
+        if "past the queue size" in attack.what and "avail" in attack.what:
+            assert attack.head >= 128
+    assert len(kinds) >= 9 and sum(kinds.values()) == 300  # every shape of malformed chain

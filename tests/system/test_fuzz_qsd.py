@@ -63,3 +63,24 @@ def test_fuzz_qemu_storage_daemon(lab: Workspace) -> None:
     assert report["backend_starts"] >= 1 + sum(f["count"] for f in crashes)
     [sock] = {m for arg in report["backend"] for m in re.findall(r"/[^,=]*backend\.sock", arg)}
     assert _processes_mentioning(sock) == []
+
+
+@pytest.mark.lab_needs("qsd", "qemu-img")
+def test_ring_attacks_reach_qemu_storage_daemon(lab: Workspace) -> None:
+    """Malformed chains in the memory handed out, the ring kicked: the daemon walks them
+    and hangs up on them (libvhost-user's vu_panic: looped descriptor, next past the queue
+    size...), where the unmutated trace goes through."""
+    image = images.create_image(lab.path("disk.img"), 64 << 20)
+    placeholder = lab.sock("fuzz-ring")
+    command = templated(qsd_command(image, placeholder), placeholder)
+    done = subprocess.run(
+        [sys.executable, "-m", "vhtrace", "fuzz", str(BLK_TRACE), "--backend-cmd", command,
+         "--seed", "3", "--iterations", "60", "--mutate", "ring", "--json", "-q",
+         "--out", str(lab.path("found")), "--minimize-tests", "10"],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert done.returncode in (0, 1), done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["baseline"].startswith("ok")
+    assert report["iterations"] == 60
+    assert report["outcomes"].get("disconnect", 0) >= 10, report["outcomes"]

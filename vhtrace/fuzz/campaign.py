@@ -10,7 +10,9 @@ fresh back-end, minimized (``minimize``) and saved as reproducer traces (``repro
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import threading
 import time
 from collections import Counter
@@ -239,6 +241,8 @@ class Campaign:
                 self._settle(finding)
         finally:
             self.report.starts = self.target.starts
+            if self.report.findings and self.options.out is not None:
+                self._keep_log()
             self.target.close()
         return self.report
 
@@ -352,6 +356,12 @@ class Campaign:
             finding.minimized_reproducer = write_reproducer(
                 path, last[0][1], device=self._device(), info=info
             )
+
+    def _keep_log(self) -> None:
+        """The back-end's output of the whole run, next to the reproducers."""
+        self.options.out.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with contextlib.suppress(OSError):
+            shutil.copyfile(self.target.log_path, self.options.out / "backend.log")
 
     def _device(self) -> str | None:
         device = self.template.device

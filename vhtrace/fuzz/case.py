@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from vhtrace.fuzz.rings import RingAttack, RingSetup
 from vhtrace.protocol import payloads, spec
 from vhtrace.protocol.conversation import Role
 from vhtrace.protocol.framing import pack_header, unpack_header
@@ -97,6 +98,8 @@ class Case:
     sessions: tuple[tuple[Message, ...], ...]
     mutations: tuple[str, ...] = ()
     """What was done to the template, in order, in words."""
+    attacks: tuple[RingAttack, ...] = ()
+    """Malformed descriptor chains put on rings once they run (``rings``)."""
 
     @property
     def messages(self) -> Iterator[Message]:
@@ -127,6 +130,8 @@ class Template:
     queue_num: int = 1
     negotiated_protocol: int = 0
     """The protocol features the front-end set (SET_PROTOCOL_FEATURES)."""
+    rings: tuple[RingSetup, ...] = ()
+    """Every ring setup of the trace (ring attacks aim at them)."""
 
 
 def template(plans: list[SessionPlan]) -> Template:
@@ -138,8 +143,12 @@ def template(plans: list[SessionPlan]) -> Template:
     regions: list[Region] = []
     queue_num, protocol = 1, 0
     device = None
+    rings: list[RingSetup] = []
     for plan in plans:
         messages = []
+        nums: dict[int, int] = {}
+        addrs: dict[int, tuple[int, int]] = {}
+        kicks: dict[int, int] = {}
         for step in plan.steps:
             v = step.view
             device = device or v.context.device
@@ -151,6 +160,8 @@ def template(plans: list[SessionPlan]) -> Template:
                 continue
             if v.name == "SET_PROTOCOL_FEATURES" and v.fields:
                 protocol = int(v.fields.get("features", 0))
+            if v.fields:
+                _track_ring(v.name, v.fields, step.seq, nums, addrs, kicks, rings)
             if v.fields and v.name in ("ADD_MEM_REG", "SET_MEM_TABLE"):
                 for r in v.fields.get("regions", [v.fields]):
                     regions.append(Region(*(int(r[k]) for k in payloads.REGION_FIELDS)))
@@ -167,7 +178,37 @@ def template(plans: list[SessionPlan]) -> Template:
             )
         if messages:
             sessions.append(tuple(messages))
-    return Template(Case(tuple(sessions)), device, tuple(regions), queue_num, protocol)
+    return Template(
+        Case(tuple(sessions)), device, tuple(regions), queue_num, protocol, tuple(rings)
+    )
+
+
+def _track_ring(
+    name: str,
+    fields: dict[str, Any],
+    seq: int,
+    nums: dict[int, int],
+    addrs: dict[int, tuple[int, int]],
+    kicks: dict[int, int],
+    rings: list[RingSetup],
+) -> None:
+    """Follow one ring's setup messages; a setup is complete once the ring runs."""
+    index = int(fields.get("index", 0))
+    if name == "SET_VRING_NUM":
+        nums[index] = int(fields["num"])
+    elif name == "SET_VRING_ADDR":
+        addrs[index] = (int(fields["desc_user_addr"]), int(fields["avail_user_addr"]))
+    elif name == "SET_VRING_KICK" and not fields.get("nofd"):
+        kicks[index] = seq
+    if index not in nums or index not in addrs or index not in kicks:
+        return
+    runs = name == "SET_VRING_ENABLE" and fields.get("num") == 1
+    if runs or (name == "SET_VRING_KICK" and seq == kicks[index]):
+        setup = RingSetup(index, nums[index], *addrs[index], kicks[index], seq)
+        if runs and rings and rings[-1].kick_seq == setup.kick_seq:
+            rings[-1] = setup  # the same setup: it runs from the enable on, not the kick
+        else:
+            rings.append(setup)
 
 
 def step_of(message: Message, session: int, index: int) -> Step:

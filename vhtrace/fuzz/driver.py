@@ -11,7 +11,10 @@ is kept in a :class:`Transcript`, which a reproducer is written from.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +23,7 @@ from vhtrace import fdinfo
 from vhtrace.fuzz.case import Case, step_of
 from vhtrace.fuzz.oracle import Run, SessionRun
 from vhtrace.fuzz.player import Ending, FuzzPlayer
+from vhtrace.fuzz.rings import RingAttack
 from vhtrace.fuzz.target import Target
 from vhtrace.protocol import spec
 from vhtrace.protocol.conversation import WireMessage
@@ -29,6 +33,7 @@ from vhtrace.replay.answers import Answer, answer
 from vhtrace.replay.fds import FdFactory
 from vhtrace.replay.links import connect_unix
 from vhtrace.replay.memsource import MemorySource
+from vhtrace.replay.memsource import _region as memory_region
 from vhtrace.replay.plan import SessionPlan
 from vhtrace.replay.session import LoopOptions, SessionRunner, UnknownRequest
 
@@ -73,6 +78,69 @@ class DriveOptions:
     survived it (see :func:`probe`); off for back-ends that serve one connection."""
 
 
+class RingFds(FdFactory):
+    """The replay's fd factory, keeping what a ring attack needs: the memory regions and
+    their memfds, and a copy of each kick eventfd (the passed one is closed once sent)."""
+
+    def __init__(self, memory: MemorySource | None) -> None:
+        super().__init__(memory)
+        self.regions: list[tuple[dict[str, Any], int]] = []
+        self.eventfds: dict[int, int] = {}
+        """Recorded message number -> our copy of the eventfd made for it."""
+
+    def make(self, meta, *, seq, index, fields=None):
+        made = super().make(meta, seq=seq, index=index, fields=fields)
+        if meta.get("kind") == "eventfd" and seq not in self.eventfds:
+            self.eventfds[seq] = os.dup(made.fd)
+        return made
+
+    def _memory(self, meta, seq, index, fields):
+        made = super()._memory(meta, seq, index, fields)
+        region = memory_region(fields, index)
+        if region is not None:
+            self.regions.append((region, made.fd))
+        return made
+
+    def _where(self, addr: int, length: int, key: str) -> tuple[int, int] | None:
+        """(memfd, file offset) of ``length`` bytes at a gpa or user address, if mapped."""
+        for region, fd in self.regions:
+            start = int(region[key])
+            if start <= addr and addr + length <= start + int(region["memory_size"]):
+                return fd, int(region["mmap_offset"]) + addr - start
+        return None
+
+    def apply(self, attack: RingAttack) -> bool:
+        """Write the attack into guest memory and kick the ring; False if it cannot aim."""
+        setup = attack.setup
+        avail = self._where(setup.avail_uaddr, 4 + 2 * setup.num, "userspace_addr")
+        table = self._where(setup.desc_uaddr, 16 * setup.num, "userspace_addr")
+        kick = self.eventfds.get(setup.kick_seq)
+        if avail is None or table is None or kick is None:
+            return False
+        for gpa, data in attack.writes:
+            where = self._where(gpa, len(data), "guest_phys_addr")
+            if where is not None:
+                os.pwrite(where[0], data, where[1])
+        for slot, data in attack.desc_writes:
+            if slot < setup.num:
+                os.pwrite(table[0], data, table[1] + 16 * slot)
+        fd, offset = avail
+        (idx,) = struct.unpack("<H", os.pread(fd, 2, offset + 2))
+        os.pwrite(fd, struct.pack("<H", attack.head & 0xFFFF), offset + 4 + 2 * (idx % setup.num))
+        os.pwrite(fd, struct.pack("<H", (idx + attack.bump) & 0xFFFF), offset + 2)
+        with contextlib.suppress(OSError):
+            os.eventfd_write(kick, 1)
+        return True
+
+    def close(self) -> None:
+        for fd in self.eventfds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.eventfds.clear()
+        self.regions.clear()
+        super().close()
+
+
 def answer_backend_request(request: UnknownRequest) -> Answer | None:
     """A back-end-channel request: answered as a front-end would (an ack, a plausible reply)."""
     if request.pending is None:
@@ -89,7 +157,8 @@ def run_case(
 ) -> Run:
     """Send ``case`` to the running target; what happened, for the oracles."""
     sessions: list[SessionRun] = []
-    factory = FdFactory(memory)
+    factory = RingFds(memory)
+    attacks = {a.setup.enable_seq: a for a in case.attacks}
     loop = LoopOptions(options.timeout, 0.0)
     try:
         for number, messages in enumerate(case.sessions, 1):
@@ -103,6 +172,9 @@ def run_case(
             cut = last is not None and len(last.raw) != HEADER_SIZE + last.size
 
             def on_sent(step, number=number):
+                attack = attacks.pop(step.seq, None) if step.seq else None
+                if attack is not None:
+                    factory.apply(attack)
                 if transcript is not None:
                     transcript.messages.append(
                         Sent(

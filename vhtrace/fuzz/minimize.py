@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from vhtrace.fuzz.case import Case, Message
+from vhtrace.fuzz.rings import RingAttack
 
 Unit = tuple[int, Message]
 """A message and the number of the session it is sent in."""
@@ -34,11 +35,13 @@ def units(case: Case) -> list[Unit]:
     return [(s, m) for s, session in enumerate(case.sessions) for m in session]
 
 
-def from_units(items: list[Unit], mutations: tuple[str, ...] = ()) -> Case:
+def from_units(
+    items: list[Unit], mutations: tuple[str, ...] = (), attacks: tuple[RingAttack, ...] = ()
+) -> Case:
     sessions: dict[int, list[Message]] = {}
     for number, message in items:
         sessions.setdefault(number, []).append(message)
-    return Case(tuple(tuple(sessions[k]) for k in sorted(sessions)), mutations)
+    return Case(tuple(tuple(sessions[k]) for k in sorted(sessions)), mutations, attacks)
 
 
 def ddmin(
@@ -72,12 +75,15 @@ def ddmin(
 def minimize(case: Case, still_fails: Callable[[Case], bool], tests: int = 200) -> tuple[Case, int]:
     """The smallest case found that still fails, and how many tests it took."""
     budget = Budget(tests)
-    found = ddmin(units(case), lambda items: still_fails(from_units(items)), budget)
+    attacks = case.attacks
+    found = ddmin(units(case), lambda items: still_fails(from_units(items, (), attacks)), budget)
     for i, (number, message) in enumerate(found):
         if message.original is None or not budget.take():
             continue
         candidate = [*found[:i], (number, message.original), *found[i + 1 :]]
-        if still_fails(from_units(candidate)):
+        if still_fails(from_units(candidate, (), attacks)):
             found = candidate
-    kept = tuple(m.describe() for _, m in found if m.mutation)
-    return from_units(found, kept), budget.used
+    if attacks and budget.take() and still_fails(from_units(found)):
+        attacks = ()  # the finding does not need the ring attack
+    kept = tuple(m.describe() for _, m in found if m.mutation) + tuple(a.what for a in attacks)
+    return from_units(found, kept, attacks), budget.used

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from vhtrace.fuzz import rings
 from vhtrace.fuzz.case import Case, Message, Template, build
 from vhtrace.protocol import payloads, spec
 from vhtrace.protocol.framing import unpack_header
@@ -69,7 +70,7 @@ def put(case: Case, spot: Spot, messages: list[Message], what: str) -> Case:
     session[spot.index : spot.index + 1] = messages
     sessions = list(case.sessions)
     sessions[spot.session] = tuple(session)
-    return Case(tuple(s for s in sessions if s), (*case.mutations, what))
+    return Case(tuple(s for s in sessions if s), (*case.mutations, what), case.attacks)
 
 
 # -- field mutations ------------------------------------------------------------------
@@ -348,7 +349,7 @@ def mutate_reorder(rng: random.Random, template: Template, case: Case) -> Case |
     sessions = list(case.sessions)
     sessions[spot.session] = tuple(session)
     what = f"sequence: swapped {first.describe()} and {second.describe()}"
-    return Case(tuple(sessions), (*case.mutations, what))
+    return Case(tuple(sessions), (*case.mutations, what), case.attacks)
 
 
 def mutate_truncate(rng: random.Random, template: Template, case: Case) -> Case | None:
@@ -366,7 +367,7 @@ def mutate_truncate(rng: random.Random, template: Template, case: Case) -> Case 
         )
         what = f"sequence: hung up inside {session[-1].describe()}"
     sessions = [*list(case.sessions[: spot.session]), tuple(session)]
-    return Case(tuple(sessions), (*case.mutations, what))
+    return Case(tuple(sessions), (*case.mutations, what), case.attacks)
 
 
 def mutate_repeat_one_time(rng: random.Random, template: Template, case: Case) -> Case | None:
@@ -389,7 +390,7 @@ def mutate_reconnect(rng: random.Random, template: Template, case: Case) -> Case
     cut = rng.randrange(1, len(first))
     sessions = (first[:cut], *case.sessions)
     what = f"sequence: reconnected after {first[cut - 1].describe()}"
-    return Case(sessions, (*case.mutations, what))
+    return Case(sessions, (*case.mutations, what), case.attacks)
 
 
 # -- fd mutations ---------------------------------------------------------------------------
@@ -420,6 +421,19 @@ def mutate_fds(rng: random.Random, template: Template, case: Case) -> Case | Non
     return put(case, spot, [mutated], f"fds: {mutated.describe()}")
 
 
+# -- ring mutations ----------------------------------------------------------------------
+
+
+def mutate_ring(rng: random.Random, template: Template, case: Case) -> Case | None:
+    """A malformed descriptor chain on a ring of one of the recorded setups."""
+    if not template.rings or case.attacks:
+        return None
+    setup = rng.choice(template.rings)
+    regions = [(r.guest_phys_addr, r.memory_size) for r in template.regions]
+    attack = rings.craft(rng, setup, regions)
+    return replace(case, mutations=(*case.mutations, attack.what), attacks=(attack,))
+
+
 FAMILIES: dict[str, tuple[tuple[Mutator, int], ...]] = {
     "field": ((mutate_field, 6), (mutate_region_overlap, 1)),
     "header": ((mutate_flags, 2), (mutate_size, 2), (mutate_request_id, 1), (mutate_ungated, 1)),
@@ -432,9 +446,10 @@ FAMILIES: dict[str, tuple[tuple[Mutator, int], ...]] = {
         (mutate_reconnect, 1),
     ),
     "fd": ((mutate_fds, 2),),
+    "ring": ((mutate_ring, 1),),
 }
 """Each family's mutators with their weights."""
-FAMILY_WEIGHTS = {"field": 5, "header": 2, "sequence": 2, "fd": 1}
+FAMILY_WEIGHTS = {"field": 5, "header": 2, "sequence": 2, "fd": 1, "ring": 2}
 
 
 def mutate(rng: random.Random, template: Template, families: tuple[str, ...] | None = None) -> Case:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -136,9 +137,13 @@ class Target:
         self.reap()
 
     def close(self) -> None:
+        """Stop the program and remove what the fuzzer made for it (socket, log, directory)."""
         self.stop()
-        with contextlib.suppress(FileNotFoundError):
-            self.socket.unlink()
+        if self._own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                self.socket.unlink()
 
     # -- output -------------------------------------------------------------------------
 
