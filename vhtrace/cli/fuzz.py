@@ -12,9 +12,11 @@ from pathlib import Path
 from vhtrace.cli import common
 from vhtrace.cli.verbs import help_of
 from vhtrace.fuzz.campaign import Campaign, FuzzInputError, FuzzOptions, Progress
+from vhtrace.fuzz.frontend import FrontendCampaign
 from vhtrace.fuzz.mutate import FAMILIES
 from vhtrace.fuzz.report import render_text
 from vhtrace.fuzz.target import Target, TargetError, parse_command
+from vhtrace.replay.options import ReplayInputError
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
@@ -27,12 +29,25 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
         "2 bad input or usage.",
     )
     parser.add_argument("trace", help="trace file whose front-end side is the template")
-    parser.add_argument(
+    peer = parser.add_mutually_exclusive_group(required=True)
+    peer.add_argument(
         "--backend-cmd",
-        required=True,
         metavar="CMD",
         help="the back-end's command line, {sock} where its listening socket goes "
         "(started by the fuzzer, restarted when it dies)",
+    )
+    peer.add_argument(
+        "--frontend-cmd",
+        metavar="CMD",
+        help="fuzz a front-end instead: its command line (QEMU), {sock} where it connects; "
+        "it gets mutated back-end replies at device realize, a new one each iteration",
+    )
+    parser.add_argument(
+        "--frontend-wait",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="with --frontend-cmd: how long a front-end that survived is left running (2)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument(
@@ -121,6 +136,8 @@ def _progress(quiet: bool):
 
 def run(args: argparse.Namespace) -> int:
     options = _options(args)
+    if args.frontend_cmd is not None:
+        return run_frontend(args, options)
     try:
         argv = parse_command(args.backend_cmd)
     except TargetError as exc:
@@ -151,5 +168,58 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_dict(), indent=1))
     else:
         print("\n".join(render_text(report, verbose=args.verbose)))
+    sys.stdout.flush()
+    return common.EXIT_FOUND if report.found else common.EXIT_OK
+
+
+def run_frontend(args: argparse.Namespace, options: FuzzOptions) -> int:
+    """``--frontend-cmd``: mutated back-end replies to a front-end started each iteration."""
+    if args.frontend_wait <= 0:
+        raise common.UsageError("--frontend-wait must be positive")
+    try:
+        argv = parse_command(args.frontend_cmd)
+    except TargetError as exc:
+        raise common.UsageError(str(exc).replace("--backend-cmd", "--frontend-cmd")) from None
+    stop = threading.Event()
+    tty = sys.stderr.isatty()
+
+    def line(text: str) -> None:
+        if not args.quiet and tty:
+            print("\r" + text, end="", file=sys.stderr, flush=True)
+
+    try:
+        campaign = FrontendCampaign(
+            args.trace, argv, seed=options.seed, iterations=options.iterations,
+            time_limit=options.time_limit, wait=args.frontend_wait, out=options.out,
+            progress=line, stop=stop,
+        )  # fmt: skip
+    except ReplayInputError as exc:
+        common.fail(str(exc))
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT,
+                signal.SIGTERM)}  # fmt: skip
+    try:
+        report = campaign.run()
+    except TargetError as exc:
+        common.fail(str(exc))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if tty and not args.quiet:
+            print(file=sys.stderr)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1))
+    else:
+        print(f"vhtrace fuzz: {report.trace} served to {' '.join(report.frontend)}")
+        print(f"seed {report.seed}: {report.iterations} iterations in {report.elapsed:.1f} s; "
+              f"outcomes: {dict(report.kinds)}")  # fmt: skip
+        for number, finding in enumerate(report.findings, 1):
+            print(f"  {number}. {finding.verdict.kind}: {finding.verdict.detail} "
+                  f"(iteration {finding.iteration}, seen {finding.count} time(s))")  # fmt: skip
+            for mutation in finding.mutations:
+                print(f"     mutation: {mutation}")
+            if finding.reproducer:
+                print(f"     reproducer: {finding.reproducer} (vhtrace replay REPRO --serve SOCK)")
+        found = f"{len(report.findings)} finding(s), exit 1" if report.found else "nothing found"
+        print(f"result: {found}" + ("" if report.found else ", exit 0"))
     sys.stdout.flush()
     return common.EXIT_FOUND if report.found else common.EXIT_OK

@@ -60,8 +60,27 @@ class Target:
     # -- life ---------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start the back-end and wait until it listens on its socket."""
         with contextlib.suppress(FileNotFoundError):
             self.socket.unlink()
+        self.launch()
+        deadline = time.monotonic() + self.start_timeout
+        while not is_listening(self.socket):
+            if self.proc is not None and self.proc.poll() is not None:
+                raise TargetError(
+                    f"{self.argv[0]} exited (status {self.proc.returncode}) before listening on "
+                    f"{self.socket}; its output:\n{self.read_log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TargetError(
+                    f"{self.argv[0]} did not listen on {self.socket} within "
+                    f"{self.start_timeout:g} s; its output:\n{self.read_log_tail()}"
+                )
+            time.sleep(0.005)
+
+    def launch(self) -> None:
+        """Start the program without waiting (a front-end connects to us by itself)."""
         with open(self.log_path, "ab") as log:
             log.write(
                 f"# vhtrace fuzz: start {self.starts + 1}: {shlex.join(self.argv)}\n".encode()
@@ -79,20 +98,6 @@ class Target:
                 raise TargetError(f"cannot start {self.argv[0]}: {exc.strerror or exc}") from None
         self.starts += 1
         self._log_offset = self.log_path.stat().st_size
-        deadline = time.monotonic() + self.start_timeout
-        while not is_listening(self.socket):
-            if self.proc.poll() is not None:
-                raise TargetError(
-                    f"{self.argv[0]} exited (status {self.proc.returncode}) before listening on "
-                    f"{self.socket}; its output:\n{self.read_log_tail()}"
-                )
-            if time.monotonic() > deadline:
-                self.stop()
-                raise TargetError(
-                    f"{self.argv[0]} did not listen on {self.socket} within "
-                    f"{self.start_timeout:g} s; its output:\n{self.read_log_tail()}"
-                )
-            time.sleep(0.005)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
