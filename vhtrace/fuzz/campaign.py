@@ -211,7 +211,8 @@ class Campaign:
             i = 0
             while not self._done(i, start):
                 if not self.target.alive():
-                    previous = self._died_between(previous)
+                    self._died_between(previous)
+                    previous = None
                     self.target.ensure_running()
                 case = mutate(
                     iteration_rng(self.options.seed, i), self.template, self.options.families
@@ -269,20 +270,19 @@ class Campaign:
             verdict = judge(run)
         return verdict
 
-    def _died_between(self, previous):
+    def _died_between(self, previous: tuple[int, Case, Run, Transcript, Verdict] | None) -> None:
         """The program died after the last run was judged: that run's doing."""
         if previous is None:
-            return None
+            return
         i, case, run, transcript, old = previous
         if old.kind in ("crash", "hang"):
-            return None
+            return
         run.exit_status = self.target.exit_status(0.5)
         run.output += self.target.new_output()
         verdict = judge(run)
         if verdict.kind != old.kind:
             self.report.kinds[old.kind] -= 1
             self._count(i, case, run, transcript, verdict, again=True)
-        return None
 
     def _count(self, i: int, case: Case, run: Run, transcript: Transcript, verdict: Verdict,
                again: bool = False) -> None:  # fmt: skip
