@@ -84,10 +84,8 @@ def main() -> None:
         command = templated(qsd_command(image, work / "t.sock"), work / "t.sock")
         plain = unmutated_rate(command, args.repeat)
         target = Target(parse_command(command))
-        options = FuzzOptions(iterations=args.iterations, seed=args.seed, minimize=False)
-        campaign = Campaign(TRACE, target, options)
-        campaign._settle = lambda finding: None  # the loop alone is timed: no confirming
-        report = campaign.run()
+        options = FuzzOptions(iterations=args.iterations, seed=args.seed, confirm=False)
+        report = Campaign(TRACE, target, options).run()
     rate = report.iterations / report.elapsed
     rows = [
         ("replay (replay_frontend), whole call", f"{replay:8.1f} /s", "1.00", ""),

@@ -59,6 +59,8 @@ class FuzzOptions:
     sessions: tuple[int, ...] | None = None
     probe: bool = True
     """Check after each case that the back-end still answers (see ``driver.probe``)."""
+    confirm: bool = True
+    """After the loop, confirm each finding on a fresh back-end, minimize it, save it."""
 
 
 @dataclass
@@ -238,7 +240,7 @@ class Campaign:
             if self.progress_cb is not None:
                 self.progress_cb(self.stats)
             self.report.interrupted = self.stop.is_set()
-            for finding in self.report.findings:
+            for finding in self.report.findings if self.options.confirm else ():
                 self._settle(finding)
         finally:
             self.report.starts = self.target.starts
