@@ -38,6 +38,8 @@ PANIC_GRACE = 0.5
 
 CONFIRM_TRIES = 2
 """Runs on a fresh back-end that may confirm a finding (a crash can depend on timing)."""
+OTHER_CASES = 3
+"""Later cases of a signature kept, to confirm with when the first one does not."""
 
 
 class FuzzInputError(Exception):
@@ -76,6 +78,8 @@ class Finding:
     minimize_tests: int = 0
     reproducer: Path | None = None
     minimized_reproducer: Path | None = None
+    others: list[tuple[int, Case]] = field(default_factory=list)
+    """Later cases with the same signature: tried when the first does not reproduce."""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -301,6 +305,8 @@ class Campaign:
         known = self.by_signature.get(verdict.signature)
         if known is not None:
             known.count += 1
+            if len(known.others) < OTHER_CASES:
+                known.others.append((i, case))
             return
         finding = Finding(verdict, i, case, transcript)
         self.by_signature[verdict.signature] = finding
@@ -333,9 +339,21 @@ class Campaign:
             )
         if self.stop.is_set():
             return
-        finding.reproduced = any(
-            self.fresh_run(finding.case).signature == signature for _ in range(CONFIRM_TRIES)
-        )
+        finding.reproduced = False
+        for iteration, case in [(finding.iteration, finding.case), *finding.others]:
+            for _ in range(CONFIRM_TRIES):
+                transcript = Transcript()
+                if self.fresh_run(case, transcript).signature == signature:
+                    finding.reproduced = True
+                    break
+            if finding.reproduced:
+                if case is not finding.case:  # a later case of the signature: the one kept
+                    finding.iteration, finding.case = iteration, case
+                    if finding.reproducer is not None:
+                        info = self._info(finding)
+                        write_reproducer(finding.reproducer, transcript, device=self._device(),
+                                         info=info)  # fmt: skip
+                break
         if not finding.reproduced or not self.options.minimize:
             return
         last: list[tuple[Case, Transcript]] = []
