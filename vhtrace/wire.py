@@ -12,10 +12,12 @@ import array
 import contextlib
 import os
 import socket
+from collections import deque
 from typing import NamedTuple
 
+from vhtrace.protocol.connection import Connection, Received, StrayFds, Truncated
 from vhtrace.protocol.framing import Frame, Framer, Incomplete, OversizedData
-from vhtrace.protocol.spec import SCM_MAX_FD
+from vhtrace.protocol.spec import SCM_MAX_FD, Channel
 
 MAX_FDS_PER_READ = SCM_MAX_FD
 """SCM_MAX_FD: the most fds the kernel passes in one message."""
@@ -73,7 +75,8 @@ def close_fds(fds: tuple[int, ...] | list[int]) -> None:
 
 
 class MessageReader:
-    """Blocking reader of whole frames from a socket (mock back-end, replay)."""
+    """Blocking reader of whole frames from a socket, unanalysed (tests and tools that
+    look at the bytes; the shells read through :class:`ConnectionReader`)."""
 
     def __init__(self, sock: socket.socket, max_payload: int | None = None) -> None:
         self.sock = sock
@@ -83,14 +86,14 @@ class MessageReader:
     def read(self) -> Frame | None:
         """The next complete frame, or None at end of stream (see ``leftover``).
 
-        Oversized messages come back as frames with ``oversized`` set, their
-        payload cut to the framer's maximum."""
+        Oversized messages come back as frames with ``oversized`` set, their payload
+        cut to the framer's maximum; fds inside an oversized payload are closed."""
         while True:
             event = self.framer.next_event()
             if isinstance(event, Frame):
                 return event
             if isinstance(event, OversizedData):
-                close_fds(event.fds)  # fds arriving inside an oversized payload: unowned
+                close_fds(event.fds)
                 continue
             if event is not None:
                 continue  # the oversized header: its fds come back with the final Frame
@@ -100,3 +103,50 @@ class MessageReader:
                 self.leftover = self.framer.eof()
                 return None
             self.framer.feed(data, fds)
+
+
+class ConnectionReader:
+    """Blocking reads of whole messages on one channel of a :class:`Connection`
+    (the mock back-end's sockets): each comes analysed, with its fds."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        connection: Connection,
+        channel: Channel = Channel.MAIN,
+        lock: contextlib.AbstractContextManager[object] | None = None,
+    ) -> None:
+        self.sock = sock
+        self.connection = connection
+        self.channel = channel
+        self._lock = lock or contextlib.nullcontext()
+        """Held while the connection analyses (other threads share it)."""
+        self._ready: deque[Received] = deque()
+        self.truncated: Truncated | None = None
+        """What was left of a message when the stream ended (its fds already closed)."""
+        self.fds_dropped = False
+        """The kernel dropped fds that did not fit one read (more than 253 were sent)."""
+
+    def read(self) -> Received | None:
+        """The next whole message, or None at the end of the stream.
+
+        Oversized messages come with their payload cut to the framer's maximum; fds
+        that arrived inside an oversized payload belong to nobody and are closed."""
+        while not self._ready:
+            chunk = recv_chunk(self.sock, self.connection.bytes_wanted(self.channel))
+            self.fds_dropped |= chunk.fds_truncated
+            if not chunk.data:
+                close_fds(chunk.fds)
+                with self._lock:
+                    self.truncated = self.connection.eof(self.channel)
+                if self.truncated is not None:
+                    close_fds(self.truncated.fds)
+                return None
+            with self._lock:
+                events = self.connection.receive_data(chunk.data, chunk.fds, self.channel)
+            for event in events:
+                if isinstance(event, StrayFds):
+                    close_fds(event.fds)
+                else:
+                    self._ready.append(event)
+        return self._ready.popleft()

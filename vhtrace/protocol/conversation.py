@@ -688,7 +688,7 @@ _REPLY_EFFECTS = {
 # Tables the analysis reads per message
 # --------------------------------------------------------------------------
 
-_REQUESTER = {channel: spec.requester(channel) for channel in Channel}
+_REQUESTER = {channel: spec.requester(channel) for channel in spec.FRAMED_CHANNELS}
 MAX_PENDING = 1024
 """Replies owed beyond this are not tracked (a peer must not make us allocate without bound)."""
 _DECODED: dict[tuple[str, bytes, PayloadContext], Decoded] = {}
@@ -745,7 +745,7 @@ def _plans(channel: Channel) -> dict[int, _RequestPlan]:
     }
 
 
-_REQUEST_PLANS = {channel: _plans(channel) for channel in Channel}
+_REQUEST_PLANS = {channel: _plans(channel) for channel in spec.FRAMED_CHANNELS}
 
 # Enum members read for every message, as module globals: in Python 3.11 reading a member
 # off its enum class (``Channel.MAIN``) is an unspecialised lookup, ten times a global's cost.
