@@ -35,6 +35,8 @@ class Received:
     """A whole message the peer sent, analysed. Its fds now belong to the caller."""
 
     frame: Frame
+    wire: WireMessage
+    """The header fields as the conversation read them."""
     analysis: Analysis
 
     @property
@@ -155,7 +157,9 @@ class Connection:
         return Truncated(channel, leftover.describe(), leftover.fds)
 
     def _received(self, channel: Channel, frame: Frame) -> Received:
-        return Received(frame, self._analyse(channel, self.peer_side, frame))
+        self.seq += 1
+        wire = wire_view(self.seq, channel, self.peer_side, frame)
+        return Received(frame, wire, self.conversation.analyse(wire))
 
     def _framer(self, channel: Channel) -> Framer:
         framer = self._framers.get(channel)

@@ -17,48 +17,48 @@ import stat
 import time
 from pathlib import Path
 
-from vhtrace.protocol.framing import Frame, Framer, OversizedData
+from vhtrace.protocol.connection import Connection, Received, StrayFds
 from vhtrace.protocol.spec import Channel
 from vhtrace.wire import close_fds, recv_chunk, send_all
 
 
 class Link:
-    """One framed socket of a session."""
+    """One framed socket of a session, read through the session's :class:`Connection`."""
 
-    def __init__(self, sock: socket.socket, channel: Channel) -> None:
+    def __init__(self, sock: socket.socket, channel: Channel, connection: Connection) -> None:
         self.sock = sock
         self.channel = channel
-        self.framer = Framer()
+        self.connection = connection
         self.closed = False
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def read(self) -> tuple[list[Frame], bool]:
-        """Whole messages readable now, and whether the peer closed its end.
+    def read(self) -> tuple[list[Received], bool]:
+        """Whole messages readable now, analysed, and whether the peer closed its end.
 
         Call when the socket is readable: the first read does not block."""
-        frames: list[Frame] = []
+        connection, channel = self.connection, self.channel
+        received: list[Received] = []
         while True:
             try:
-                data, fds, _ = recv_chunk(self.sock, self.framer.bytes_wanted())
+                data, fds, _ = recv_chunk(self.sock, connection.bytes_wanted(channel))
             except (ConnectionResetError, BrokenPipeError):
                 data, fds = b"", []
             if not data:
                 close_fds(fds)
-                leftover = self.framer.eof()
-                if leftover is not None:
-                    close_fds(leftover.fds)
-                return frames, True
-            self.framer.feed(data, fds)
-            for event in self.framer.events():
-                if isinstance(event, Frame):
-                    frames.append(event)
-                elif isinstance(event, OversizedData):
+                truncated = connection.eof(channel)
+                if truncated is not None:
+                    close_fds(truncated.fds)
+                return received, True
+            for event in connection.receive_data(data, fds, channel):
+                if isinstance(event, StrayFds):
                     close_fds(event.fds)
+                else:
+                    received.append(event)
             readable, _, _ = select.select([self.sock], [], [], 0)
             if not readable:
-                return frames, False
+                return received, False
 
     def send(self, raw: bytes, fds: list[int] | tuple[int, ...] = ()) -> None:
         """One message in one sendmsg, its fds with its first byte."""
