@@ -9,6 +9,7 @@ from typing import Any
 from vhtrace.analysis import AnalysedMessage, Item, LateFindings
 from vhtrace.protocol import spec
 from vhtrace.protocol.conversation import Role
+from vhtrace.protocol.effects import Effect, RegionAdded, RingEnabled, RingStarted, RingStopped
 from vhtrace.protocol.findings import Finding
 from vhtrace.protocol.payloads import human_size
 from vhtrace.protocol.state import ConversationState
@@ -30,6 +31,23 @@ MILESTONES = {
     "RESET_DEVICE": "device reset",
     "RESET_OWNER": "owner reset",
 }
+
+
+def _effect_milestone(effect: Effect) -> str | None:
+    """The timeline line of what a message changed, if it makes one."""
+    if isinstance(effect, RegionAdded):
+        region = effect.region
+        return (
+            f"memory region gpa 0x{region.guest_phys_addr:x} "
+            f"size {human_size(region.memory_size)} added"
+        )
+    if isinstance(effect, RingStarted):
+        return f"ring {effect.index} started"
+    if isinstance(effect, RingEnabled):
+        return f"ring {effect.index} {'enabled' if effect.enabled else 'disabled'}"
+    if isinstance(effect, RingStopped):
+        return f"ring {effect.index} stopped at {effect.base}"
+    return None
 
 
 @dataclass
@@ -147,27 +165,14 @@ class TraceStats:
             # the device's own words: what the guest sees as disk size, MAC, tag, ...
             verb = "read" if name == "GET_CONFIG" else "written"
             session.milestone(record.mono_ns, record.seq, f"config {verb}: {analysis.summary()}")
-        if analysis.role is Role.REQUEST:
-            if name in MILESTONES:
-                text = MILESTONES[name]
-                if name == "SET_MEM_TABLE" and fields:
-                    text += f" ({fields['nregions']} regions)"
+        if analysis.role is Role.REQUEST and name in MILESTONES:
+            text = MILESTONES[name]
+            if name == "SET_MEM_TABLE" and fields:
+                text += f" ({fields['nregions']} regions)"
+            session.milestone(record.mono_ns, record.seq, text)
+        for effect in analysis.effects:
+            text = _effect_milestone(effect)
+            if text is not None:
                 session.milestone(record.mono_ns, record.seq, text)
-            elif name == "ADD_MEM_REG" and fields:
-                session.milestone(
-                    record.mono_ns,
-                    record.seq,
-                    f"memory region gpa 0x{fields['guest_phys_addr']:x} "
-                    f"size {human_size(fields['memory_size'])} added",
-                )
-            elif name == "SET_VRING_KICK" and fields:
-                session.milestone(record.mono_ns, record.seq, f"ring {fields['index']} started")
-            elif name == "SET_VRING_ENABLE" and fields:
-                state = "enabled" if fields["num"] else "disabled"
-                session.milestone(record.mono_ns, record.seq, f"ring {fields['index']} {state}")
-        elif analysis.role is Role.REPLY and name == "GET_VRING_BASE" and fields:
-            session.milestone(
-                record.mono_ns, record.seq, f"ring {fields['index']} stopped at {fields['num']}"
-            )
-        elif analysis.role is Role.POSTCOPY_ACK:
+        if analysis.role is Role.POSTCOPY_ACK:
             session.milestone(record.mono_ns, record.seq, "postcopy memory table acked")

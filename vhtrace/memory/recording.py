@@ -170,7 +170,7 @@ class MemoryRecorder:
                         problems.append(
                             f"region {position} (gpa 0x{region['guest_phys_addr']:x}): {problem}"
                         )
-            elif isinstance(effect, RegionAdded) and len(fds) > effect.fd:
+            elif isinstance(effect, RegionAdded) and effect.fd is not None and fds:
                 kept.add(effect.fd)
                 problem = session_memory().add_region(
                     fields, fds[effect.fd], record.seq, metas[effect.fd]

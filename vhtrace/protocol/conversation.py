@@ -526,7 +526,7 @@ def _add_mem_reg(state: ConversationState, msg: WireMessage, fields: Fields) -> 
     region = _region(fields, msg.seq)
     if len(state.regions) < spec.MAX_RAM_SLOTS:
         state.regions.append(region)
-    return (RegionAdded(region),) if msg.fd_count else None
+    return (RegionAdded(region, 0 if msg.fd_count else None),)
 
 
 def _rem_mem_reg(state: ConversationState, msg: WireMessage, fields: Fields) -> Effects:

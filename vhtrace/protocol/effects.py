@@ -25,10 +25,10 @@ class MemoryReplaced:
 
 @dataclass(frozen=True, slots=True)
 class RegionAdded:
-    """ADD_MEM_REG (or a postcopy-era region): one region, with fd 0."""
+    """ADD_MEM_REG: one region, passed with fd 0 (None: it came without an fd)."""
 
     region: Region
-    fd: int = 0
+    fd: int | None = 0
 
 
 @dataclass(frozen=True, slots=True)
