@@ -45,7 +45,7 @@ def test_conversation_state_changes_name_front_end_requests() -> None:
     assert _unknown(conversation._REQUEST_EFFECTS) == []
     assert _unknown(conversation._REPLY_EFFECTS) == []
     assert _unknown(conversation._RING_STOPS) == []
-    assert conversation._RING_STOPS <= set(conversation._REPLY_EFFECTS)
+    assert set(conversation._REPLY_EFFECTS) >= conversation._RING_STOPS
 
 
 def test_mock_back_end_handlers_name_front_end_requests() -> None:

@@ -10,12 +10,8 @@ whole message, which is what lets one event loop serve both channels.
 from __future__ import annotations
 
 import contextlib
-import os
 import select
 import socket
-import stat
-import time
-from pathlib import Path
 
 from vhtrace.protocol.connection import Connection, Received, StrayFds
 from vhtrace.protocol.spec import Channel
@@ -70,43 +66,3 @@ class Link:
             with contextlib.suppress(OSError):
                 self.sock.shutdown(socket.SHUT_RDWR)
             self.sock.close()
-
-
-def connect_unix(path: str | Path, timeout: float) -> socket.socket:
-    """Connect to a listening unix socket, retrying while it is not there yet."""
-    deadline = time.monotonic() + timeout
-    while True:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        try:
-            sock.connect(str(path))
-            return sock
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
-            sock.close()
-            if time.monotonic() >= deadline:
-                raise OSError(f"{path}: nothing listens there ({exc.strerror})") from None
-            time.sleep(0.02)
-
-
-def listen_unix(path: str | Path, mode: int = 0o600) -> socket.socket:
-    """A listening unix socket at ``path`` (a stale socket file there is replaced)."""
-    path = Path(path)
-    with contextlib.suppress(FileNotFoundError):
-        if not stat.S_ISSOCK(os.lstat(path).st_mode):
-            raise OSError(f"{path}: exists and is not a socket")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(str(path))
-        except ConnectionRefusedError:
-            path.unlink()  # stale: nobody listens
-        else:
-            raise OSError(f"{path}: in use (something listens there)")
-        finally:
-            probe.close()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    old = os.umask(0o777 & ~mode)
-    try:
-        sock.bind(str(path))
-    finally:
-        os.umask(old)
-    sock.listen(4)
-    return sock

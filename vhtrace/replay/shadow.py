@@ -27,9 +27,9 @@ from vhtrace.protocol.conversation import WireMessage
 from vhtrace.protocol.framing import Frame, pack_header
 from vhtrace.protocol.spec import Channel, Side
 from vhtrace.replay.answers import Answer
-from vhtrace.replay.links import Link, connect_unix
+from vhtrace.replay.links import Link
 from vhtrace.replay.session import UnknownRequest
-from vhtrace.wire import close_fds
+from vhtrace.wire import close_fds, connect_unix
 
 REPLY_TIMEOUT = 5.0
 KEEP_REPLIES = 64
