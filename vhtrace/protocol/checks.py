@@ -155,7 +155,7 @@ def check_fds(
             wanted = "none"
         plural = "fd" if count == 1 else "fds"
         problems.append(error("fd-count", f"carries {count} {plural}, {name} takes {wanted}"))
-    elif rule is _TOLERATED_FD and count and state.frontend != spec.FRONTEND_QEMU:
+    elif rule is _TOLERATED_FD and count:
         problems.append(warning("fd-tolerated", f"carries an fd: {spec.REM_MEM_REG_FD_NOTE}"))
     if count > spec.MAX_FDS:
         problems.append(

@@ -347,17 +347,17 @@ def flag_names(flags: int) -> list[str]:
 
 
 REM_MEM_REG_FD_NOTE = (
-    "the spec has REM_MEM_REG carry none (a back-end must close one it gets); "
-    "QEMU from 5.1 (7.2 included) sends the region's fd"
+    "REM_MEM_REG should carry none (the spec; a back-end must close one it gets); "
+    "QEMU 5.1 to 6.x sent the region's fd, QEMU 7.2 sends none"
 )
 """What a fd on REM_MEM_REG means. The spec (vhost-user.rst, REM_MEM_REG) says the
 front-end should send no fd but may, for compatibility, and the back-end must close it.
 QEMU's send_remove_regions() wrote the message with ``vhost_user_write(dev, msg, &fd, 1)``
-from its introduction in 5.1 (the patch adding ADD/REM_MEM_REG, and the later copy of
-hw/virtio/vhost-user.c read here in which fill_msg_region() takes an offset), so QEMU 7.2,
-the one on this machine, sends it; qemu/qemu 019fbfa4bcd2 writes it with
-``vhost_user_write(dev, msg, NULL, 0)``. A warning, then, and none when the front-end is
-known to be QEMU: for QEMU it is the expected message."""
+from its introduction in 5.1 (the patch adding ADD/REM_MEM_REG, and a later 6.x copy of
+hw/virtio/vhost-user.c read here, where fill_msg_region() takes an offset); qemu/qemu
+019fbfa4bcd2 writes it with ``vhost_user_write(dev, msg, NULL, 0)``, and QEMU 7.2 (Debian
+12) sends none: recorded here, tests/fixtures/qemu-rem-mem-reg/. Allowed, so a warning
+whoever sends it: an fd means an old front-end."""
 
 
 class Fds(enum.Enum):
