@@ -517,9 +517,10 @@ def check_vring_fd(fields: Fields, state: ConversationState) -> list[Problem]:
 
 def check_vring_kick(fields: Fields, state: ConversationState) -> list[Problem]:
     """SET_VRING_KICK starts the ring: with STATUS, the features must be FEATURES_OK by
-    then (vhost-user.rst: with STATUS the front-end follows SET_FEATURES with GET_STATUS
-    and SET_STATUS(FEATURES_OK)). What real front-ends send differs in order, so only
-    the outcome is checked: QEMU's vhost_user_set_features() sends GET_STATUS, then
+    then (issue 16: "with STATUS, SET_FEATURES is followed by GET_STATUS then
+    SET_STATUS(FEATURES_OK)", which is QEMU's sequence). Real front-ends differ in order
+    (both recorded in tests/fixtures/status/), so only the outcome is checked: QEMU's
+    vhost_user_set_features() sends GET_STATUS, then
     SET_STATUS with FEATURES_OK added unless the device already has it (hw/virtio/
     vhost-user.c vhost_user_add_status(), qemu/qemu 019fbfa4bcd2); DPDK virtio-user sends
     SET_FEATURES, SET_STATUS(...FEATURES_OK), then GET_STATUS, and at DRIVER_OK a second
@@ -818,8 +819,8 @@ def check_backend_vring_notification(fields: Fields, state: ConversationState) -
             error(
                 "frontend-unsupported",
                 f"QEMU's back-end channel does not handle {_QEMU_UNHANDLED}: it "
-                "answers -EINVAL and the guest is never notified (hw/virtio/vhost-user.c "
-                "backend_read()); use the ring's call/err eventfd",
+                "answers -EINVAL (a u64 1 ack) and the guest is never notified "
+                "(hw/virtio/vhost-user.c backend_read()); use the ring's call/err eventfd",
             )
         )
     return problems
