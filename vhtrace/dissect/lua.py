@@ -216,8 +216,9 @@ FIELDS += CONFIG_FIELDS
 
 
 def device_features_values(device: spec.DeviceType) -> str:
-    """The name of the value table of a device's feature bits (common and its own)."""
-    return f"VIRTIO_FEATURES_{device.name}"
+    """The name of the value table of a device's feature bits (common and its own); the
+    Lua builds it the same way from the device named in a packet's metadata."""
+    return f"VIRTIO_FEATURES_{device.value.upper()}"
 
 
 DEVICE_FEATURE_FIELDS: tuple[LuaField, ...] = tuple(
@@ -428,7 +429,9 @@ def _values() -> dict[str, dict[int, str]]:
     per_device = {
         device_features_values(device): {
             bit: spec.virtio_feature_name(bit, device)
-            for bit in sorted({*spec.COMMON_VIRTIO_FEATURES, *spec.DEVICE_VIRTIO_FEATURES[device]})
+            for bit in sorted(
+                {*spec.COMMON_VIRTIO_FEATURES, *spec.DEVICE_VIRTIO_FEATURES.get(device, {})}
+            )
         }
         for device in spec.DeviceType
     }
