@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from vhtrace.protocol import peers
 from vhtrace.protocol.conversation import (
     CUT_HEADER,
     Analysis,
@@ -130,19 +131,26 @@ class Analyser:
         self.force = force
         self.conversations: dict[int, Conversation] = {}
         self._session_devices: dict[int, DeviceType] = {}
+        self._session_frontends: dict[int, str] = {}
 
     def conversation(self, session: int) -> Conversation:
         conversation = self.conversations.get(session)
         if conversation is None:
             device = self.device if self.force else self._session_devices.get(session, self.device)
-            conversation = self.conversations[session] = Conversation(device)
+            frontend = self._session_frontends.get(session)
+            conversation = self.conversations[session] = Conversation(device, frontend)
         return conversation
 
     def _note_session(self, record: EventRecord) -> None:
+        """What the session-start event says of the peers: the device type, and who the
+        front-end is (peers.frontend_of: the program the recorder saw)."""
         name = record.info.get("device") if isinstance(record.info, dict) else None
         if name:
             with contextlib.suppress(ValueError):
                 self._session_devices[record.session] = DeviceType(str(name))
+        frontend = peers.frontend_of(record.info)
+        if frontend is not None:
+            self._session_frontends[record.session] = frontend
 
     def message(self, record: MessageRecord) -> AnalysedMessage:
         """The analysis of one message record (with wire_message inline: every message of

@@ -95,6 +95,10 @@ local LAYOUT_SIZES = { empty = 0, u64 = 8, ack = 8, virtio_features = 8, protoco
 
 local VALUES = {
   VIRTIO_FEATURES = { [24] = "NOTIFY_ON_EMPTY", [26] = "LOG_ALL", [27] = "ANY_LAYOUT", [28] = "RING_INDIRECT_DESC", [29] = "RING_EVENT_IDX", [30] = "PROTOCOL_FEATURES", [32] = "VERSION_1", [33] = "ACCESS_PLATFORM", [34] = "RING_PACKED", [35] = "IN_ORDER", [36] = "ORDER_PLATFORM", [37] = "SR_IOV", [38] = "NOTIFICATION_DATA", [39] = "NOTIF_CONFIG_DATA", [40] = "RING_RESET", [41] = "ADMIN_VQ" },
+  VIRTIO_FEATURES_BLK = { [0] = "BARRIER", [1] = "SIZE_MAX", [2] = "SEG_MAX", [4] = "GEOMETRY", [5] = "RO", [6] = "BLK_SIZE", [7] = "SCSI", [9] = "FLUSH", [10] = "TOPOLOGY", [11] = "CONFIG_WCE", [12] = "MQ", [13] = "DISCARD", [14] = "WRITE_ZEROES", [15] = "LIFETIME", [16] = "SECURE_ERASE", [17] = "ZONED", [24] = "NOTIFY_ON_EMPTY", [26] = "LOG_ALL", [27] = "ANY_LAYOUT", [28] = "RING_INDIRECT_DESC", [29] = "RING_EVENT_IDX", [30] = "PROTOCOL_FEATURES", [32] = "VERSION_1", [33] = "ACCESS_PLATFORM", [34] = "RING_PACKED", [35] = "IN_ORDER", [36] = "ORDER_PLATFORM", [37] = "SR_IOV", [38] = "NOTIFICATION_DATA", [39] = "NOTIF_CONFIG_DATA", [40] = "RING_RESET", [41] = "ADMIN_VQ" },
+  VIRTIO_FEATURES_NET = { [0] = "CSUM", [1] = "GUEST_CSUM", [2] = "CTRL_GUEST_OFFLOADS", [3] = "MTU", [5] = "MAC", [6] = "GSO", [7] = "GUEST_TSO4", [8] = "GUEST_TSO6", [9] = "GUEST_ECN", [10] = "GUEST_UFO", [11] = "HOST_TSO4", [12] = "HOST_TSO6", [13] = "HOST_ECN", [14] = "HOST_UFO", [15] = "MRG_RXBUF", [16] = "STATUS", [17] = "CTRL_VQ", [18] = "CTRL_RX", [19] = "CTRL_VLAN", [20] = "CTRL_RX_EXTRA", [21] = "GUEST_ANNOUNCE", [22] = "MQ", [23] = "CTRL_MAC_ADDR", [24] = "NOTIFY_ON_EMPTY", [26] = "LOG_ALL", [27] = "ANY_LAYOUT", [28] = "RING_INDIRECT_DESC", [29] = "RING_EVENT_IDX", [30] = "PROTOCOL_FEATURES", [32] = "VERSION_1", [33] = "ACCESS_PLATFORM", [34] = "RING_PACKED", [35] = "IN_ORDER", [36] = "ORDER_PLATFORM", [37] = "SR_IOV", [38] = "NOTIFICATION_DATA", [39] = "NOTIF_CONFIG_DATA", [40] = "RING_RESET", [41] = "ADMIN_VQ", [52] = "VQ_NOTF_COAL", [53] = "NOTF_COAL", [54] = "GUEST_USO4", [55] = "GUEST_USO6", [56] = "HOST_USO", [57] = "HASH_REPORT", [59] = "GUEST_HDRLEN", [60] = "RSS", [61] = "RSC_EXT", [62] = "STANDBY", [63] = "SPEED_DUPLEX" },
+  VIRTIO_FEATURES_FS = { [0] = "NOTIFICATION", [24] = "NOTIFY_ON_EMPTY", [26] = "LOG_ALL", [27] = "ANY_LAYOUT", [28] = "RING_INDIRECT_DESC", [29] = "RING_EVENT_IDX", [30] = "PROTOCOL_FEATURES", [32] = "VERSION_1", [33] = "ACCESS_PLATFORM", [34] = "RING_PACKED", [35] = "IN_ORDER", [36] = "ORDER_PLATFORM", [37] = "SR_IOV", [38] = "NOTIFICATION_DATA", [39] = "NOTIF_CONFIG_DATA", [40] = "RING_RESET", [41] = "ADMIN_VQ" },
+  VIRTIO_FEATURES_SCSI = { [0] = "INOUT", [1] = "HOTPLUG", [2] = "CHANGE", [3] = "T10_PI", [24] = "NOTIFY_ON_EMPTY", [26] = "LOG_ALL", [27] = "ANY_LAYOUT", [28] = "RING_INDIRECT_DESC", [29] = "RING_EVENT_IDX", [30] = "PROTOCOL_FEATURES", [32] = "VERSION_1", [33] = "ACCESS_PLATFORM", [34] = "RING_PACKED", [35] = "IN_ORDER", [36] = "ORDER_PLATFORM", [37] = "SR_IOV", [38] = "NOTIFICATION_DATA", [39] = "NOTIF_CONFIG_DATA", [40] = "RING_RESET", [41] = "ADMIN_VQ" },
   PROTOCOL_FEATURES = { [0] = "MQ", [1] = "LOG_SHMFD", [2] = "RARP", [3] = "REPLY_ACK", [4] = "NET_MTU", [5] = "BACKEND_REQ", [6] = "CROSS_ENDIAN", [7] = "CRYPTO_SESSION", [8] = "PAGEFAULT", [9] = "CONFIG", [10] = "BACKEND_SEND_FD", [11] = "HOST_NOTIFIER", [12] = "INFLIGHT_SHMFD", [13] = "RESET_DEVICE", [14] = "INBAND_NOTIFICATIONS", [15] = "CONFIGURE_MEM_SLOTS", [16] = "STATUS", [17] = "XEN_MMAP", [18] = "SHARED_OBJECT", [19] = "DEVICE_STATE", [20] = "GET_VRING_BASE_INFLIGHT", [21] = "GPA_ADDRESSES", [22] = "SHMEM", [23] = "GET_VRING_BASE_SKIP_DRAIN" },
   STATUS_BITS = { [0] = "ACKNOWLEDGE", [1] = "DRIVER", [2] = "DRIVER_OK", [3] = "FEATURES_OK", [6] = "NEEDS_RESET", [7] = "FAILED" },
   IOTLB_TYPES = { [1] = "MISS", [2] = "UPDATE", [3] = "INVALIDATE", [4] = "ACCESS_FAIL", [5] = "BATCH_BEGIN", [6] = "BATCH_END" },
@@ -172,6 +176,7 @@ F["u64"] = ProtoField.uint64("vhost_user.u64", "Value", base.DEC, nil)
 F["ack"] = ProtoField.uint64("vhost_user.ack", "Ack (0 = success)", base.DEC, nil)
 F["features"] = ProtoField.uint64("vhost_user.features", "Virtio features", base.HEX, nil)
 F["features.bit"] = ProtoField.uint8("vhost_user.features.bit", "Feature bit", base.DEC, VALUES.VIRTIO_FEATURES)
+F["features.name"] = ProtoField.string("vhost_user.features.name", "Feature name")
 F["protocol_features"] = ProtoField.uint64("vhost_user.protocol_features", "Protocol features", base.HEX, nil)
 F["protocol_features.bit"] = ProtoField.uint8("vhost_user.protocol_features.bit", "Protocol feature bit", base.DEC, VALUES.PROTOCOL_FEATURES)
 F["status"] = ProtoField.uint64("vhost_user.status", "Device status", base.HEX, nil)
@@ -302,6 +307,10 @@ F["config.scsi.cdb_size"] = ProtoField.uint32("vhost_user.config.scsi.cdb_size",
 F["config.scsi.max_channel"] = ProtoField.uint16("vhost_user.config.scsi.max_channel", "Max channel", base.DEC, nil)
 F["config.scsi.max_target"] = ProtoField.uint16("vhost_user.config.scsi.max_target", "Max target", base.DEC, nil)
 F["config.scsi.max_lun"] = ProtoField.uint32("vhost_user.config.scsi.max_lun", "Max lun", base.DEC, nil)
+F["features.bit.blk"] = ProtoField.uint8("vhost_user.features.bit", "Feature bit", base.DEC, VALUES.VIRTIO_FEATURES_BLK)
+F["features.bit.net"] = ProtoField.uint8("vhost_user.features.bit", "Feature bit", base.DEC, VALUES.VIRTIO_FEATURES_NET)
+F["features.bit.fs"] = ProtoField.uint8("vhost_user.features.bit", "Feature bit", base.DEC, VALUES.VIRTIO_FEATURES_FS)
+F["features.bit.scsi"] = ProtoField.uint8("vhost_user.features.bit", "Feature bit", base.DEC, VALUES.VIRTIO_FEATURES_SCSI)
 -- END GENERATED
 
 local fields = {}
@@ -404,16 +413,21 @@ local function struct_size(entries)
   return size
 end
 
--- Lists the set bits of a u64 under its item, named from `names` (and the device's names).
-local function add_bits(item, buf, key, names, device_names)
+-- Lists the set bits of a u64 under its item, named from `names`; with a device, by the
+-- field of that device (the same filter name, its value names the device's bits too), and
+-- with `name_key`, each bit's name as a hidden string field (filters by name).
+local function add_bits(item, buf, key, names, device, name_key)
   local words = {}
+  local field = device and F[key .. "." .. device] or F[key]
+  local values = device and VALUES["VIRTIO_FEATURES_" .. device:upper()] or names
   for _, bit in ipairs(set_bits(buf, 0, 8)) do
-    local sub = item:add(F[key], buf(math.floor(bit / 8), 1), bit)
-    local name = names[bit] or (device_names and device_names[bit])
-    if device_names and device_names[bit] and not names[bit] then
-      sub:append_text(" (" .. device_names[bit] .. ")")
+    local range = buf(math.floor(bit / 8), 1)
+    item:add(field, range, bit)
+    local name = values[bit] or ("bit" .. bit)
+    if name_key then
+      item:add(F[name_key], range, name):set_hidden()
     end
-    words[#words + 1] = name or ("bit" .. bit)
+    words[#words + 1] = name
   end
   return table.concat(words, "|")
 end
@@ -453,22 +467,23 @@ D.log_reply = function(buf, tree, ctx)
   return D.ack(buf, tree, ctx)
 end
 
-local function feature_decoder(layout, key, names, with_device)
+local function feature_decoder(layout, key, names, name_key)
   return function(buf, tree, ctx)
     if buf:len() < 8 then
       return 0, false, nil
     end
     local item = tree:add_le(F[STRUCTS[layout][1][1]], buf(0, 8))
-    local device_names = with_device and DEVICE_FEATURES[ctx.device or ""] or nil
-    local words = add_bits(item, buf, key, names, device_names)
+    local device = name_key and DEVICE_FEATURES[ctx.device or ""] and ctx.device or nil
+    local words = add_bits(item, buf, key, names, device, name_key)
     return 8, true, hex64(buf, 0) .. (words ~= "" and " " .. words or "")
   end
 end
 
-D.virtio_features = feature_decoder("virtio_features", "features.bit", VALUES.VIRTIO_FEATURES, true)
+D.virtio_features = feature_decoder("virtio_features", "features.bit", VALUES.VIRTIO_FEATURES,
+  "features.name")
 D.protocol_features = feature_decoder("protocol_features", "protocol_features.bit",
-  VALUES.PROTOCOL_FEATURES, false)
-local status_decoder = feature_decoder("status", "status.bit", VALUES.STATUS_BITS, false)
+  VALUES.PROTOCOL_FEATURES, nil)
+local status_decoder = feature_decoder("status", "status.bit", VALUES.STATUS_BITS, nil)
 D.status = function(buf, tree, ctx)
   local off, ok, text = status_decoder(buf, tree, ctx)
   if ok and num64(buf, 0) == 0 then
@@ -687,9 +702,13 @@ D.config = function(buf, tree, ctx)
     name_of(VALUES.CONFIG_FLAGS, buf(8, 4):le_uint(), "flags="))
   if buf:len() > 12 then
     tree:add(F["config.region"], buf(12))
-    local named = add_device_config(buf, tree, buf(0, 4):le_uint(), ctx and ctx.device)
     local data = buf(12):bytes()
-    if data:tohex():find("[^0]") then
+    -- A window of zeros is GET_CONFIG's request (offset, size, flags and size zero
+    -- bytes): it names no device field, or a blk request would read "capacity 0".
+    local zeros = not data:tohex():find("[^0]")
+    local named = not zeros and add_device_config(buf, tree, buf(0, 4):le_uint(),
+      ctx and ctx.device) or nil
+    if not zeros then
       if named then
         text = text .. " " .. named
       else

@@ -133,8 +133,10 @@ class Analysis:
 class Conversation:
     """The protocol state of one connection, fed by the messages of both directions."""
 
-    def __init__(self, device: spec.DeviceType | None = None) -> None:
-        self.state = ConversationState(device=device)
+    def __init__(self, device: spec.DeviceType | None = None, frontend: str | None = None) -> None:
+        """``device`` names virtio feature bits; ``frontend`` is the session context's
+        front-end (``spec.FRONTEND_QEMU`` or None: unknown, see vhtrace.protocol.peers)."""
+        self.state = ConversationState(device=device, frontend=frontend)
         self.pending: dict[Channel, deque[Pending]] = {
             Channel.MAIN: deque(),
             Channel.BACKEND: deque(),
@@ -565,7 +567,11 @@ def _set_vring_base(state: ConversationState, msg: WireMessage, fields: Fields) 
 def _set_vring_kick(state: ConversationState, msg: WireMessage, fields: Fields) -> Effects:
     ring = state.ring(fields["index"])
     ring.kick = "nofd" if fields["nofd"] else "fd"
-    ring.started, ring.num_seq = True, None
+    ring.started, ring.num_seq = True, None  # the ring starts here, not at its first kick
+    if state.has_protocol(ProtocolFeature.STATUS) and not (
+        (state.status or 0) & spec.VIRTIO_STATUS_FEATURES_OK
+    ):
+        state.started_without_features_ok = True
     return (RingStarted(fields["index"]),)
 
 

@@ -308,6 +308,8 @@ VIRTIO_STATUS_BITS: dict[int, str] = {
     6: "NEEDS_RESET",
     7: "FAILED",
 }
+VIRTIO_STATUS_FEATURES_OK = 1 << 3
+"""The status bit a driver sets once the device accepted its features (bit 3 above)."""
 
 
 def virtio_feature_name(bit: int, device: DeviceType | None = None) -> str:
@@ -357,12 +359,28 @@ def flag_names(flags: int) -> list[str]:
 # --------------------------------------------------------------------------
 
 
+REM_MEM_REG_FD_NOTE = (
+    "REM_MEM_REG should carry none (the spec; a back-end must close one it gets); "
+    "QEMU 5.1 to 6.x sent the region's fd, QEMU 7.2 sends none"
+)
+"""What a fd on REM_MEM_REG means. The spec (vhost-user.rst, REM_MEM_REG) says the
+front-end should send no fd but may, for compatibility, and the back-end must close it.
+QEMU's send_remove_regions() wrote the message with ``vhost_user_write(dev, msg, &fd, 1)``
+from its introduction in 5.1 (the patch adding ADD/REM_MEM_REG, and a later 6.x copy of
+hw/virtio/vhost-user.c read here, where fill_msg_region() takes an offset); qemu/qemu
+019fbfa4bcd2 writes it with ``vhost_user_write(dev, msg, NULL, 0)``, and QEMU 7.2 (Debian
+12) sends none: recorded here, tests/fixtures/qemu-rem-mem-reg/. Allowed, so a warning
+whoever sends it: an fd means an old front-end."""
+
+
 class Fds(enum.Enum):
     """How many file descriptors ride with a message."""
 
     NONE = "none"
     ONE = "one"
     OPTIONAL = "zero or one"
+    TOLERATED = "none (one tolerated: the back-end must close it)"
+    """The spec wants none, allows one for old front-ends (REM_MEM_REG)."""
     PER_REGION = "one per region"
     UNLESS_NOFD = "one unless the NOFD bit is set"
     IF_LOG_SHMFD = "one if LOG_SHMFD was negotiated"
@@ -507,8 +525,8 @@ FRONTEND_REQUESTS: tuple[RequestSpec, ...] = (
                 reply_payload="u64", gate=_p(PF.CONFIGURE_MEM_SLOTS)),
     RequestSpec(37, "ADD_MEM_REG", Channel.MAIN, "mem_region", fds=Fds.ONE, reply=Reply.POSTCOPY,
                 postcopy_payload="mem_region", gate=_p(PF.CONFIGURE_MEM_SLOTS), per_device=True),
-    RequestSpec(38, "REM_MEM_REG", Channel.MAIN, "mem_region", fds=Fds.OPTIONAL,
-                gate=_p(PF.CONFIGURE_MEM_SLOTS), per_device=True),
+    RequestSpec(38, "REM_MEM_REG", Channel.MAIN, "mem_region", fds=Fds.TOLERATED,
+                gate=_p(PF.CONFIGURE_MEM_SLOTS), per_device=True, notes=REM_MEM_REG_FD_NOTE),
     RequestSpec(39, "SET_STATUS", Channel.MAIN, "status", gate=_p(PF.STATUS)),
     RequestSpec(40, "GET_STATUS", Channel.MAIN, "empty", reply=Reply.ALWAYS,
                 reply_payload="status", gate=_p(PF.STATUS)),
@@ -597,3 +615,19 @@ def lookup_request(name: str) -> tuple[Channel, int] | None:
 
 FEATURE_OF_FDS_ON_BACKEND_CHANNEL = ProtocolFeature.BACKEND_SEND_FD
 """fds on the back-end channel need BACKEND_SEND_FD."""
+
+# --------------------------------------------------------------------------
+# What QEMU as the front-end does not do as the spec has it
+# --------------------------------------------------------------------------
+
+FRONTEND_QEMU = "qemu"
+"""The session context's name for a QEMU front-end (see vhtrace.protocol.peers)."""
+
+QEMU_UNHANDLED_BACKEND_REQUESTS: frozenset[int] = frozenset({4, 5})
+"""Back-end requests QEMU's back-end channel refuses: VRING_CALL (4) and VRING_ERR (5).
+
+The spec defines them (under INBAND_NOTIFICATIONS), but QEMU's VhostUserBackendRequest
+enum stops at 1-3 and 6-8 (and 9-10 on mst's ``next``), and ``backend_read()`` answers any
+other id with "Received unexpected msg type" and ret = -EINVAL, i.e. a failure ack (u64 1)
+when NEED_REPLY is set (QEMU hw/virtio/vhost-user.c, commit 019fbfa4bcd2 as stored, and
+mst's ``next``, Sep 2026): the notification never reaches the guest."""
