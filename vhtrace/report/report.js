@@ -71,10 +71,11 @@
         if (sender && T[shape[S.sender]] !== sender) return;
         if (findingsOnly && row[M.severity] === 0) return;
         if (request && !request(T[shape[S.request]])) return;
-      } else if (narrows && kind !== SESSION && kind !== FINDING) {
+      } else if (kind === FINDING) {
+        // a finding not on a shown message: as show, kept unless a message filter narrows
+        if (request || channel || sender) return;
+      } else if (narrows && kind !== SESSION) {
         return;  // as show: connection events only without a message filter
-      } else if (kind === FINDING && findingsOnly === false && narrows) {
-        return;
       }
       shown.push(i);
     });
@@ -233,8 +234,9 @@
     let body;
     if (row[0] === MESSAGE) {
       body = `#${row[1]} ${text(row[M.label])}` + (row[M.rtt_us] >= 0
-        ? `   (reply after ${duration(row[M.rtt_us])})` : "") + "\n" + verbose(row) +
-        (row[M.milestones] >= 0 ? "\n    Milestone: " + T[row[M.milestones]] : "");
+        ? `, answered after ${duration(row[M.rtt_us])}` : "") +
+        (row[M.milestones] >= 0 ? ` (milestone: ${T[row[M.milestones]]})` : "") +
+        "\n" + verbose(row);
     } else if (row[0] === SNAPSHOT) {
       body = row[5] >= 0 ? T[row[5]] : T[row[4]] + "\n(no rings view: the trace was read from "
         + "stdin, or the snapshot holds no rings)";
@@ -261,8 +263,17 @@
     draw(); select(index);
   }
   function fromHash() {
-    const match = /seq=(\d+)/.exec(location.hash);
-    if (match) goTo(Number(match[1]));
+    // #seq=N selects message N; request=, channel=, from=, session=, findings=1 set the
+    // filters (a link to a view of the chart)
+    const params = new URLSearchParams(location.hash.slice(1));
+    const names = { request: "request", channel: "channel", from: "sender", session: "session" };
+    let filtered = false;
+    for (const [key, name] of Object.entries(names)) {
+      if (params.has(key)) { form[name].value = params.get(key); filtered = true; }
+    }
+    if (params.has("findings")) { form.findings.checked = params.get("findings") === "1"; filtered = true; }
+    if (filtered) applyFilters();
+    if (params.has("seq")) goTo(Number(params.get("seq")));
   }
   window.addEventListener("hashchange", fromHash);
   applyFilters();
