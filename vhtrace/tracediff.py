@@ -73,6 +73,8 @@ class SessionDiff:
     """Message pairs compared field by field."""
     ignored: list[tuple[int, int, Difference]] = field(default_factory=list)
     """(old seq, new seq, difference) the rules excused."""
+    lines: list[Aligned] = field(default_factory=list)
+    """Both sessions lined up (the side-by-side view of ``diff --html``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -147,7 +149,7 @@ def align_session(
 def diff_session(old: Sequence[Message], new: Sequence[Message], rules: Rules) -> SessionDiff:
     """The changes from one session's messages to the other's (numbers filled in later)."""
     lines, ignored = align_session(old, new, rules)
-    result = SessionDiff(None, None, ignored=ignored)
+    result = SessionDiff(None, None, ignored=ignored, lines=lines)
     result.compared = sum(1 for line in lines if line.old is not None and line.new is not None)
     result.changes = [line.change for line in lines if line.change is not None]
     return result

@@ -9,6 +9,7 @@ installs it, so CI runs these)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -139,3 +140,23 @@ def test_the_svg_is_a_picture_of_every_message(tmp_path: Path) -> None:
     width, _, rows = png_pixels(png)
     assert width == 1100
     assert any(bytes((0x2E, 0x7D, 0x32)) in row for row in rows), "no back-end arrow drawn"
+
+
+def test_diff_html_lines_up_two_real_traces_as_diff_does(tmp_path: Path) -> None:
+    old, new = BLK, TRACES / "qemu-qsd-reconnect.vht"
+    page = tmp_path / "diff.html"
+    result = vhtrace("diff", old, new, "--html", page)
+    assert result.returncode == 1, result.stderr  # they differ
+    data = json.loads(vhtrace("diff", "--json", old, new).stdout)
+    dom = Dom(dump_dom(page.as_uri()))
+    rows = [tr for tr in dom.select("tr") if "data-kind" in tr.attrs]
+    kinds = [tr.attrs["data-kind"] for tr in rows]
+    for kind, count in data["counts"].items():
+        assert kinds.count(kind) == count, kind
+    compared = sum(s["compared"] for s in data["sessions"])
+    assert len(rows) == compared + data["counts"]["added"] + data["counts"]["removed"]
+    changed = [tr for tr in rows if tr.attrs["data-kind"] == "changed"]
+    expected = [c for s in data["sessions"] for c in s["changes"] if c["kind"] == "changed"]
+    for tr, change in zip(changed, expected, strict=True):
+        assert all(d["field"] in tr.text for d in change["differences"])
+    assert dom.by_id("result").text.startswith("result: different")
