@@ -179,3 +179,32 @@ def test_stdout_and_stdin(run_cli, svg: bool, monkeypatch, tmp_path: Path) -> No
     code, out, _ = run_cli("report", "-", *(["--svg"] if svg else []))
     assert code == 0
     assert out.startswith("<svg" if svg else "<!doctype html>")
+
+
+def test_streams_get_a_lane_and_rows_of_bytes(tmp_path: Path) -> None:
+    """The device-state pipe carries bytes, not messages: a lane, and a row per chunk."""
+    from vhtrace import synthetic
+    from vhtrace.trace.writer import TraceWriter, make_header
+
+    path = tmp_path / "state.vht"
+    header = make_header(device="blk")
+    mono, wall = header["mono_ns"], header["wall_ns"]
+    writer = TraceWriter(str(path), header)
+    for seq, message in enumerate(synthetic.blk_session()[:4], 1):
+        writer.message(seq, mono + seq, wall + seq, 1, message.channel.value,
+                       message.sender.value, message.frame.raw, [])  # fmt: skip
+    writer.stream(5, mono + 10, wall + 10, 1, "device-state", "backend", b"x" * 4096)
+    writer.stream(6, mono + 11, wall + 11, 1, "device-state", "backend", b"y" * 100)
+    writer.close({})
+    report = build(path)
+    assert report.lanes == ["front-end", "back-end", "device-state"]
+    streams = by_kind(report, model.STREAM)
+    assert [(report.text(r[4]), report.text(r[5]), r[6]) for r in streams] == [
+        ("device-state", "backend", 4096),
+        ("device-state", "backend", 100),
+    ]
+    svg = tmp_path / "state.svg"
+    from vhtrace.report.svg import render_svg
+
+    svg.write_text(render_svg(report))
+    assert "device-state: 4096 bytes" in svg.read_text()
