@@ -9,7 +9,6 @@ import sys
 
 from vhtrace.cli import common
 from vhtrace.cli.filters import add_filter_arguments, filter_from_args
-from vhtrace.cli.rings import snapshot_texts
 from vhtrace.cli.verbs import help_of
 from vhtrace.report import model
 
@@ -57,12 +56,19 @@ def write_output(path: str, text: str) -> None:
         out.write(text)
 
 
+def _rings(path: str) -> dict[int, list[str]]:
+    """``vhtrace rings``' view of each snapshot (imported only for a trace with some)."""
+    from vhtrace.cli.rings import snapshot_texts
+
+    return snapshot_texts(path)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.gap <= 0:
         raise common.UsageError(f"--gap {args.gap:g}: a number of seconds above 0")
     message_filter = filter_from_args(args)
     reader = common.open_trace(args.trace)
-    rings = (lambda: snapshot_texts(args.trace)) if args.trace != "-" else None
+    rings = (lambda: _rings(args.trace)) if args.trace != "-" else None
     report = model.build(reader, message_filter=message_filter, device=args.device,
                          gap_s=args.gap, rings=rings, title=args.title)  # fmt: skip
     if args.svg:
