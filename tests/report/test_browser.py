@@ -160,3 +160,24 @@ def test_diff_html_lines_up_two_real_traces_as_diff_does(tmp_path: Path) -> None
     for tr, change in zip(changed, expected, strict=True):
         assert all(d["field"] in tr.text for d in change["differences"])
     assert dom.by_id("result").text.startswith("result: different")
+
+
+def test_hostile_text_from_the_wire_stays_text(tmp_path: Path) -> None:
+    """An fd's name comes from the peer: markup in it must not become markup in the page."""
+    from vhtrace import synthetic
+    from vhtrace.trace.writer import TraceWriter, make_header
+
+    hostile = "</script><img id=pwned src=x onerror=alert(1)><!--"
+    path = tmp_path / "hostile.vht"
+    header = make_header(device="blk")
+    writer = TraceWriter(str(path), header)
+    message = next(m for m in synthetic.blk_session() if m.fd_kinds == ("memfd",))
+    meta = {**synthetic.fd_meta("memfd"), "name": hostile}
+    writer.message(1, header["mono_ns"], header["wall_ns"], 1, message.channel.value,
+                   message.sender.value, message.frame.raw, [meta])  # fmt: skip
+    writer.close({})
+    page = report(path, tmp_path / "hostile.html", "--title", hostile)
+    dom = Dom(dump_dom(page.as_uri() + "#seq=1"))
+    assert not [e for e in dom.elements if e.attrs.get("id") == "pwned"]
+    assert hostile in dom.by_id("detail").text  # shown, as text
+    assert arrows(dom) == [1]

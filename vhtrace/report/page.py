@@ -35,8 +35,9 @@ def _asset(name: str) -> str:
 
 
 def _json_for_script(data: Any) -> str:
-    """JSON that cannot end the <script> element it sits in."""
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("</", "<\\/")
+    """JSON that cannot end (or otherwise escape) the <script> element it sits in: no "<"
+    at all (it only occurs inside strings, where \\u003c means the same)."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("<", "\\u003c")
 
 
 def features_table(session: dict[str, Any]) -> str:
