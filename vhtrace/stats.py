@@ -79,6 +79,23 @@ _REQUEST, _REPLY, _POSTCOPY_ACK = Role.REQUEST, Role.REPLY, Role.POSTCOPY_ACK
 """As globals: an enum member read off its class is slow in Python 3.11 (once per message)."""
 
 
+_SUMMARIES: dict[tuple[Any, ...], str] = {}
+"""Config summaries by message bytes and context (decoding a device's config is slow, and
+a trace of many sessions reads the same config in each)."""
+
+
+def _summary(item: AnalysedMessage) -> str:
+    analysis = item.analysis
+    key = (item.record.raw, item.record.channel, analysis.role, analysis.name, analysis.layout,
+           analysis.context)  # fmt: skip
+    text = _SUMMARIES.get(key)
+    if text is None:
+        if len(_SUMMARIES) > 4096:
+            _SUMMARIES.clear()
+        text = _SUMMARIES[key] = analysis.summary()
+    return text
+
+
 @dataclass
 class TraceStats:
     """Everything ``vhtrace stats`` prints, gathered in one pass."""
@@ -180,7 +197,7 @@ class TraceStats:
         ):
             # the device's own words: what the guest sees as disk size, MAC, tag, ...
             verb = "read" if name == "GET_CONFIG" else "written"
-            session.milestone(record.mono_ns, record.seq, f"config {verb}: {analysis.summary()}")
+            session.milestone(record.mono_ns, record.seq, f"config {verb}: {_summary(item)}")
         if role is _REQUEST and name in MILESTONES:
             text = MILESTONES[name]
             if name == "SET_MEM_TABLE" and fields:

@@ -132,6 +132,8 @@ def test_100000_messages_scroll_without_drawing_them_all(tmp_path: Path) -> None
     assert 77777 in drawn
     assert 0 < len(drawn) < 500, f"{len(drawn)} arrows in the DOM: not virtual"
     assert dom.by_id("shown").text.startswith("10")  # "10x,xxx of 10x,xxx rows shown"
+    body = dom.select("body")[0]
+    assert body.attrs.get("data-ready") == "1", "the script did not finish"
 
 
 def test_the_svg_is_a_picture_of_every_message(tmp_path: Path) -> None:
