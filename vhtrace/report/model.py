@@ -148,20 +148,17 @@ class _Builder:
         self._last_ns[session] = mono_ns
         return t_us
 
-    def _shape(self, item: AnalysedMessage) -> int:
+    def _shape(self, item: AnalysedMessage, key: tuple[Any, ...]) -> int:
+        """A new message's constant part (the ones seen before are found by their key)."""
         record, analysis = item.record, item.analysis
-        key = (record.raw, record.channel, record.sender, record.flags, analysis.role,
-               analysis.name, analysis.layout, analysis.context)  # fmt: skip
-        index = self._shape_index.get(key)
-        if index is None:
-            self.lanes.add(record.channel)
-            text = self.texts
-            name = _display_name(record.channel, analysis.name)
-            shape = [text(record.channel), text(record.sender), text(str(analysis.role)),
-                     text(name), text(analysis.summary()), text(render.verbose_header(item)),
-                     text("\n".join(render.verbose_payload(item)))]  # fmt: skip
-            index = self._shape_index[key] = len(self.shapes)
-            self.shapes.append(shape)
+        self.lanes.add(record.channel)
+        text = self.texts
+        name = _display_name(record.channel, analysis.name)
+        shape = [text(record.channel), text(record.sender), text(str(analysis.role)),
+                 text(name), text(analysis.summary()), text(render.verbose_header(item)),
+                 text("\n".join(render.verbose_payload(item)))]  # fmt: skip
+        index = self._shape_index[key] = len(self.shapes)
+        self.shapes.append(shape)
         return index
 
     def _fds(self, fds: tuple[dict[str, Any], ...]) -> int:
@@ -174,10 +171,10 @@ class _Builder:
         return index
 
     def message(self, item: AnalysedMessage) -> None:
-        record, analysis = item.record, item.analysis
-        seq, mono_ns, session = record.seq, record.mono_ns, record.session
+        seq, mono_ns, _, session, channel, sender, raw, fds, flags = item.record
+        analysis = item.analysis
         answers = analysis.answers
-        if analysis.role is _REQUEST:
+        if answers is None and analysis.role is _REQUEST:
             self._request_ns[seq] = mono_ns
         if self.filtering and not self.message_filter.matches(item):
             return
@@ -187,16 +184,25 @@ class _Builder:
         else:
             self._last_ns[session] = mono_ns
             t_us = (mono_ns - self.origin) // 1000
-        shape = self._shape(item)
+        key = (raw, channel, sender, flags, analysis.role, analysis.name, analysis.layout,
+               analysis.context)  # fmt: skip
+        shape = self._shape_index.get(key)
+        if shape is None:
+            shape = self._shape(item, key)
         if answers is None:
-            label, answers, rtt = self._labels.get(shape) or self._label(item, shape), NONE, NONE
+            label = self._labels.get(shape)
+            if label is None:
+                label = self._label(item, shape)
+            answers = rtt = NONE
         else:
-            label = self._labels.get((shape, answers)) or self._label(item, (shape, answers))
+            label = self._labels.get((shape, answers))
+            if label is None:
+                label = self._label(item, (shape, answers))
             sent = self._request_ns.get(answers)
             rtt = NONE if sent is None else (mono_ns - sent) // 1000
         findings = analysis.findings
         row = [MESSAGE, seq, session, t_us, label, shape, answers, rtt,
-               self._fds(record.fds) if record.fds else NONE,
+               self._fds(fds) if fds else NONE,
                self.texts("\n".join(render.verbose_findings(findings))) if findings else NONE,
                NONE, _worst(findings) if findings else 0]  # fmt: skip
         self.rows.append(row)
