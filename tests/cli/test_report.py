@@ -79,7 +79,8 @@ def test_a_late_finding_joins_the_message_it_is_about(mixed_trace) -> None:
     row = next(r for r in report.message_rows() if r[1] == 49)
     assert row[11] == 2 and "no reply" in report.text(row[9])
     alone = by_kind(report, model.FINDING)  # the transport finding has no message
-    assert [report.text(r[4]) for r in alone] == ["warning: 2 fds never closed"]
+    assert [report.text(r[4]) for r in alone] == ["2 fds never closed"]
+    assert [r[5] for r in alone] == [1]  # a warning
 
 
 def test_the_back_end_channel_has_its_lane(mixed_trace) -> None:
@@ -120,6 +121,13 @@ def test_filters_are_shows(run_cli) -> None:
     assert [r[1] for r in report.message_rows()] == shown
     assert not by_kind(report, model.EVENT), "show leaves the events out when filtering"
     assert report.filtered
+
+
+def test_a_session_filter_keeps_that_sessions_summary(mixed_trace) -> None:
+    report = build(mixed_trace.path, message_filter=MessageFilter(session=2))
+    assert {r[2] for r in report.rows} == {2}
+    assert [s["session"] for s in report.sessions] == [2]
+    assert {f["session"] for f in report.findings} == {2}
 
 
 def test_snapshot_rows_carry_the_rings_view() -> None:

@@ -234,7 +234,7 @@ class _Builder:
             return
         last = self._last_ns.get(session, self.origin)
         self.rows.append([FINDING, finding.seq or 0, session, (last - self.origin) // 1000,
-                          self.texts(f"{finding.severity}: {finding}"),
+                          self.texts(str(finding)),
                           SEVERITY_LEVEL[finding.severity]])  # fmt: skip
 
     def other(self, record: Any) -> None:
@@ -326,6 +326,9 @@ def build(
         add(other_item, conversations)
         other(other_item)
     summary = as_dict(header, stats, reader.problem, device_of(header, device))
+    if message_filter.session is not None:  # the other sessions are not drawn
+        for key in ("sessions", "findings"):
+            summary[key] = [s for s in summary[key] if s["session"] == message_filter.session]
     builder.milestones(summary["sessions"])
     snapshots = [row for row in builder.rows if row[0] == SNAPSHOT]
     if snapshots and rings is not None:

@@ -13,9 +13,9 @@
   const text = (i) => (i < 0 ? "" : T[i]);
 
   // lanes: front-end, back-end, then the back-end channel and any stream
-  const laneX = {}; let x = 200;
-  D.lanes.forEach((name, i) => { laneX[name] = x; x += i === 0 ? 440 : 170; });
-  const sideX = x - 170 + 40;
+  const laneX = {}; let x = 190;
+  D.lanes.forEach((name, i) => { laneX[name] = x; x += i === 0 ? 400 : 160; });
+  const sideX = x - 160 + 36;
   const laneColor = { "front-end": "var(--fe)", "back-end": "var(--be)",
                       "back-end channel": "var(--bech)" };
   const color = (lane) => laneColor[lane] || "var(--stream)";

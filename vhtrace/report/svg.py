@@ -19,10 +19,10 @@ SEVERITY = {1: ("warning", "#e08a00", "#fff6e5"), 2: ("error", "#c62828", "#fdec
 
 
 def _lanes(report: Report) -> dict[str, float]:
-    positions, x = {}, 200.0
+    positions, x = {}, 190.0
     for index, name in enumerate(report.lanes):
         positions[name] = x
-        x += 440 if index == 0 else 170
+        x += 400 if index == 0 else 160
     return positions
 
 
@@ -41,7 +41,7 @@ def _cut(text: str, width: float) -> str:
 
 def render_svg(report: Report) -> str:
     lanes = _lanes(report)
-    side = max(lanes.values()) + 40
+    side = max(lanes.values()) + 36
     width = side + 420
     height = HEAD_H + ROW_H * len(report.rows) + 10
     text = report.text
@@ -97,6 +97,8 @@ def render_svg(report: Report) -> str:
                 badge = (f'<rect x="0" y="{top}" width="{width:.0f}" height="{ROW_H}" '
                          f'fill="{back}"/>')  # fmt: skip
             prefix = "◉ " if kind == model.SNAPSHOT else ""
+            if severity:
+                prefix = SEVERITY[severity][0] + ": "
             colour = "#0a6270" if kind == model.SNAPSHOT else "#666"
             label = _cut(prefix + text(row[4]), width - fe - 20)
             out.append(f'{badge}{time}<text x="{fe + 10}" y="{top + 19}" fill="{colour}" '
