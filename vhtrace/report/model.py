@@ -107,6 +107,12 @@ class Report:
 
     def as_json(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        # the page's script names sessions; their features and timelines are in the HTML
+        data["sessions"] = [
+            {key: session[key] for key in ("session", "start", "end", "messages")}
+            for session in self.sessions
+        ]
+        del data["findings"]  # listed in the HTML; the rows carry their own
         data["row_fields"] = {str(kind): names for kind, names in ROW_FIELDS.items()}
         data["shape_fields"] = SHAPE_FIELDS
         return data
@@ -195,9 +201,7 @@ class _Builder:
                 label = self._label(item, shape)
             answers = rtt = NONE
         else:
-            label = self._labels.get((shape, answers))
-            if label is None:
-                label = self._label(item, (shape, answers))
+            label = self.texts(render.message_name(item))  # "... reply #N": one per reply
             sent = self._request_ns.get(answers)
             rtt = NONE if sent is None else (mono_ns - sent) // 1000
         findings = analysis.findings
