@@ -183,3 +183,27 @@ def test_hostile_text_from_the_wire_stays_text(tmp_path: Path) -> None:
     assert not [e for e in dom.elements if e.attrs.get("id") == "pwned"]
     assert hostile in dom.by_id("detail").text  # shown, as text
     assert arrows(dom) == [1]
+
+
+def test_repeated_runs_fold_into_one_row_with_their_count(tmp_path: Path) -> None:
+    """Back-to-back identical sessions: drawn once, the repeats one row; a link into the
+    folded part unfolds it."""
+    trace = write_synthetic_trace(tmp_path / "repeats.vht", 3_000)
+    page = report(trace, tmp_path / "repeats.html", "--fold")
+    dom = Dom(dump_dom(page.as_uri()))
+    folds = dom.select("div", "fold")
+    assert len(folds) == 1
+    drawn = arrows(dom)
+    session = len([m for m in analysed(trace) if m.record.session == 1])
+    assert drawn[:session] == list(range(1, session + 1))
+    sessions = max(m.record.session for m in analysed(trace))
+    # every whole session after the first is in the fold (the last, cut short, differs)
+    assert f"{sessions - 2:,} more times" in folds[0].text
+    assert len(drawn) < 3 * session
+    inside = session * 10 + 5
+    assert inside not in drawn
+    dom = Dom(dump_dom(page.as_uri() + f"#seq={inside}"))
+    assert inside in arrows(dom)
+    assert [e.attrs["data-seq"] for e in dom.select("div", "selected")] == [str(inside)]
+    unfolded = Dom(dump_dom(page.as_uri() + "#fold=0"))
+    assert arrows(unfolded) == [m.record.seq for m in analysed(trace)]

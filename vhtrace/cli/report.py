@@ -38,6 +38,12 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
         help=f"collapse idle times longer than this (default {model.DEFAULT_GAP_S:g})",
     )
     parser.add_argument("--title", help="the page's title (default: the trace's path)")
+    parser.add_argument(
+        "--fold",
+        action="store_true",
+        help="open the page with repeated runs of the same exchange folded into one row "
+        "with their count (a checkbox in the page switches it)",
+    )
     add_filter_arguments(parser)
     parser.set_defaults(run=run)
 
@@ -71,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     rings = (lambda: _rings(args.trace)) if args.trace != "-" else None
     report = model.build(reader, message_filter=message_filter, device=args.device,
                          gap_s=args.gap, rings=rings, title=args.title)  # fmt: skip
+    report.fold = args.fold
     if args.svg:
         from vhtrace.report.svg import render_svg
 

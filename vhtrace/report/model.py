@@ -98,6 +98,8 @@ class Report:
     verbose_title: str = render.VERBOSE_TITLE
     verbose_answers: str = render.VERBOSE_ANSWERS
     problem: str | None = None
+    fold: bool = False
+    """Whether the page starts with repeated runs folded (the reader can switch it)."""
 
     def message_rows(self) -> list[list[int]]:
         return [row for row in self.rows if row[0] == MESSAGE]

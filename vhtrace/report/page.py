@@ -151,6 +151,8 @@ def render_page(report: Report) -> str:
 <select name="sender">{_options(["frontend", "backend"], "from either side")}</select>
 <select name="session">{_options(sessions, "every session")}</select>
 <label><input type="checkbox" name="findings"> only messages with findings</label>
+<label title="a run of the same exchange repeated at once is drawn once, with its count">\
+<input type="checkbox" name="fold"{" checked" if report.fold else ""}> fold repeats</label>
 <span id="shown"></span>
 </form></header>
 <main>

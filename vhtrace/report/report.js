@@ -79,13 +79,77 @@
       }
       shown.push(i);
     });
-    rowAt = new Map(); shown.forEach((r, i) => rowAt.set(r, i));
+    const passed = shown.length;
+    if (form.fold.checked) shown = fold(shown);
+    rowAt = new Map(); shown.forEach((r, i) => { if (r >= 0) rowAt.set(r, i); });
     document.getElementById("shown").textContent =
-      `${shown.length.toLocaleString()} of ${D.rows.length.toLocaleString()} rows shown`;
+      `${passed.toLocaleString()} of ${D.rows.length.toLocaleString()} rows shown` +
+      (folds.length ? `, ${folds.length.toLocaleString()} repeated ` +
+                      `run${folds.length === 1 ? "" : "s"} folded (${shown.length.toLocaleString()} ` +
+                      "rows drawn)" : "");
     canvas.style.height = shown.length * ROW_H + "px";
     canvas.style.width = sideX + 420 + "px";
     drawn.clear(); canvas.querySelectorAll(".row").forEach((e) => e.remove());
     draw();
+  }
+  // Folding: a block of up to FOLD_MAX rows that repeats at once, FOLD_MIN times or more
+  // (the same messages, the same replies to the same offsets, the same events), is drawn
+  // once, and its repeats become one row with their count; a click unfolds it. An entry
+  // of `shown` below 0 is fold number -entry-1.
+  const FOLD_MAX = 64, FOLD_MIN = 3;
+  let folds = [];
+  const unfolded = [];  // [first, last] row indices of each fold the reader opened
+  const signatures = new Map();
+  function signature(index) {
+    const row = D.rows[index], kind = row[0];
+    let key;
+    if (kind === MESSAGE) {
+      key = "m" + row[M.shape] + ":" + (row[M.answers] >= 0 ? row[1] - row[M.answers] : "") +
+            ":" + row[M.fds] + ":" + row[M.findings];
+    } else if (kind === SESSION || kind === GAP || kind === SNAPSHOT) {
+      key = "k" + kind;
+    } else {
+      key = "k" + kind + ":" + row[4];
+    }
+    let id = signatures.get(key);
+    if (id === undefined) { id = signatures.size; signatures.set(key, id); }
+    return id;
+  }
+  function fold(rows) {
+    const opened = (index) => unfolded.some(([a, b]) => a <= index && index <= b);
+    // a row of an opened fold matches nothing, so it is never folded again
+    const sig = Int32Array.from(rows, (r) => opened(r) ? -1 - r : signature(r));
+    const n = rows.length, out = [];
+    folds = [];
+    let i = 0;
+    while (i < n) {
+      let bestK = 0, bestReps = 0;
+      for (let k = 1; k <= FOLD_MAX && i + FOLD_MIN * k <= n; k++) {
+        let reps = 1;
+        while (i + (reps + 1) * k <= n) {
+          let same = true;
+          for (let j = 0; j < k; j++) {
+            if (sig[i + j] !== sig[i + reps * k + j]) { same = false; break; }
+          }
+          if (!same) break;
+          reps++;
+        }
+        if (reps >= FOLD_MIN && reps * k > bestReps * bestK) { bestK = k; bestReps = reps; }
+      }
+      if (bestK) {
+        for (let j = 0; j < bestK; j++) out.push(rows[i + j]);
+        const first = rows[i + bestK], last = rows[i + bestReps * bestK - 1];
+        folds.push({ first, last, size: bestK, count: bestReps - 1 });
+        out.push(-folds.length);
+        i += bestReps * bestK;
+      } else {
+        out.push(rows[i]); i++;
+      }
+    }
+    return out;
+  }
+  function foldOf(index) {  // the fold hiding row `index`, if any
+    return folds.find((f) => f.first <= index && index <= f.last);
   }
   form.addEventListener("input", applyFilters);
   form.addEventListener("submit", (e) => { e.preventDefault(); applyFilters(); });
@@ -113,7 +177,8 @@
     const fragment = document.createDocumentFragment();
     for (let i = first; i < last; i++) {
       if (drawn.has(i)) continue;
-      const el = rowElement(D.rows[shown[i]], shown[i], i);
+      const el = shown[i] < 0 ? foldElement(folds[-shown[i] - 1])
+                              : rowElement(D.rows[shown[i]], shown[i], i);
       el.style.top = i * ROW_H + "px";
       drawn.set(i, el); fragment.appendChild(el);
     }
@@ -205,6 +270,20 @@
     return el;
   }
 
+  function foldElement(f) {
+    const el = document.createElement("div");
+    el.className = "row fold";
+    el.dataset.first = f.first;
+    const seqs = D.rows.slice(f.first, f.last + 1).filter((r) => r[0] === MESSAGE);
+    const span = seqs.length ? `, #${seqs[0][1]} to #${seqs[seqs.length - 1][1]}` : "";
+    el.innerHTML = `<span class="time">${seconds(D.rows[f.first][3])}</span>` +
+      `<span class="text" style="left:${laneX["front-end"] - 10}px">⟳ the ` +
+      `${f.size === 1 ? "row" : f.size + " rows"} above, ${f.count.toLocaleString()} more ` +
+      `time${f.count === 1 ? "" : "s"}${span} (click to unfold)</span>`;
+    el.title = "repeats of the same exchange, folded";
+    return el;
+  }
+
   const sessionInfo = new Map(D.sessions.map((s) => [s.session, s]));
   function sessionTitle(number) {
     const s = sessionInfo.get(number) || {};
@@ -252,11 +331,26 @@
   }
   canvas.addEventListener("click", (e) => {
     const el = e.target.closest(".row");
-    if (el) select(Number(el.dataset.row));
+    if (!el) return;
+    if (el.dataset.first !== undefined) {
+      unfold(folds.find((f) => f.first === Number(el.dataset.first)));
+      return;
+    }
+    select(Number(el.dataset.row));
   });
+  function unfold(f) {
+    unfolded.push([f.first, f.last]);
+    const top = chart.scrollTop;
+    applyFilters();
+    chart.scrollTop = top;
+    draw();
+  }
 
   function goTo(seq) {  // #seq=N: scroll to message N and show it
     const index = seqRow.get(seq);
+    if (index === undefined) return;
+    const hidden = rowAt.has(index) ? undefined : foldOf(index);
+    if (hidden) { unfolded.push([hidden.first, hidden.last]); applyFilters(); }
     const position = rowAt.get(index);
     if (position === undefined) return;
     chart.scrollTop = Math.max(0, position * ROW_H - chart.clientHeight / 3);
@@ -271,7 +365,9 @@
     for (const [key, name] of Object.entries(names)) {
       if (params.has(key)) { form[name].value = params.get(key); filtered = true; }
     }
-    if (params.has("findings")) { form.findings.checked = params.get("findings") === "1"; filtered = true; }
+    for (const name of ["findings", "fold"]) {
+      if (params.has(name)) { form[name].checked = params.get(name) === "1"; filtered = true; }
+    }
     if (filtered) applyFilters();
     if (params.has("seq")) goTo(Number(params.get("seq")));
   }
