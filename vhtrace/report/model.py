@@ -20,7 +20,7 @@ from typing import Any
 
 from vhtrace import render
 from vhtrace.analysis import AnalysedMessage, LateFindings, analyser_for, device_of
-from vhtrace.cli.filters import MessageFilter, _display_name
+from vhtrace.cli.filters import MessageFilter, display_name
 from vhtrace.cli.stats import as_dict
 from vhtrace.protocol.conversation import Role
 from vhtrace.protocol.findings import Finding, Severity
@@ -122,6 +122,8 @@ class Report:
 
 @dataclass
 class _Builder:
+    """The rows of one report, made as the records come (one pass, in trace order)."""
+
     header: dict[str, Any]
     message_filter: MessageFilter
     gap_ns: int
@@ -161,7 +163,7 @@ class _Builder:
         record, analysis = item.record, item.analysis
         self.lanes.add(record.channel)
         text = self.texts
-        name = _display_name(record.channel, analysis.name)
+        name = display_name(record.channel, analysis.name)
         shape = [text(record.channel), text(record.sender), text(str(analysis.role)),
                  text(name), text(analysis.summary()), text(render.verbose_header(item)),
                  text("\n".join(render.verbose_payload(item)))]  # fmt: skip
