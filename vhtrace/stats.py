@@ -72,6 +72,28 @@ class SessionStats:
 
 
 _CONFIG_REQUESTS = ("GET_CONFIG", "SET_CONFIG")
+_MILESTONE_NAMES = {*MILESTONES, *_CONFIG_REQUESTS}
+"""Requests that may make a milestone without an effect (the rest are skipped at once)."""
+_BACKEND = spec.Channel.BACKEND
+_REQUEST, _REPLY, _POSTCOPY_ACK = Role.REQUEST, Role.REPLY, Role.POSTCOPY_ACK
+"""As globals: an enum member read off its class is slow in Python 3.11 (once per message)."""
+
+
+_SUMMARIES: dict[tuple[Any, ...], str] = {}
+"""Config summaries by message bytes and context (decoding a device's config is slow, and
+a trace of many sessions reads the same config in each)."""
+
+
+def _summary(item: AnalysedMessage) -> str:
+    analysis = item.analysis
+    key = (item.record.raw, item.record.channel, analysis.role, analysis.name, analysis.layout,
+           analysis.context)  # fmt: skip
+    text = _SUMMARIES.get(key)
+    if text is None:
+        if len(_SUMMARIES) > 4096:
+            _SUMMARIES.clear()
+        text = _SUMMARIES[key] = analysis.summary()
+    return text
 
 
 @dataclass
@@ -89,6 +111,9 @@ class TraceStats:
     findings: list[tuple[int, Finding]] = field(default_factory=list)
     first_ns: int | None = None
     last_ns: int | None = None
+    count_requests: bool = True
+    """False: no per-request, per-channel and fd counts (``vhtrace report`` does not show
+    them, and counting is most of the cost per message)."""
 
     def session(self, number: int) -> SessionStats:
         if number not in self.sessions:
@@ -124,22 +149,27 @@ class TraceStats:
 
     def _message(self, item: AnalysedMessage, conversations: dict[int, Any]) -> None:
         record, analysis = item.record, item.analysis
-        self._time(record.mono_ns)
-        self.messages[record.channel] += 1
-        key = (record.channel, analysis.name)
-        if analysis.role is Role.REQUEST:
-            self.requests[key] += 1
-        else:
-            self.replies[key] += 1
-        for meta in record.fds:
-            self.fds[str(meta.get("kind", "fd"))] += 1
-        self.findings += [(record.session, f) for f in analysis.findings]
-        session = self.session(record.session)
+        mono_ns = record.mono_ns
+        if self.first_ns is None:
+            self.first_ns = mono_ns
+        self.last_ns = mono_ns
+        if self.count_requests:
+            self.messages[record.channel] += 1
+            key = (record.channel, analysis.name)
+            if analysis.role is _REQUEST:
+                self.requests[key] += 1
+            else:
+                self.replies[key] += 1
+            for meta in record.fds:
+                self.fds[str(meta.get("kind", "fd"))] += 1
+        if analysis.findings:
+            self.findings += [(record.session, f) for f in analysis.findings]
+        session = self.sessions.get(record.session) or self.session(record.session)
         session.messages += 1
         if session.first_ns is None:
-            session.first_ns = record.mono_ns
-            session.milestone(record.mono_ns, record.seq, "first message")
-        session.last_ns = record.mono_ns
+            session.first_ns = mono_ns
+            session.milestone(mono_ns, record.seq, "first message")
+        session.last_ns = mono_ns
         conversation = conversations.get(record.session)
         if conversation is not None:
             session.state = conversation.state
@@ -148,31 +178,34 @@ class TraceStats:
     @staticmethod
     def _milestones(session: SessionStats, item: AnalysedMessage) -> None:
         record, analysis = item.record, item.analysis
-        fields = analysis.fields or {}
-        name = analysis.name
-        if record.channel == spec.Channel.BACKEND:
+        name, role = analysis.name, analysis.role
+        if record.channel == _BACKEND:
             session.milestone(
                 record.mono_ns, record.seq, "first back-end channel message", once="backend-first"
             )
-            if name == "CONFIG_CHANGE_MSG" and analysis.role is Role.REQUEST:
+            if name == "CONFIG_CHANGE_MSG" and role is _REQUEST:
                 session.milestone(record.mono_ns, record.seq, "the back-end's config changed")
             return
+        effects = analysis.effects
+        if not effects and role is not _POSTCOPY_ACK and name not in _MILESTONE_NAMES:
+            return  # nearly every message: nothing to note
+        fields = analysis.fields or {}
         if (
             name in _CONFIG_REQUESTS
-            and (name == "GET_CONFIG") == (analysis.role is Role.REPLY)  # GET's reply, or SET
+            and (name == "GET_CONFIG") == (role is _REPLY)  # GET's reply, or SET
             and fields.get("device_config")
         ):
             # the device's own words: what the guest sees as disk size, MAC, tag, ...
             verb = "read" if name == "GET_CONFIG" else "written"
-            session.milestone(record.mono_ns, record.seq, f"config {verb}: {analysis.summary()}")
-        if analysis.role is Role.REQUEST and name in MILESTONES:
+            session.milestone(record.mono_ns, record.seq, f"config {verb}: {_summary(item)}")
+        if role is _REQUEST and name in MILESTONES:
             text = MILESTONES[name]
             if name == "SET_MEM_TABLE" and fields:
                 text += f" ({fields['nregions']} regions)"
             session.milestone(record.mono_ns, record.seq, text)
-        for effect in analysis.effects:
+        for effect in effects:
             text = _effect_milestone(effect)
             if text is not None:
                 session.milestone(record.mono_ns, record.seq, text)
-        if analysis.role is Role.POSTCOPY_ACK:
+        if role is _POSTCOPY_ACK:
             session.milestone(record.mono_ns, record.seq, "postcopy memory table acked")
