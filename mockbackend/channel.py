@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 from mockbackend.messages import Message, build_request
 from vhtrace import wire
 from vhtrace.protocol import spec
-from vhtrace.protocol.framing import Frame, Framer, OversizedData, OversizedStart
+from vhtrace.protocol.connection import Received
+from vhtrace.protocol.framing import Frame
 from vhtrace.protocol.spec import Channel, ProtocolFeature
 
 if TYPE_CHECKING:
@@ -185,22 +186,11 @@ class BackendChannel:
     # -- the front-end's replies ------------------------------------------------
 
     def _read_loop(self) -> None:
-        framer = Framer()
+        session = self.session
+        reader = wire.ConnectionReader(self.sock, session.connection, Channel.BACKEND, session.lock)
         try:
-            while True:
-                chunk = wire.recv_chunk(self.sock, framer.bytes_wanted())
-                if not chunk.data:
-                    wire.close_fds(chunk.fds)
-                    leftover = framer.eof()
-                    if leftover is not None:
-                        wire.close_fds(leftover.fds)
-                    break
-                framer.feed(chunk.data, chunk.fds)
-                for event in framer.events():
-                    if isinstance(event, OversizedStart | OversizedData):
-                        wire.close_fds(event.fds)
-                    elif isinstance(event, Frame):
-                        self._on_reply(event)
+            while (received := reader.read()) is not None:
+                self._on_reply(received)
         except OSError:
             pass
         finally:
@@ -208,8 +198,8 @@ class BackendChannel:
             while self._waiting:
                 self._waiting.popleft().complete(None)
 
-    def _on_reply(self, frame: Frame) -> None:
-        msg = self.session.receive(Channel.BACKEND, frame)
+    def _on_reply(self, received: Received) -> None:
+        msg = self.session.receive(received)
         with self._send_lock:
             pending = next((p for p in self._waiting if p.name == msg.name), None)
             if pending is not None:

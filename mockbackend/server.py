@@ -10,52 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import socket
-import stat
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from mockbackend.report import Report
 from mockbackend.script import Script
 from mockbackend.session import Session
+from vhtrace.wire import connect_unix, listen_unix
 
 log = logging.getLogger("mockbackend")
 
-
-def listen(path: Path | str) -> socket.socket:
-    """A listening unix socket at ``path`` that only its owner may connect to."""
-    path = Path(path)
-    with contextlib.suppress(FileNotFoundError):
-        if stat.S_ISSOCK(os.lstat(path).st_mode):
-            path.unlink()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o177)
-    try:
-        sock.bind(str(path))
-    finally:
-        os.umask(old)
-    sock.listen(1)
-    return sock
-
-
-def connect(
-    path: Path | str, timeout: float = 30.0, stop: Callable[[], bool] | None = None
-) -> socket.socket:
-    """Connect to a listening front-end, retrying until ``timeout`` (or until ``stop()``)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.connect(str(path))
-            return sock
-        except (FileNotFoundError, ConnectionRefusedError):
-            sock.close()
-            if time.monotonic() > deadline or (stop is not None and stop()):
-                raise
-            time.sleep(0.05)
+CONNECT_TIMEOUT = 30.0
+"""As a client, how long to wait for a front-end to listen."""
 
 
 class MockBackend:
@@ -94,14 +61,16 @@ class MockBackend:
                 if self._stop:
                     break
                 try:
-                    sock = connect(path, stop=lambda: self._stop)
+                    sock = connect_unix(
+                        path, CONNECT_TIMEOUT, stop=lambda: self._stop, interval=0.05
+                    )
                 except OSError:
                     if self._stop:
                         break
                     raise
                 self.serve_connection(sock)
             return self.reports
-        self._listener = listen(path)
+        self._listener = listen_unix(path)
         try:
             count = 0
             while not self._stop and (sessions is None or count < sessions):
@@ -122,7 +91,7 @@ class MockBackend:
     ) -> MockBackend:
         """Serve in a background thread (tests); a listening socket exists on return."""
         if not client:
-            self._listener = listen(path)
+            self._listener = listen_unix(path)
             listener = self._listener
 
             def run() -> None:

@@ -42,9 +42,10 @@ from mockbackend.rings import Ring, RingWorker, process_ring
 from mockbackend.script import describe_exception
 from vhtrace import wire
 from vhtrace.protocol import spec
-from vhtrace.protocol.conversation import Conversation, Role, WireMessage
+from vhtrace.protocol.connection import Connection, Received
+from vhtrace.protocol.conversation import Conversation, Role
 from vhtrace.protocol.findings import Finding, Severity
-from vhtrace.protocol.framing import Frame, Framer, OversizedData, OversizedStart
+from vhtrace.protocol.framing import Frame
 from vhtrace.protocol.spec import Channel, ProtocolFeature, Side
 from vhtrace.protocol.state import ConversationState
 
@@ -75,7 +76,8 @@ class Session:
         self.device: Device | None = script.device
         names = {"blk": spec.DeviceType.BLK, "net": spec.DeviceType.NET}
         device_type = names.get(self.device.name) if self.device is not None else None
-        self.conversation = Conversation(device=device_type)
+        self.connection = Connection(Side.BACKEND, device=device_type)
+        """The protocol of this connection: every message, both channels, goes through it."""
         self.memory = GuestMemory(on_violation=lambda code, text: self._note(None, code, text))
         queues = max(1, min(script.queues, MAX_RINGS))
         self.rings = [Ring(i) for i in range(queues)]
@@ -90,12 +92,17 @@ class Session:
         self.report = Report()
         self.messages: list[Message] = []
         """Every message received (front-end requests and back-end channel replies)."""
-        self._seq = 0
         self.received = 0
         """Front-end messages received on the main socket (what ``fault(at=N)`` counts)."""
-        self._lock = threading.RLock()
+        self.lock = threading.RLock()
+        """Held while the connection analyses and the report changes (several threads)."""
         self._closed = False
-        self._framer = Framer()
+        self._reader = wire.ConnectionReader(sock, self.connection, Channel.MAIN, self.lock)
+
+    @property
+    def conversation(self) -> Conversation:
+        """The conversation behind :attr:`connection` (its findings and pending replies)."""
+        return self.connection.conversation
 
     @property
     def state(self) -> ConversationState:
@@ -108,12 +115,12 @@ class Session:
         """Serve the connection until it closes; the report."""
         try:
             while not self._closed:
-                frame = self._read()
-                if frame is None:
+                msg = self._read()
+                if msg is None:
                     self.report.closed_by = self.report.closed_by or "closed by the front-end"
                     break
                 try:
-                    self._handle(frame)
+                    self._handle(msg)
                 except ConnectionClosed as exc:
                     self.report.closed_by = str(exc)
                     break
@@ -123,45 +130,23 @@ class Session:
             self._finish()
         return self.report
 
-    def _read(self) -> Frame | None:
+    def _read(self) -> Message | None:
         """The next whole message (oversized ones come with their payload cut)."""
-        while True:
-            event = self._framer.next_event()
-            if isinstance(event, Frame):
-                return event
-            if isinstance(event, OversizedStart | OversizedData):
-                wire.close_fds(event.fds)  # an oversized message's fds go nowhere
-                continue
-            chunk = wire.recv_chunk(self.sock, self._framer.bytes_wanted())
-            if chunk.fds_truncated:
-                self._note(None, "fd-limit", "more fds sent than the kernel passes; some dropped")
-            if not chunk.data:
-                wire.close_fds(chunk.fds)
-                leftover = self._framer.eof()
-                if leftover is not None:
-                    wire.close_fds(leftover.fds)
-                    self._note(None, "truncated", leftover.describe())
-                return None
-            self._framer.feed(chunk.data, chunk.fds)
+        received = self._reader.read()
+        if self._reader.fds_dropped:
+            self._reader.fds_dropped = False
+            self._note(None, "fd-limit", "more fds sent than the kernel passes; some dropped")
+        if received is None:
+            if self._reader.truncated is not None:
+                self._note(None, "truncated", self._reader.truncated.description)
+            return None
+        return self.receive(received)
 
-    def receive(self, channel: Channel, frame: Frame) -> Message:
-        """Analyse one front-end message (either channel) and remember it."""
-        with self._lock:
-            self._seq += 1
-            seq = self._seq
-            analysis = self.conversation.analyse(
-                WireMessage(
-                    seq,
-                    channel,
-                    Side.FRONTEND,
-                    frame.request,
-                    frame.flags,
-                    frame.size,
-                    frame.payload,
-                    len(frame.fds),
-                    not frame.oversized,
-                )
-            )
+    def receive(self, received: Received) -> Message:
+        """Take one front-end message (either channel) the connection analysed."""
+        with self.lock:
+            frame, analysis = received.frame, received.analysis
+            seq, channel = analysis.seq, analysis.channel
             msg = Message(seq, channel, analysis.name, frame, analysis, list(frame.fds))
             self.report.messages += 1
             self.messages.append(msg)
@@ -179,31 +164,17 @@ class Session:
         return msg
 
     def note_sent(self, channel: Channel, frame: Frame) -> int:
-        """Analyse one message the mock sends (its findings are our own)."""
-        with self._lock:
-            self._seq += 1
-            analysis = self.conversation.analyse(
-                WireMessage(
-                    self._seq,
-                    channel,
-                    Side.BACKEND,
-                    frame.request,
-                    frame.flags,
-                    frame.size,
-                    frame.payload,
-                    len(frame.fds),
-                    frame.size == len(frame.payload),
-                )
-            )
+        """Analyse one message the mock sends (its findings are our own); its number."""
+        with self.lock:
+            analysis = self.connection.sending(frame, channel)
             if len(self.report.own) < MAX_KEPT:
                 self.report.own.extend(analysis.findings)
             if channel is Channel.BACKEND and analysis.role is Role.REQUEST:
                 for expectation in self.script.expectations:
-                    expectation.sent(self._seq, channel, analysis.name)
-            return self._seq
+                    expectation.sent(analysis.seq, channel, analysis.name)
+            return analysis.seq
 
-    def _handle(self, frame: Frame) -> None:
-        msg = self.receive(Channel.MAIN, frame)
+    def _handle(self, msg: Message) -> None:
         self.received += 1
         log.debug("<- %s", msg)
         try:
@@ -399,20 +370,20 @@ class Session:
 
     def error(self, text: str) -> None:
         log.error("%s", text)
-        with self._lock:
+        with self.lock:
             self.report.errors.append(text)
 
     def script_error(self, what: str, exc: BaseException) -> None:
         """A handler, hook or expectation of the script raised: one line, no traceback."""
         text = f"{what} raised at {describe_exception(exc)}"
         log.error("script error: %s", text)
-        with self._lock:
+        with self.lock:
             self.report.script_errors.append(text)
 
     def _note(self, seq: int | None, code: str, text: str) -> None:
         finding = Finding(seq, "", code, text)
         log.warning("front-end violation: %s", finding)
-        with self._lock:
+        with self.lock:
             self.report.add_violation(finding)
 
     def after_backend_reply(self, msg: Message) -> None:
@@ -429,8 +400,8 @@ class Session:
             self.stop_ring(ring)
         if self.backend is not None:
             self.backend.close()
-        with self._lock:
-            for finding in self.conversation.close(self.report.closed_by or "the end"):
+        with self.lock:
+            for finding in self.connection.close(self.report.closed_by or "the end"):
                 if finding.code == "no-reply" and self._owed_by_us(finding):
                     self.report.own.append(finding)
                 else:

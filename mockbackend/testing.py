@@ -23,8 +23,8 @@ from mockbackend.script import Script
 from mockbackend.session import Session
 from vhtrace import wire
 from vhtrace.protocol import payloads, spec
+from vhtrace.protocol.connection import Connection
 from vhtrace.protocol.framing import Frame
-from vhtrace.protocol.messages import build
 
 MiB = 1 << 20
 GUEST_SIZE = 4 * MiB
@@ -42,7 +42,8 @@ class FakeFrontend:
         self.report: Report | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
-        self.reader = wire.MessageReader(self.sock)
+        self.connection = Connection(spec.Side.FRONTEND)
+        self.reader = wire.ConnectionReader(self.sock, self.connection)
         self.mem_fd = os.memfd_create("guest", os.MFD_CLOEXEC)
         os.ftruncate(self.mem_fd, GUEST_SIZE)
         self.ram = mmap.mmap(self.mem_fd, GUEST_SIZE)
@@ -60,15 +61,17 @@ class FakeFrontend:
         need_reply: bool = False,
         fds: tuple[int, ...] = (),
     ) -> None:
-        wire.send_frame(self.sock, build(name, fields, need_reply=need_reply, fds=fds))
+        frame, _ = self.connection.send(name, fields, need_reply=need_reply, fds=fds)
+        wire.send_frame(self.sock, frame)
 
     def send_frame(self, frame: Frame) -> None:
+        self.connection.sending(frame)
         wire.send_frame(self.sock, frame)
 
     def read(self) -> Frame:
-        frame = self.reader.read()
-        assert frame is not None, "the back-end closed the connection"
-        return frame
+        received = self.reader.read()
+        assert received is not None, "the back-end closed the connection"
+        return received.frame
 
     def ask(
         self,

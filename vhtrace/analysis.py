@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from vhtrace.protocol import peers
 from vhtrace.protocol.conversation import (
@@ -19,7 +18,6 @@ from vhtrace.protocol.conversation import (
     Analysis,
     Conversation,
     WireMessage,
-    decode_payload,
 )
 from vhtrace.protocol.findings import Finding
 from vhtrace.protocol.framing import unpack_header
@@ -51,28 +49,6 @@ class AnalysedMessage:
     wire: WireMessage
     """The header fields, decoded once."""
     analysis: Analysis
-
-
-AnalysisToken = tuple[Any, ...]
-"""What another process needs to rebuild an analysis from the record: all of it but the
-decoded payload, which is a function of the record, the layout and the context."""
-
-
-def analysis_token(analysis: Analysis) -> AnalysisToken:
-    return (analysis.seq, analysis.role, analysis.name, analysis.layout, analysis.context,
-            analysis.answers, analysis.findings or None)  # fmt: skip
-
-
-def rebuild(record: MessageRecord, token: AnalysisToken) -> AnalysedMessage:
-    """The AnalysedMessage that analysis_token was taken from, made again from its record."""
-    seq, role, name, layout, context, answers, findings = token
-    if seq != record.seq:
-        raise ValueError(f"analysis of #{seq} given with the record of #{record.seq}")
-    wire = wire_message(record)
-    decoded = decode_payload(layout, wire, context) if layout else None
-    analysis = Analysis(seq, wire.channel, wire.sender, role, name, layout, decoded, context,
-                        answers, findings or [])  # fmt: skip
-    return AnalysedMessage(record, wire, analysis)
 
 
 @dataclass(slots=True)

@@ -464,7 +464,7 @@ def generated_block() -> str:
         "-- Requests by channel and id: name, request layout, reply layout(s).",
         "local REQUESTS = {",
     ]
-    for channel in Channel:
+    for channel in spec.FRAMED_CHANNELS:
         out += _requests(channel)
     out += ["}", "", "-- Fixed payload sizes by layout (absent: the size depends on the content)."]
     sizes = {name: codec.size for name, codec in payloads.LAYOUTS.items() if codec.size is not None}

@@ -18,10 +18,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-#: Unix socket paths longer than this do not fit in sockaddr_un.sun_path.
-MAX_SOCKET_PATH = 107
-
-_SO_ACCEPTCON = 0x10000  # /proc/net/unix "Flags" bit of a listening socket
+from vhtrace.wire import SUN_PATH_MAX as MAX_SOCKET_PATH
+from vhtrace.wire import is_listening
 
 
 class LabError(RuntimeError):
@@ -37,29 +35,6 @@ def check_socket_path(path: Path) -> Path:
             f"{path} (use a short directory under /tmp)"
         )
     return path
-
-
-def is_listening(path: Path) -> bool:
-    """True if some process listens on the unix socket at ``path`` (via /proc/net/unix)."""
-    target = os.path.abspath(path)
-    try:
-        with open("/proc/net/unix") as f:
-            next(f, None)
-            for line in f:
-                fields = line.split(None, 7)
-                if (
-                    len(fields) == 8
-                    and fields[7].rstrip("\n") == target
-                    and int(fields[3], 16) & _SO_ACCEPTCON
-                ):
-                    return True
-    except OSError:
-        # No procfs view: fall back to "a socket file exists".
-        try:
-            return stat.S_ISSOCK(os.stat(path).st_mode)
-        except OSError:
-            return False
-    return False
 
 
 def remove_stale_socket(path: Path) -> None:

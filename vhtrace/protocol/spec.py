@@ -97,6 +97,19 @@ class Channel(enum.StrEnum):
     """The front-end's connection to the back-end (front-end requests)."""
     BACKEND = "backend"
     """The socketpair passed with SET_BACKEND_REQ_FD (back-end requests)."""
+    GPU = "gpu"
+    """The socket passed with GPU_SET_SOCKET: the vhost-user-gpu protocol, not framed here."""
+    DEVICE_STATE = "device-state"
+    """The pipe passed with SET_DEVICE_STATE_FD: a byte stream of the device's state."""
+
+    @property
+    def framed(self) -> bool:
+        """True for the channels that carry vhost-user messages (header + payload)."""
+        return self in FRAMED_CHANNELS
+
+
+FRAMED_CHANNELS = (Channel.MAIN, Channel.BACKEND)
+"""The channels of vhost-user frames; the others are streams relayed and recorded as bytes."""
 
 
 class Side(enum.StrEnum):
@@ -431,7 +444,7 @@ class RequestSpec:
     sets_need_reply: bool = False
     """The spec says the front-end always sets NEED_REPLY on it (POSTCOPY_LISTEN/END,
     IOTLB_MSG: vhost-user.rst, "the front-end always sets NEED_REPLY"; QEMU does)."""
-    opens: str | None = None
+    opens: Channel | None = None
     """The fd it carries opens another channel: 'backend' (the back-end channel, same
     framing), 'gpu' (the vhost-user-gpu protocol) or 'device-state' (a byte stream).
     A recording proxy interposes on such fds to see what travels over them."""
@@ -480,7 +493,7 @@ FRONTEND_REQUESTS: tuple[RequestSpec, ...] = (
     RequestSpec(19, "SEND_RARP", Channel.MAIN, "rarp_mac", gate=_p(PF.RARP)),
     RequestSpec(20, "NET_SET_MTU", Channel.MAIN, "u64", gate=_p(PF.NET_MTU), per_device=True),
     RequestSpec(21, "SET_BACKEND_REQ_FD", Channel.MAIN, "empty", fds=Fds.ONE,
-                gate=_p(PF.BACKEND_REQ), aliases=("SET_SLAVE_REQ_FD",), opens="backend"),
+                gate=_p(PF.BACKEND_REQ), aliases=("SET_SLAVE_REQ_FD",), opens=Channel.BACKEND),
     RequestSpec(22, "IOTLB_MSG", Channel.MAIN, "iotlb", reply=Reply.ALWAYS, sets_need_reply=True,
                 gate=Gate(virtio_acked=VIRTIO_F_ACCESS_PLATFORM)),
     RequestSpec(23, "SET_VRING_ENDIAN", Channel.MAIN, "vring_endian", gate=_p(PF.CROSS_ENDIAN)),
@@ -504,7 +517,7 @@ FRONTEND_REQUESTS: tuple[RequestSpec, ...] = (
                 gate=_p(PF.INFLIGHT_SHMFD)),
     RequestSpec(32, "SET_INFLIGHT_FD", Channel.MAIN, "inflight", fds=Fds.ONE,
                 gate=_p(PF.INFLIGHT_SHMFD)),
-    RequestSpec(33, "GPU_SET_SOCKET", Channel.MAIN, "empty", fds=Fds.ONE, opens="gpu"),
+    RequestSpec(33, "GPU_SET_SOCKET", Channel.MAIN, "empty", fds=Fds.ONE, opens=Channel.GPU),
     RequestSpec(34, "RESET_DEVICE", Channel.MAIN, "empty", gate=_p(PF.RESET_DEVICE),
                 per_device=True),
     RequestSpec(35, "VRING_KICK", Channel.MAIN, "vring_index", gate=_p(PF.INBAND_NOTIFICATIONS)),
@@ -524,7 +537,7 @@ FRONTEND_REQUESTS: tuple[RequestSpec, ...] = (
                       " with 'Failed to get dmabuf fd' without it (hw/virtio/vhost-user.c)"),
     RequestSpec(42, "SET_DEVICE_STATE_FD", Channel.MAIN, "device_state", fds=Fds.ONE,
                 reply=Reply.ALWAYS, reply_payload="device_state_result", reply_fds=Fds.OPTIONAL,
-                gate=_p(PF.DEVICE_STATE), opens="device-state", reply_fd_kind="pipe"),
+                gate=_p(PF.DEVICE_STATE), opens=Channel.DEVICE_STATE, reply_fd_kind="pipe"),
     RequestSpec(43, "CHECK_DEVICE_STATE", Channel.MAIN, "empty", reply=Reply.ALWAYS,
                 reply_payload="u64", gate=_p(PF.DEVICE_STATE)),
     RequestSpec(44, "GET_SHMEM_CONFIG", Channel.MAIN, "empty", reply=Reply.ALWAYS,
