@@ -4,7 +4,8 @@ Machines run Debian 12 or 13, so nothing here relies on a fixed path or version:
 program is looked up on PATH and in the few places Debian installs it, and the kernel is
 the newest /boot/vmlinuz-* that has a matching /lib/modules directory. Every lookup can be
 overridden with an environment variable (``VHTRACE_QEMU``, ``VHTRACE_QSD``,
-``VHTRACE_VIRTIOFSD``, ``VHTRACE_QEMU_IMG``, ``VHTRACE_BUSYBOX``, ``VHTRACE_KERNEL``) so a
+``VHTRACE_VIRTIOFSD``, ``VHTRACE_QEMU_IMG``, ``VHTRACE_BUSYBOX``, ``VHTRACE_KERNEL``,
+``VHTRACE_TESTPMD``) so a
 developer can point the lab at a self-built QEMU.
 
 :func:`missing` turns absent pieces into human-readable reasons, so a test can say
@@ -31,6 +32,7 @@ INSTALL_HINTS: dict[str, str] = {
         "qemu-system-common on Debian 12)"
     ),
     "qemu-img": "qemu-img not found (apt-get install qemu-utils)",
+    "testpmd": "dpdk-testpmd not found (apt-get install dpdk-dev)",
     "busybox": "a static busybox not found (apt-get install busybox-static)",
     "kernel": (
         "no guest kernel: no readable /boot/vmlinuz-* with a matching /lib/modules/<version> "
@@ -104,6 +106,11 @@ def find_qemu_img() -> Path | None:
     return _first_program("VHTRACE_QEMU_IMG", ["qemu-img"], ["/usr/bin/qemu-img"])
 
 
+def find_testpmd() -> Path | None:
+    """dpdk-testpmd: DPDK's virtio-user front-end and vhost PMD back-end in one program."""
+    return _first_program("VHTRACE_TESTPMD", ["dpdk-testpmd"], ["/usr/bin/dpdk-testpmd"])
+
+
 def find_busybox() -> Path | None:
     """A statically linked busybox: the whole guest userland of the initramfs."""
     override = _env_path("VHTRACE_BUSYBOX")
@@ -172,6 +179,7 @@ _FINDERS = {
     "virtiofsd": find_virtiofsd,
     "qemu-img": find_qemu_img,
     "busybox": find_busybox,
+    "testpmd": find_testpmd,
     "kernel": find_kernel,
     "userfaultfd": userfaultfd_available,
 }
@@ -180,7 +188,7 @@ _FINDERS = {
 def missing(*needs: str) -> list[str]:
     """Reasons why the named pieces (default: all of ALL_NEEDS) are unusable; empty if none.
 
-    Names: qemu, qsd, virtiofsd, qemu-img, busybox, kernel, userfaultfd.
+    Names: qemu, qsd, virtiofsd, qemu-img, busybox, testpmd, kernel, userfaultfd.
     """
     wanted = needs or ALL_NEEDS
     unknown = [n for n in wanted if n not in _FINDERS]
@@ -225,6 +233,11 @@ def virtiofsd() -> Path:
 def qemu_img() -> Path:
     """Path of qemu-img, or LabUnavailable with an install hint."""
     return _need(find_qemu_img, "qemu-img")
+
+
+def testpmd() -> Path:
+    """Path of dpdk-testpmd, or LabUnavailable with an install hint."""
+    return _need(find_testpmd, "testpmd")
 
 
 def busybox() -> Path:
