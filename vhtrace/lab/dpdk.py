@@ -99,6 +99,7 @@ class VhostPmd:
     iface: Path
     client: bool = False
     queues: int = 1
+    tso: bool | None = None
 
     @property
     def socket(self) -> Path:
@@ -112,6 +113,8 @@ class VhostPmd:
         opts = [f"iface={self.socket}", f"queues={self.queues}"]
         if self.client:
             opts.append("client=1")
+        if self.tso is not None:
+            opts.append(f"tso={_flag(self.tso)}")
         return "net_vhost0," + ",".join(opts)
 
 
@@ -237,6 +240,8 @@ class Testpmd(ProcessView):
     ``start()`` returns once testpmd prompts (its port is probed; a virtio-user client
     has connected and negotiated by then) and, for a listening port, once it listens."""
 
+    __test__ = False  # not a pytest test class, whatever its name
+
     def __init__(
         self,
         port: Port,
@@ -275,18 +280,33 @@ class Testpmd(ProcessView):
 
     def start(self, timeout: float = 60.0) -> Self:
         """Launch testpmd and wait for its prompt (and its socket, if it listens)."""
+        self.launch(timeout)
+        return self.wait_ready(timeout)
+
+    def launch(self, timeout: float = 60.0) -> Self:
+        """Start testpmd; for a listening port, wait until it listens.
+
+        A listening virtio-user (``server=1``) waits for its back-end before it prompts:
+        launch it, connect the back-end, then :meth:`wait_ready`."""
         if self.hugepages:
             # Each testpmd takes memory_mb of pages; a little more for its rounding.
             ensure_hugepages(self.memory_mb // 2 + 8)
         self._proc.start()
-        deadline = time.monotonic() + timeout
-        try:
-            if self.port.listens:
+        if self.port.listens:
+            try:
                 self._proc.wait_listening(self.socket, timeout)
-            self._wait_output(PROMPT, max(1.0, deadline - time.monotonic()))
-        except LabError as exc:
-            self._proc.stop()
-            raise TestpmdError(str(exc)) from None
+            except LabError as exc:
+                self.stop()
+                raise TestpmdError(str(exc)) from None
+        return self
+
+    def wait_ready(self, timeout: float = 60.0) -> Self:
+        """Wait for testpmd's prompt: its port is probed and started."""
+        try:
+            self._wait_output(PROMPT, timeout)
+        except TestpmdError:
+            self.stop()
+            raise
         return self
 
     def _wait_output(self, text: str, timeout: float, since: int = 0) -> str:
