@@ -99,6 +99,16 @@ def test_virtio_user_through_record_to_vhost_pmd(lab: Workspace, packed: bool,
     assert trace.problem is None, trace.problem
     assert trace.sessions() == [1]
     assert [str(f) for f in trace.findings("error")] == []
+    # The device type without QEMU: the vhost PMD's --vdev names it, in the session header.
+    [start] = trace.events("session-start")
+    assert start.info["device"] == "net", start.info
+    assert start.info["device_from"] == "from the back-end's --vdev net_vhost0"
+    shown = vhtrace("show", trace_path)
+    assert shown.returncode == 0, shown.stderr
+    [offer] = [line for line in shown.stdout.splitlines() if "GET_FEATURES reply" in line]
+    assert "MRG_RXBUF" in offer and "bit15" not in offer, offer
+    forced = vhtrace("show", trace_path, "--device", "blk").stdout
+    assert "FLUSH" in next(line for line in forced.splitlines() if "GET_FEATURES reply" in line)
 
     [features] = trace.named("SET_FEATURES")
     negotiated = features.analysis.fields["features"]
@@ -212,6 +222,7 @@ def test_replay_against_fresh_and_different_vhost_pmds(lab: Workspace) -> None:
     assert difference["field"] == "features", first
     extra = int(difference["live"], 16) & ~int(difference["recorded"], 16)
     assert extra == 1 << 11 | 1 << 12, first  # HOST_TSO4, HOST_TSO6
+    assert "HOST_TSO4" in difference["note"], difference  # named: the device is known
 
 
 @pytest.mark.lab_needs("testpmd")
