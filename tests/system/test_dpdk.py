@@ -16,27 +16,15 @@ import pytest
 
 from mockbackend import MockBackend, NetLoopback, Script, expect
 from tests.system.tracecheck import Trace
-from vhtrace.lab import VhostUserDevice, Workspace
-from vhtrace.lab.dpdk import PortStats, Testpmd, VhostPmd, VirtioUser, parse_port_stats
+from vhtrace.lab import VhostUserDevice, Workspace, scenarios
+from vhtrace.lab.dpdk import PortStats, VhostPmd, VirtioUser, parse_port_stats
 from vhtrace.lab.proc import is_listening, wait_until
 from vhtrace.protocol import spec
 
 pytestmark = pytest.mark.system
 
 VHTRACE = [sys.executable, "-m", "vhtrace.cli.main"]
-PACKETS = 500
-"""Packets each side must have received and sent before a test looks further."""
-
-
-def loop_packets(frontend: Testpmd, backend: Testpmd) -> tuple[PortStats, PortStats]:
-    """Start both testpmds forwarding (the front-end injects the first burst) and wait
-    until each has received and sent PACKETS; both sides' counters."""
-    backend.start_forwarding()
-    frontend.start_forwarding(tx_first=True)
-    return (
-        frontend.wait_packets(rx=PACKETS, tx=PACKETS, timeout=60),
-        backend.wait_packets(rx=PACKETS, tx=PACKETS, timeout=60),
-    )
+PACKETS = scenarios.DPDK_PACKETS
 
 
 def vhtrace(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -45,18 +33,14 @@ def vhtrace(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProc
     )
 
 
-def record_loop(lab: Workspace, *, packed: bool = False, queues: int = 1,
-                backend_options: dict | None = None, name: str = "record") -> Path:  # fmt: skip
-    """virtio-user -> vhtrace record -> vhost PMD, packets looped, both testpmds quit."""
-    backend = lab.testpmd(VhostPmd(lab.sock("vhost"), queues=queues), name="vhost")
-    proxy = lab.record(lab.sock("front"), backend.socket, name=name)
-    frontend = lab.testpmd(
-        VirtioUser(proxy.frontend, queues=queues, packed_vq=packed), name="virtio-user"
-    )
-    loop_packets(frontend, backend)
-    assert frontend.quit() == 0 and backend.quit() == 0
-    assert proxy.interrupt() == 0, proxy.log_text()
-    return proxy.trace
+def record_loop(lab: Workspace, **options: object) -> Path:
+    """virtio-user -> vhtrace record -> vhost PMD, packets counted on both sides."""
+    outcome = scenarios.dpdk_loop(lab, **options)
+    for side in ("frontend", "backend"):
+        stats = outcome.notes[side]
+        assert stats.rx_packets >= PACKETS and stats.tx_packets >= PACKETS, (side, stats)
+    assert set(outcome.notes["exits"].values()) == {0}, outcome.notes["exits"]
+    return outcome.trace
 
 
 # --------------------------------------------------------------------------- unit
@@ -148,30 +132,14 @@ def test_virtio_user_through_record_to_vhost_pmd(lab: Workspace, packed: bool,
 def test_reverse_topology_vhost_pmd_restarted(lab: Workspace) -> None:
     """virtio-user listens (server=1), the vhost PMD connects (client=1) through the
     recorder; the PMD is restarted and virtio-user takes it back: two sessions."""
-    front = lab.sock("vu-server")
-    # A listening virtio-user only prompts once a back-end came: launch it, no more.
-    frontend = lab.testpmd(VirtioUser(front, server=True), name="virtio-user", start=False)
-    frontend.launch()
-    proxy = lab.record(front, lab.sock("pmd"), backend_connects=True)
+    outcome = scenarios.dpdk_reconnect(lab)
+    fe_counts, be_counts = outcome.notes["frontend"], outcome.notes["backends"]
+    assert len(be_counts) == 2 and all(c.rx_packets >= PACKETS for c in be_counts), be_counts
+    # virtio-user counted the packets of each PMD in turn: its counters grew in both runs.
+    assert fe_counts[1].rx_packets >= fe_counts[0].rx_packets + PACKETS, fe_counts
+    assert set(outcome.notes["exits"].values()) == {0}, outcome.notes["exits"]
 
-    counts = []
-    for run in (1, 2):
-        backend = lab.testpmd(VhostPmd(proxy.backend, client=True), name=f"vhost-{run}")
-        if run == 1:
-            frontend.wait_ready()
-        else:
-            frontend.stop_forwarding()  # the packets in flight went with the old PMD
-        backend.start_forwarding()
-        frontend.start_forwarding(tx_first=True)
-        before = frontend.stats()
-        counts.append(backend.wait_packets(rx=PACKETS, tx=PACKETS, timeout=60))
-        after = frontend.wait_packets(rx=before.rx_packets + PACKETS, timeout=60)
-        assert after.tx_packets > before.tx_packets
-        assert backend.quit() == 0
-    assert frontend.quit() == 0
-    assert proxy.interrupt() == 0, proxy.log_text()
-
-    trace = Trace.read(proxy.trace)
+    trace = Trace.read(outcome.trace)
     assert trace.problem is None, trace.problem
     assert len(trace.sessions()) == 2, [(e.event, e.info) for e in trace.events()]
     assert trace.header["topology"] == "backend-connects"
