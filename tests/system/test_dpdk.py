@@ -280,3 +280,28 @@ def test_qemu_guest_sends_packets_the_vhost_pmd_counts(lab: Workspace) -> None:
     trace = Trace.read(proxy.trace)
     assert trace.problem is None
     assert trace.named("SET_VRING_KICK")
+
+
+# --------------------------------------------------------------------------- OVS-DPDK
+
+
+@pytest.mark.lab_needs("testpmd", "ovs-dpdk")
+def test_virtio_user_through_record_to_ovs_dpdk(lab: Workspace) -> None:
+    """OVS-DPDK's vhost-user port (DPDK's vhost library inside a switch), a flow sending
+    every packet back where it came from: virtio-user gets its packets back."""
+    switch = lab.ovs()
+    proxy = lab.record(lab.sock("front"), switch.socket)
+    frontend = lab.testpmd(VirtioUser(proxy.frontend), name="virtio-user")
+    frontend.start_forwarding(tx_first=True)
+    stats = frontend.wait_packets(rx=PACKETS, tx=PACKETS, timeout=60)
+    assert stats.rx_packets <= stats.tx_packets  # nothing comes back that was not sent
+    assert frontend.quit() == 0
+    assert proxy.interrupt() == 0
+    trace = Trace.read(proxy.trace)
+    assert trace.problem is None
+    [start] = trace.events("session-start")
+    assert start.info["backend"]["program"] == "ovs-vswitchd-dpdk"
+    assert start.info["device"] == "net"
+    assert start.info["device_from"] == "from the back-end's program ovs-vswitchd-dpdk"
+    assert [str(f) for f in trace.findings("error")] == []
+    assert {m.analysis.fields["index"] for m in trace.named("SET_VRING_KICK")} == {0, 1}

@@ -33,6 +33,10 @@ INSTALL_HINTS: dict[str, str] = {
     ),
     "qemu-img": "qemu-img not found (apt-get install qemu-utils)",
     "testpmd": "dpdk-testpmd not found (apt-get install dpdk-dev)",
+    "ovs-dpdk": (
+        "Open vSwitch with DPDK not found: ovs-vswitchd-dpdk, ovsdb-server, ovs-vsctl, "
+        "ovs-ofctl (apt-get install openvswitch-switch-dpdk)"
+    ),
     "busybox": "a static busybox not found (apt-get install busybox-static)",
     "kernel": (
         "no guest kernel: no readable /boot/vmlinuz-* with a matching /lib/modules/<version> "
@@ -111,6 +115,17 @@ def find_testpmd() -> Path | None:
     return _first_program("VHTRACE_TESTPMD", ["dpdk-testpmd"], ["/usr/bin/dpdk-testpmd"])
 
 
+def find_ovs_dpdk() -> Path | None:
+    """Debian's DPDK build of ovs-vswitchd (openvswitch-switch-dpdk), with the OVS tools."""
+    vswitchd = _first_program(
+        "VHTRACE_OVS_VSWITCHD",
+        ["ovs-vswitchd-dpdk"],
+        ["/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk"],
+    )
+    tools = all(shutil.which(t) for t in ("ovsdb-server", "ovsdb-tool", "ovs-vsctl", "ovs-ofctl"))
+    return vswitchd if tools else None
+
+
 def find_busybox() -> Path | None:
     """A statically linked busybox: the whole guest userland of the initramfs."""
     override = _env_path("VHTRACE_BUSYBOX")
@@ -180,6 +195,7 @@ _FINDERS = {
     "qemu-img": find_qemu_img,
     "busybox": find_busybox,
     "testpmd": find_testpmd,
+    "ovs-dpdk": find_ovs_dpdk,
     "kernel": find_kernel,
     "userfaultfd": userfaultfd_available,
 }
@@ -188,7 +204,7 @@ _FINDERS = {
 def missing(*needs: str) -> list[str]:
     """Reasons why the named pieces (default: all of ALL_NEEDS) are unusable; empty if none.
 
-    Names: qemu, qsd, virtiofsd, qemu-img, busybox, testpmd, kernel, userfaultfd.
+    Names: qemu, qsd, virtiofsd, qemu-img, busybox, testpmd, ovs-dpdk, kernel, userfaultfd.
     """
     wanted = needs or ALL_NEEDS
     unknown = [n for n in wanted if n not in _FINDERS]
@@ -238,6 +254,11 @@ def qemu_img() -> Path:
 def testpmd() -> Path:
     """Path of dpdk-testpmd, or LabUnavailable with an install hint."""
     return _need(find_testpmd, "testpmd")
+
+
+def ovs_dpdk() -> Path:
+    """Path of ovs-vswitchd-dpdk, or LabUnavailable with an install hint."""
+    return _need(find_ovs_dpdk, "ovs-dpdk")
 
 
 def busybox() -> Path:

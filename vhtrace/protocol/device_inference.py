@@ -78,6 +78,7 @@ VHOST_DEVICE_PROGRAMS: dict[str, DeviceType] = {
 PROGRAMS: dict[str, DeviceType] = {
     "virtiofsd": DeviceType.FS,
     "ovs-vswitchd": DeviceType.NET,
+    "ovs-vswitchd-dpdk": DeviceType.NET,
     "vhost-user-bridge": DeviceType.NET,
 }
 """Programs that only ever serve one device type."""
