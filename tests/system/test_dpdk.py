@@ -305,3 +305,17 @@ def test_virtio_user_through_record_to_ovs_dpdk(lab: Workspace) -> None:
     assert start.info["device_from"] == "from the back-end's program ovs-vswitchd-dpdk"
     assert [str(f) for f in trace.findings("error")] == []
     assert {m.analysis.fields["index"] for m in trace.named("SET_VRING_KICK")} == {0, 1}
+
+
+@pytest.mark.lab_needs("testpmd")
+def test_device_given_at_record_wins_over_the_inferred_one(lab: Workspace) -> None:
+    backend = lab.testpmd(VhostPmd(lab.sock("vhost")), name="vhost")
+    proxy = lab.record(lab.sock("front"), backend.socket, extra_args=("--device", "blk"))
+    frontend = lab.testpmd(VirtioUser(proxy.frontend), name="virtio-user")
+    assert frontend.quit() == 0 and proxy.interrupt() == 0
+    trace = Trace.read(proxy.trace)
+    [start] = trace.events("session-start")
+    assert (start.info["device"], start.info["device_from"]) == (
+        "blk", "given with --device at record")  # fmt: skip
+    [offer] = trace.named("GET_FEATURES", role="reply")
+    assert "FLUSH" in offer.analysis.summary()  # bit 9 named as blk's, as the user said
