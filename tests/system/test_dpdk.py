@@ -73,7 +73,7 @@ def test_vdev_strings_carry_every_option() -> None:
 # --------------------------------------------------------------------------- record
 
 
-@pytest.mark.lab_needs("testpmd")
+@pytest.mark.lab_needs("testpmd", "hugepages")
 @pytest.mark.parametrize("queues", [1, 2])
 @pytest.mark.parametrize("packed", [False, True], ids=["split", "packed"])
 def test_virtio_user_through_record_to_vhost_pmd(lab: Workspace, packed: bool,
@@ -128,7 +128,7 @@ def test_virtio_user_through_record_to_vhost_pmd(lab: Workspace, packed: bool,
 # --------------------------------------------------------------------------- reconnect
 
 
-@pytest.mark.lab_needs("testpmd")
+@pytest.mark.lab_needs("testpmd", "hugepages")
 def test_reverse_topology_vhost_pmd_restarted(lab: Workspace) -> None:
     """virtio-user listens (server=1), the vhost PMD connects (client=1) through the
     recorder; the PMD is restarted and virtio-user takes it back: two sessions."""
@@ -172,7 +172,7 @@ def replay_json(trace: Path, *args: str) -> tuple[int, dict]:
     return done.returncode, json.loads(done.stdout)
 
 
-@pytest.mark.lab_needs("testpmd")
+@pytest.mark.lab_needs("testpmd", "hugepages")
 def test_replay_against_fresh_and_different_vhost_pmds(lab: Workspace) -> None:
     trace = record_loop(lab)
     same = lab.testpmd(VhostPmd(lab.sock("fresh")), name="vhost-fresh")
@@ -193,7 +193,7 @@ def test_replay_against_fresh_and_different_vhost_pmds(lab: Workspace) -> None:
     assert "HOST_TSO4" in difference["note"], difference  # named: the device is known
 
 
-@pytest.mark.lab_needs("testpmd")
+@pytest.mark.lab_needs("testpmd", "hugepages")
 def test_replay_serves_the_vhost_pmd_to_virtio_user(lab: Workspace) -> None:
     """The recorded vhost PMD served to a new virtio-user: the same control plane."""
     backend = lab.testpmd(VhostPmd(lab.sock("vhost")), name="vhost")
@@ -227,7 +227,7 @@ def test_replay_serves_the_vhost_pmd_to_virtio_user(lab: Workspace) -> None:
 # --------------------------------------------------------------------------- mockbackend
 
 
-@pytest.mark.lab_needs("testpmd")
+@pytest.mark.lab_needs("testpmd", "hugepages")
 def test_mockbackend_net_loops_virtio_user_packets_back(lab: Workspace) -> None:
     device = NetLoopback()
     script = Script(device)
@@ -285,7 +285,7 @@ def test_qemu_guest_sends_packets_the_vhost_pmd_counts(lab: Workspace) -> None:
 # --------------------------------------------------------------------------- OVS-DPDK
 
 
-@pytest.mark.lab_needs("testpmd", "ovs-dpdk")
+@pytest.mark.lab_needs("testpmd", "ovs-dpdk", "hugepages")
 def test_virtio_user_through_record_to_ovs_dpdk(lab: Workspace) -> None:
     """OVS-DPDK's vhost-user port (DPDK's vhost library inside a switch), a flow sending
     every packet back where it came from: virtio-user gets its packets back."""
@@ -307,7 +307,7 @@ def test_virtio_user_through_record_to_ovs_dpdk(lab: Workspace) -> None:
     assert {m.analysis.fields["index"] for m in trace.named("SET_VRING_KICK")} == {0, 1}
 
 
-@pytest.mark.lab_needs("testpmd")
+@pytest.mark.lab_needs("testpmd", "hugepages")
 def test_device_given_at_record_wins_over_the_inferred_one(lab: Workspace) -> None:
     backend = lab.testpmd(VhostPmd(lab.sock("vhost")), name="vhost")
     proxy = lab.record(lab.sock("front"), backend.socket, extra_args=("--device", "blk"))

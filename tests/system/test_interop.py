@@ -33,7 +33,7 @@ def test_a_row_whose_program_is_missing_is_skipped_with_the_reason(monkeypatch) 
     assert "dpdk-testpmd not found" in cells["direct"].detail
 
 
-@pytest.mark.lab_needs("testpmd")
+@pytest.mark.lab_needs("testpmd", "hugepages")
 def test_virtio_user_with_mockbackend_row_runs_for_real(lab) -> None:
     cells = interop.run_row("virtio-user", "mockbackend", keep=lab.data_dir)
     assert {m: c.status for m, c in cells.items()} == dict.fromkeys(interop.MODES, "ok"), cells

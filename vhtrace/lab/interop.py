@@ -178,31 +178,34 @@ def _boot(lab: Workspace, script: str, kind: str, sock: Path, name: str, **devic
         return vm.finish(timeout=240)
 
 
-SERVED_PROBED = {"blk": r"\[vda\] \d+ 512-byte logical blocks", "fs": r"VHT:probed",
-                 "net": r"VHT:probed"}  # fmt: skip
+SERVED_PROBED = {"blk": r"\[vda\] \d+ 512-byte logical blocks"}
 """What a guest of a served back-end shows once its driver set the device up."""
 
 
 def _serve_to_qemu(lab: Workspace, trace: Path, kind: str, **device: object) -> Cell:
     """Serve a recorded back-end to a fresh QEMU whose guest only probes the device.
 
-    The served back-end has no data plane: once the driver has set the device up (the
-    disk size printed, the guest's probe done) QEMU is stopped with SIGTERM, which
-    stops the device as the recorded power-off did."""
+    The served back-end has no data plane: a blk guest is stopped (SIGTERM) once its
+    driver printed the disk size; the others power off after the probe."""
     served = Served(trace, lab.sock(f"served-{kind}"))
     try:
-        # A blk guest would read its partition table: wait for the disk, no more.
-        script = "sleep 1\nvht probed\nsleep 30\n" if kind != "blk" else "sleep 60\n"
+        # A blk guest would read its partition table: wait for the disk, no more. The
+        # others power off as the recorded guest did (QEMU stopped by SIGTERM does not
+        # disable a vhost-user-net ring before GET_VRING_BASE; a guest's power-off does).
+        script = "sleep 1\nvht probed\n" if kind != "blk" else "sleep 60\n"
         initrd = lab.initramfs(script, devices=(kind,))
         # edd=off: no boot-time BIOS disk probe, which would wait for disk I/O.
         devices = [VhostUserDevice(kind, served.sock, **device)]  # type: ignore[arg-type]
         vm = lab.qemu(initrd, devices, name=f"qemu-served-{kind}",
                       append="console=ttyS0 panic=-1 edd=off")  # fmt: skip
-        pattern = re.compile(SERVED_PROBED[kind])
-        seen = wait_until(lambda: bool(pattern.search(vm.log_text())) or not vm.alive(), 180)
-        check(seen and vm.alive(), f"the guest never set the {kind} device up")
-        time.sleep(2)  # DRIVER_OK starts the rings (SET_VRING_*) right after
-        vm.stop()
+        if kind != "blk":
+            vm.finish(timeout=180)
+        else:
+            pattern = re.compile(SERVED_PROBED[kind])
+            seen = wait_until(lambda: bool(pattern.search(vm.log_text())) or not vm.alive(), 180)
+            check(seen and vm.alive(), f"the guest never set the {kind} device up")
+            time.sleep(2)  # DRIVER_OK starts the rings (SET_VRING_*) right after
+            vm.stop()
         return served.result()
     finally:
         served.kill()
@@ -364,18 +367,20 @@ def _na(why: str) -> Row:
 
 
 QEMU_GUEST = ("qemu", "busybox", "kernel")
+DPDK = ("testpmd", "hugepages")
 ROWS: dict[tuple[str, str], tuple[tuple[str, ...], Row]] = {
     ("QEMU", "qemu-storage-daemon"): ((*QEMU_GUEST, "qsd", "qemu-img"),
                                       partial(qemu_blk, backend="qsd")),
     ("QEMU", "virtiofsd"): ((*QEMU_GUEST, "virtiofsd"), qemu_fs),
     ("QEMU", "vhost PMD"): ((*QEMU_GUEST, "testpmd"), partial(qemu_net, backend="pmd")),
-    ("QEMU", "OVS-DPDK"): ((*QEMU_GUEST, "ovs-dpdk"), partial(qemu_net, backend="ovs")),
+    ("QEMU", "OVS-DPDK"): ((*QEMU_GUEST, "ovs-dpdk", "hugepages"),
+                          partial(qemu_net, backend="ovs")),
     ("QEMU", "mockbackend"): ((*QEMU_GUEST, "qemu-img"), partial(qemu_blk, backend="mock")),
     ("virtio-user", "qemu-storage-daemon"): ((), _na(NOT_NET.format("qemu-storage-daemon", "blk"))),
     ("virtio-user", "virtiofsd"): ((), _na(NOT_NET.format("virtiofsd", "fs"))),
-    ("virtio-user", "vhost PMD"): (("testpmd",), partial(virtio_user_net, backend="pmd")),
-    ("virtio-user", "OVS-DPDK"): (("testpmd", "ovs-dpdk"), partial(virtio_user_net, backend="ovs")),
-    ("virtio-user", "mockbackend"): (("testpmd",), partial(virtio_user_net, backend="mock")),
+    ("virtio-user", "vhost PMD"): (DPDK, partial(virtio_user_net, backend="pmd")),
+    ("virtio-user", "OVS-DPDK"): ((*DPDK, "ovs-dpdk"), partial(virtio_user_net, backend="ovs")),
+    ("virtio-user", "mockbackend"): (DPDK, partial(virtio_user_net, backend="mock")),
 }  # fmt: skip
 """Each pair: what it needs (vhtrace.lab.programs names) and the function running its row."""
 

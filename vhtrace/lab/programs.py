@@ -42,6 +42,11 @@ INSTALL_HINTS: dict[str, str] = {
         "no guest kernel: no readable /boot/vmlinuz-* with a matching /lib/modules/<version> "
         "(apt-get install linux-image-amd64)"
     ),
+    "hugepages": (
+        "no 2 MiB hugepages for DPDK: run as root (the lab reserves them and mounts "
+        "hugetlbfs), or reserve 300 in /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages "
+        "and mount hugetlbfs"
+    ),
     "userfaultfd": (
         "userfaultfd unavailable for postcopy: run as root or set vm.unprivileged_userfaultfd=1"
     ),
@@ -188,6 +193,17 @@ def userfaultfd_available() -> bool:
         return False
 
 
+def hugepages_available() -> bool:
+    """DPDK's memory: root can reserve 2 MiB hugepages; else enough must be free already."""
+    if os.geteuid() == 0:
+        return True
+    try:
+        free = int(Path("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages").read_text())
+    except (OSError, ValueError):
+        return False
+    return free >= 300
+
+
 _FINDERS = {
     "qemu": find_qemu,
     "qsd": find_qsd,
@@ -198,13 +214,15 @@ _FINDERS = {
     "ovs-dpdk": find_ovs_dpdk,
     "kernel": find_kernel,
     "userfaultfd": userfaultfd_available,
+    "hugepages": hugepages_available,
 }
 
 
 def missing(*needs: str) -> list[str]:
     """Reasons why the named pieces (default: all of ALL_NEEDS) are unusable; empty if none.
 
-    Names: qemu, qsd, virtiofsd, qemu-img, busybox, testpmd, ovs-dpdk, kernel, userfaultfd.
+    Names: qemu, qsd, virtiofsd, qemu-img, busybox, testpmd, ovs-dpdk, kernel, userfaultfd,
+    hugepages.
     """
     wanted = needs or ALL_NEEDS
     unknown = [n for n in wanted if n not in _FINDERS]
