@@ -319,3 +319,24 @@ def test_device_given_at_record_wins_over_the_inferred_one(lab: Workspace) -> No
         "blk", "given with --device at record")  # fmt: skip
     [offer] = trace.named("GET_FEATURES", role="reply")
     assert "FLUSH" in offer.analysis.summary()  # bit 9 named as blk's, as the user said
+
+
+@pytest.mark.lab_needs("testpmd", "hugepages")
+@pytest.mark.parametrize(("in_order", "mrg_rxbuf"), [(True, False), (False, True)])
+def test_virtio_user_options_reach_the_negotiation(lab: Workspace, in_order: bool,
+                                                   mrg_rxbuf: bool) -> None:  # fmt: skip
+    """in_order and mrg_rxbuf decide what virtio-user acks; packets flow either way."""
+    backend = lab.testpmd(VhostPmd(lab.sock("vhost")), name="vhost")
+    proxy = lab.record(lab.sock("front"), backend.socket)
+    frontend = lab.testpmd(VirtioUser(proxy.frontend, in_order=in_order, mrg_rxbuf=mrg_rxbuf),
+                           name="virtio-user")  # fmt: skip
+    fe, be = scenarios.loop_packets(frontend, backend)
+    assert fe.rx_packets >= PACKETS and be.rx_packets >= PACKETS
+    assert frontend.quit() == 0 and backend.quit() == 0 and proxy.interrupt() == 0
+    [features] = Trace.read(proxy.trace).named("SET_FEATURES")
+    acked = features.analysis.fields["features"]
+    in_order_bit = next(b for b, n in spec.COMMON_VIRTIO_FEATURES.items() if n == "IN_ORDER")
+    mrg_bit = next(b for b, n in spec.DEVICE_VIRTIO_FEATURES[spec.DeviceType.NET].items()
+                   if n == "MRG_RXBUF")  # fmt: skip
+    assert bool(acked >> in_order_bit & 1) == in_order, hex(acked)
+    assert bool(acked >> mrg_bit & 1) == mrg_rxbuf, hex(acked)
