@@ -48,8 +48,6 @@ def main() -> None:
         html, svg = Path(scratch) / "report.html", Path(scratch) / "report.svg"
         commands = {
             "show --json": f"{python} -m vhtrace.cli.main show --json {trace} > /dev/null",
-            "show --json -j 1": f"{python} -m vhtrace.cli.main show --json -j 1 {trace} "
-            "> /dev/null",
             "report -o report.html": f"{python} -m vhtrace.cli.main report {trace} -o {html}",
             "report --svg": f"{python} -m vhtrace.cli.main report --svg {trace} -o {svg}",
         }

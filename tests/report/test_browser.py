@@ -112,6 +112,11 @@ def test_snapshot_markers_show_the_rings(tmp_path: Path) -> None:
     rings = vhtrace("rings", BLK).stdout
     assert len(markers) == rings.count("\nsnapshot ") + rings.startswith("snapshot ")
     assert all("snapshot" in m.text for m in markers)
+    # clicking one (a #snapshot= link does it) shows what `vhtrace rings --at N` prints
+    dom = Dom(dump_dom(page.as_uri() + "#snapshot=2"))
+    expected = vhtrace("rings", "--at", 2, BLK).stdout.rstrip("\n")
+    assert "vring 0" in expected
+    assert dom.by_id("detail").text == expected
 
 
 def test_a_screenshot_of_a_real_trace_is_a_chart(tmp_path: Path) -> None:

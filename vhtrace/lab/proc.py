@@ -189,16 +189,20 @@ class LabProcess:
         *,
         name: str,
         env: Mapping[str, str] | None = None,
+        stdin_pipe: bool = False,
     ) -> None:
         self.argv = [str(a) for a in argv]
         self.log_path = Path(log_path)
         self.name = name
         self.env = dict(env) if env is not None else None
+        self.stdin_pipe = stdin_pipe
         self.proc: subprocess.Popen[bytes] | None = None
         self._folder: RepeatFolder | None = None
 
     def start(self) -> None:
-        """Launch the program; stdin is /dev/null, stdout and stderr go to the log."""
+        """Launch the program; stdout and stderr go to the log.
+
+        stdin is /dev/null, or a pipe :meth:`send` writes to (an interactive program)."""
         if self.proc is not None:
             raise RuntimeError(f"{self.name} already started")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -209,7 +213,7 @@ class LabProcess:
                 log.flush()
                 self.proc = subprocess.Popen(
                     self.argv,
-                    stdin=subprocess.DEVNULL,
+                    stdin=subprocess.PIPE if self.stdin_pipe else subprocess.DEVNULL,
                     stdout=log,
                     stderr=write_end,
                     start_new_session=True,
@@ -222,6 +226,16 @@ class LabProcess:
             os.close(write_end)
         self._folder = RepeatFolder(read_end, self.log_path)
         self._folder.start()
+
+    def send(self, text: str) -> None:
+        """Write ``text`` to the program's stdin (started with ``stdin_pipe``)."""
+        if self.proc is None or self.proc.stdin is None:
+            raise RuntimeError(f"{self.name} has no stdin pipe")
+        try:
+            self.proc.stdin.write(text.encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            raise LabError(self.describe_failure(f"stdin closed before {text.strip()!r}")) from None
 
     def _drain(self, timeout: float = 2.0) -> None:
         """Let the stderr copier finish after the program ended, so the log is complete."""

@@ -204,12 +204,23 @@ def protocol_feature(name_or_bit: str | int) -> ProtocolFeature:
 
 
 class DeviceType(enum.StrEnum):
-    """Device types whose virtio feature bits vhtrace names."""
+    """Device types whose virtio feature bits vhtrace names (the vhost-user back-ends
+    users meet: QEMU's, DPDK's, rust-vmm's vhost-device-*)."""
 
     BLK = "blk"
     NET = "net"
     FS = "fs"
     SCSI = "scsi"
+    GPU = "gpu"
+    VSOCK = "vsock"
+    I2C = "i2c"
+    GPIO = "gpio"
+    RNG = "rng"
+    SOUND = "sound"
+    INPUT = "input"
+    CAN = "can"
+    SCMI = "scmi"
+    CRYPTO = "crypto"
 
 
 VIRTIO_F_PROTOCOL_FEATURES = 30
@@ -298,6 +309,30 @@ DEVICE_VIRTIO_FEATURES: dict[DeviceType, dict[int, str]] = {
     },
     DeviceType.FS: {0: "NOTIFICATION"},
     DeviceType.SCSI: {0: "INOUT", 1: "HOTPLUG", 2: "CHANGE", 3: "T10_PI"},
+    # virtio 1.3, "Feature bits" of each device; CAN from the virtio-can draft (1.4).
+    DeviceType.GPU: {
+        0: "VIRGL",
+        1: "EDID",
+        2: "RESOURCE_UUID",
+        3: "RESOURCE_BLOB",
+        4: "CONTEXT_INIT",
+    },
+    DeviceType.VSOCK: {0: "STREAM", 1: "SEQPACKET"},
+    DeviceType.I2C: {0: "ZERO_LENGTH_REQUEST"},
+    DeviceType.GPIO: {0: "IRQ"},
+    DeviceType.RNG: {},
+    DeviceType.SOUND: {0: "CTLS"},
+    DeviceType.INPUT: {},
+    DeviceType.CAN: {0: "CAN_CLASSIC", 1: "CAN_FD", 2: "LATE_TX_ACK", 3: "RTR_FRAMES"},
+    DeviceType.SCMI: {0: "P2A_CHANNELS", 1: "SHARED_MEMORY"},
+    DeviceType.CRYPTO: {
+        0: "REVISION_1",
+        1: "CIPHER_STATELESS_MODE",
+        2: "HASH_STATELESS_MODE",
+        3: "MAC_STATELESS_MODE",
+        4: "AEAD_STATELESS_MODE",
+        5: "AKCIPHER_STATELESS_MODE",
+    },
 }
 
 VIRTIO_STATUS_BITS: dict[int, str] = {
@@ -318,7 +353,7 @@ def virtio_feature_name(bit: int, device: DeviceType | None = None) -> str:
     Device bits (0-23, 50 and up) have a name only when the device type is known."""
     if bit in COMMON_VIRTIO_FEATURES:
         return COMMON_VIRTIO_FEATURES[bit]
-    if device is not None and bit in DEVICE_VIRTIO_FEATURES[device]:
+    if device is not None and bit in DEVICE_VIRTIO_FEATURES.get(device, {}):
         return DEVICE_VIRTIO_FEATURES[device][bit]
     return f"bit{bit}"
 

@@ -125,6 +125,11 @@ class ConversationState:
         self.started_without_features_ok = False
         self._context = None
 
+    def set_device(self, device: DeviceType) -> None:
+        """The device type, learnt after the start (inferred from the messages)."""
+        self.device = device
+        self._context = None
+
     def set_protocol_features(self, features: int) -> None:
         self.protocol_acked = features
         self._context = None

@@ -370,6 +370,15 @@
     }
     if (filtered) applyFilters();
     if (params.has("seq")) goTo(Number(params.get("seq")));
+    if (params.has("snapshot")) {  // #snapshot=N: snapshot N's marker, with its rings
+      const number = Number(params.get("snapshot"));
+      const index = D.rows.findIndex((r) => r[0] === SNAPSHOT && r[6] === number);
+      const position = rowAt.get(index);
+      if (position !== undefined) {
+        chart.scrollTop = Math.max(0, position * ROW_H - chart.clientHeight / 3);
+        draw(); select(index);
+      }
+    }
   }
   window.addEventListener("hashchange", fromHash);
   applyFilters();
