@@ -496,10 +496,19 @@ def check_ring_index_only(fields: Fields, state: ConversationState) -> list[Prob
 
 def check_get_vring_base(fields: Fields, state: ConversationState) -> list[Problem]:
     """The request's ``num`` is reserved and must be 0 (vhost-user.rst, GET_VRING_BASE and
-    GET_VRING_BASE_SKIP_DRAIN: "num is reserved and must be 0"; QEMU sends 0)."""
+    GET_VRING_BASE_SKIP_DRAIN: "num is reserved and must be 0"; QEMU sends 0). DPDK
+    virtio-user sends whatever its stack held: virtio_user_destroy_queue() sets only
+    ``state.index`` (drivers/net/virtio/virtio_user/virtio_user_dev.c, DPDK 38f72e500b),
+    as the traces/dpdk-* recordings show. A warning: back-ends ignore the value."""
     problems = check_ring_index(fields["index"], state)
     if fields["num"]:
-        problems.append(warning("reserved-num", f"num {fields['num']}: reserved, must be 0"))
+        problems.append(
+            warning(
+                "reserved-num",
+                f"num {fields['num']}: reserved, must be 0 (DPDK virtio-user leaves it "
+                "uninitialized; back-ends ignore it)",
+            )
+        )
     return problems
 
 
