@@ -22,11 +22,11 @@ from mockbackend.channel import BackendChannel
 from mockbackend.inflight import InflightArea
 from mockbackend.memory import AccessError, DirtyLog
 from mockbackend.messages import Message, Reply
-from mockbackend.packed import PackedQueue, packed_ring_sizes
+from mockbackend.packed import PackedQueue
 from mockbackend.postcopy import open_userfaultfd, register_missing
 from mockbackend.rings import Ring, close_fd
-from mockbackend.virtqueue import SplitQueue, VirtqueueError, ring_sizes
-from vhtrace.protocol import payloads, spec
+from mockbackend.virtqueue import SplitQueue, VirtqueueError
+from vhtrace.protocol import payloads, spec, virtio
 from vhtrace.protocol.spec import ProtocolFeature
 
 if TYPE_CHECKING:
@@ -210,7 +210,7 @@ def set_vring_num(session: Session, msg: Message) -> Reply | None:
     if ring is None:
         return Reply.ack(1) if msg.need_reply else None
     num = msg.fields["num"]
-    limit = session.device.queue_size_max if session.device else spec.MAX_QUEUE_SIZE
+    limit = session.device.queue_size_max if session.device else virtio.MAX_QUEUE_SIZE
     split = not session.state.has_virtio(spec.VIRTIO_F_RING_PACKED)
     if ring.started or num == 0 or num > limit or (split and num & (num - 1)):
         return _refuse(session, msg, f"ring size {num} (limit {limit}, started {ring.started})")
@@ -297,7 +297,7 @@ def _build_queue(session: Session, ring: Ring) -> None:
     num = ring.num or 256
     mem = session.memory
     if state.has_virtio(spec.VIRTIO_F_RING_PACKED):
-        desc_len, avail_len, used_len = packed_ring_sizes(num)
+        desc_len, avail_len, used_len = virtio.packed_ring_sizes(num)
         ring.queue = PackedQueue(
             mem,
             num,
@@ -309,7 +309,7 @@ def _build_queue(session: Session, ring: Ring) -> None:
             base=ring.base,
         )
         return
-    desc_len, avail_len, used_len = ring_sizes(num)
+    desc_len, avail_len, used_len = virtio.split_ring_sizes(num)
     inflight = session.inflight.queue(ring.index) if session.inflight else None
     if inflight is not None and inflight.queue_size != num:
         inflight = None
@@ -344,8 +344,8 @@ def _refresh_queue(session: Session, ring: Ring) -> None:
     if old is None:
         return
     mem = session.memory
-    sizes = packed_ring_sizes if isinstance(old, PackedQueue) else ring_sizes
-    desc_len, avail_len, used_len = sizes(old.size)
+    packed = isinstance(old, PackedQueue)
+    desc_len, avail_len, used_len = virtio.ring_sizes(old.size, packed)
     try:
         old.desc = mem.uaddr_to_gpa(ring.desc, desc_len)
         old.avail = mem.uaddr_to_gpa(ring.avail, avail_len)
@@ -436,7 +436,7 @@ def set_backend_req_fd(session: Session, msg: Message) -> Reply | None:
 def get_inflight_fd(session: Session, msg: Message) -> Reply:
     f = msg.fields
     num_queues, queue_size = f.get("num_queues", 0), f.get("queue_size", 0)
-    limit = session.device.queue_size_max if session.device else spec.MAX_QUEUE_SIZE
+    limit = session.device.queue_size_max if session.device else virtio.MAX_QUEUE_SIZE
     failed = Reply(
         {"mmap_size": 0, "mmap_offset": 0, "num_queues": num_queues, "queue_size": queue_size}
     )
@@ -462,7 +462,7 @@ def set_inflight_fd(session: Session, msg: Message) -> Reply | None:
         close_fd(fd)
         return _refuse(session, msg, "no memfd")
     num_queues, queue_size = f["num_queues"], f["queue_size"]
-    if not 0 < num_queues <= len(session.rings) or not 0 < queue_size <= spec.MAX_QUEUE_SIZE:
+    if not 0 < num_queues <= len(session.rings) or not 0 < queue_size <= virtio.MAX_QUEUE_SIZE:
         close_fd(fd)  # bad-inputs #7
         return _refuse(session, msg, f"{num_queues} queues x {queue_size}")
     try:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import mmap
 import os
 import socket
-import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from mockbackend.report import Report
 from mockbackend.script import Script
 from mockbackend.session import Session
 from vhtrace import wire
-from vhtrace.protocol import payloads, spec
+from vhtrace.protocol import payloads, spec, virtio
 from vhtrace.protocol.connection import Connection
 from vhtrace.protocol.framing import Frame
 
@@ -175,8 +174,8 @@ class Driver:
     def write_desc(
         self, index: int, addr: int, length: int, flags: int, nxt: int, table: int | None = None
     ) -> None:
-        base = (self.desc if table is None else table) + 16 * index
-        self.ram[base : base + 16] = struct.pack("<QIHH", addr, length, flags, nxt)
+        base = (self.desc if table is None else table) + virtio.DESC_SIZE * index
+        virtio.DESC.pack_into(self.ram, base, addr, length, flags, nxt)
 
     def chain(self, parts: list[tuple[int, int, bool]]) -> int:
         """Descriptors for (addr, len, writable) parts, chained; the head index."""
@@ -185,21 +184,22 @@ class Driver:
             index = self.next_desc
             self.next_desc += 1
             last = i == len(parts) - 1
-            flags = (2 if writable else 0) | (0 if last else 1)
+            flags = (virtio.DESC_F_WRITE if writable else 0) | (0 if last else virtio.DESC_F_NEXT)
             self.write_desc(index, addr, length, flags, index + 1)
         return head
 
     def make_available(self, head: int) -> None:
-        slot = self.avail + 4 + 2 * (self.avail_idx % self.size)
-        self.ram[slot : slot + 2] = struct.pack("<H", head)
-        self.avail_idx = (self.avail_idx + 1) & 0xFFFF
-        self.ram[self.avail + 2 : self.avail + 4] = struct.pack("<H", self.avail_idx)
+        slot = self.avail + virtio.avail_entry_offset(self.avail_idx % self.size)
+        virtio.U16.pack_into(self.ram, slot, head)
+        self.avail_idx = (self.avail_idx + 1) & virtio.INDEX_MASK
+        virtio.U16.pack_into(self.ram, self.avail + virtio.RING_IDX_OFFSET, self.avail_idx)
 
     def used_idx(self) -> int:
-        return struct.unpack_from("<H", self.ram, self.used + 2)[0]
+        return virtio.U16.unpack_from(self.ram, self.used + virtio.RING_IDX_OFFSET)[0]
 
     def used_entry(self, slot: int) -> tuple[int, int]:
-        return struct.unpack_from("<II", self.ram, self.used + 4 + 8 * (slot % self.size))
+        at = self.used + virtio.used_elem_offset(slot % self.size)
+        return virtio.USED_ELEM.unpack_from(self.ram, at)
 
     def read(self, addr: int, length: int) -> bytes:
         return bytes(self.ram[addr : addr + length])

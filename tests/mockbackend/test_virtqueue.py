@@ -13,7 +13,6 @@ from mockbackend.virtqueue import (
     SplitQueue,
     VirtqueueError,
     gather,
-    need_event,
     scatter,
 )
 
@@ -191,12 +190,6 @@ def test_event_idx_notifies_only_when_the_driver_asked() -> None:
     mem.write(AVAIL + 4 + 2 * SIZE, struct.pack("<H", 2))
     q.push(third, 4)
     assert q.should_notify()
-
-
-def test_need_event_matches_the_virtio_formula() -> None:
-    assert need_event(0, 1, 0)
-    assert not need_event(5, 3, 2)
-    assert need_event(0xFFFF, 0, 0xFFFE)  # across the wrap
 
 
 def test_no_interrupt_flag_without_event_idx() -> None:
