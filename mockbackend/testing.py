@@ -1,7 +1,7 @@
 """A fake vhost-user front-end for tests and benchmarks: a socketpair, guest RAM in a
 memfd, a driver.
 
-The mock back-end runs its :class:`~mockbackend.session.Session` on a thread over one end
+The mock back-end runs its :class:`~mockbackend.loop.ConnectionLoop` on a thread over one end
 of a socketpair; the test speaks the protocol on the other end with the protocol model's
 encoder, exactly as QEMU would (fds on the header's first byte). :class:`Driver` plays
 the guest's virtio driver: it writes descriptors and avail entries into the memfd and
@@ -17,9 +17,10 @@ import threading
 import time
 from dataclasses import dataclass
 
-from mockbackend.report import Report
+from mockbackend.connection_report import Report
+from mockbackend.context import Context
+from mockbackend.loop import ConnectionLoop
 from mockbackend.script import Script
-from mockbackend.session import Session
 from vhtrace import wire
 from vhtrace.protocol import payloads, spec, virtio
 from vhtrace.protocol.connection import Connection
@@ -32,12 +33,14 @@ UADDR = 0x7F00_0000_0000
 
 
 class FakeFrontend:
-    """Speaks to a mock back-end session running on a thread."""
+    """Speaks to a mock back-end connection served on a thread."""
 
     def __init__(self, script: Script) -> None:
         self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(10)
-        self.session = Session(theirs, script)
+        self.loop = ConnectionLoop(theirs, script)
+        self.ctx: Context = self.loop.ctx
+        """The mock's side of the connection (what its handlers see as ``ctx``)."""
         self.report: Report | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -48,7 +51,7 @@ class FakeFrontend:
         self.ram = mmap.mmap(self.mem_fd, GUEST_SIZE)
 
     def _run(self) -> None:
-        self.report = self.session.run()
+        self.report = self.loop.run()
 
     # -- messages ------------------------------------------------------------------
 
@@ -95,7 +98,7 @@ class FakeFrontend:
     def close(self) -> Report:
         self.sock.close()
         self.thread.join(10)
-        assert self.report is not None, "session did not end"
+        assert self.report is not None, "the connection did not end"
         self.ram.close()
         os.close(self.mem_fd)
         return self.report
