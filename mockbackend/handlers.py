@@ -344,9 +344,11 @@ def _refresh_queue(ctx: Context, ring: Ring) -> None:
     packed = isinstance(old, PackedQueue)
     desc_len, avail_len, used_len = virtio.ring_sizes(old.size, packed)
     try:
-        old.desc = mem.uaddr_to_gpa(ring.desc, desc_len)
-        old.avail = mem.uaddr_to_gpa(ring.avail, avail_len)
-        old.used = mem.uaddr_to_gpa(ring.used, used_len)
+        old.place(
+            mem.uaddr_to_gpa(ring.desc, desc_len),
+            mem.uaddr_to_gpa(ring.avail, avail_len),
+            mem.uaddr_to_gpa(ring.used, used_len),
+        )
     except AccessError as exc:
         ring.broken = str(exc)
         ctx.error(f"ring {ring.index}: {exc}")

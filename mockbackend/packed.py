@@ -49,9 +49,8 @@ class PackedQueue:
     ) -> None:
         if size == 0 or size > MAX_QUEUE_SIZE:
             raise VirtqueueError(f"queue size {size} is outside 1..{MAX_QUEUE_SIZE}")
-        self.mem, self.size, self.desc = mem, size, desc
-        self.avail, self.used = avail, used
-        """The driver's and the device's event suppression areas."""
+        self.mem, self.size = mem, size
+        self.place(desc, avail, used)
         self.event_idx, self.indirect = event_idx, indirect
         # QEMU sets only the avail half at start (used = avail there).
         self.last_avail_idx, avail_wrap, _, _ = spec.packed_vring_base(base)
@@ -63,6 +62,11 @@ class PackedQueue:
         self.inuse = 0
         self.resubmit: list[int] = []
         self._signalled: int | None = None
+
+    def place(self, desc: int, avail: int, used: int) -> None:
+        """Where the descriptor ring and the driver's (``avail``) and the device's
+        (``used``) event suppression areas are (again, after SET_VRING_ADDR)."""
+        self.desc, self.avail, self.used = desc, avail, used
 
     def _read(self, table: int, index: int) -> tuple[int, int, int, int]:
         return DESC.unpack(self.mem.read(table + DESC_SIZE * index, DESC_SIZE))

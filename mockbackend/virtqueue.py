@@ -27,15 +27,21 @@ from typing import TYPE_CHECKING, Protocol
 
 from vhtrace.protocol import virtio
 from vhtrace.protocol.virtio import (
+    AVAIL_F_NO_INTERRUPT,
     DESC,
     DESC_F_INDIRECT,
     DESC_F_NEXT,
     DESC_F_WRITE,
     DESC_SIZE,
+    INDEX_MASK,
     MAX_QUEUE_SIZE,
     U16,
     USED_ELEM,
+    need_event,
 )
+
+_U16_SIZE = U16.size
+_ELEM_SIZE = USED_ELEM.size
 
 if TYPE_CHECKING:
     from mockbackend.inflight import InflightQueue
@@ -154,27 +160,36 @@ class SplitQueue:
             raise VirtqueueError(f"queue size {size} is not a power of two up to {MAX_QUEUE_SIZE}")
         self.mem = mem
         self.size = size
-        self.desc = desc
-        self.avail = avail
-        self.used = used
+        self.place(desc, avail, used)
         self.event_idx = event_idx
         self.indirect = indirect
-        self.last_avail_idx = last_avail_idx & virtio.INDEX_MASK
-        self.used_idx = U16.unpack(mem.read(used + virtio.RING_IDX_OFFSET, U16.size))[0]
+        self.last_avail_idx = last_avail_idx & INDEX_MASK
+        self.used_idx = U16.unpack(self.mem.read(self._used_idx_at, _U16_SIZE))[0]
         self.inflight = inflight
         self.inuse = 0
         self.resubmit: list[int] = []
         """Heads to hand out again before new ones (in-flight at the last disconnect)."""
         self._signalled_used: int | None = None
 
+    def place(self, desc: int, avail: int, used: int) -> None:
+        """Where the ring's three parts are (again, after SET_VRING_ADDR or a new memory
+        table); the addresses of the fields used on every request are worked out here."""
+        self.desc, self.avail, self.used = desc, avail, used
+        self._avail_idx_at = avail + virtio.RING_IDX_OFFSET
+        self._avail_ring_at = avail + virtio.avail_entry_offset(0)
+        self._used_event_at = avail + virtio.used_event_offset(self.size)
+        self._used_idx_at = used + virtio.RING_IDX_OFFSET
+        self._used_ring_at = used + virtio.used_elem_offset(0)
+        self._avail_event_at = used + virtio.avail_event_offset(self.size)
+
     # -- the available side ----------------------------------------------------
 
     def avail_idx(self) -> int:
-        return U16.unpack(self.mem.read(self.avail + virtio.RING_IDX_OFFSET, U16.size))[0]
+        return U16.unpack(self.mem.read(self._avail_idx_at, _U16_SIZE))[0]
 
     def pending(self) -> int:
         """Chains available and not yet popped."""
-        count = (self.avail_idx() - self.last_avail_idx) & virtio.INDEX_MASK
+        count = (self.avail_idx() - self.last_avail_idx) & INDEX_MASK
         if count > self.size:
             raise VirtqueueError(
                 f"avail idx {self.avail_idx()} is {count} ahead of {self.last_avail_idx}, "
@@ -191,14 +206,14 @@ class SplitQueue:
         if self.pending() == 0:
             return None
         slot = self.last_avail_idx % self.size
-        head = U16.unpack(self.mem.read(self.avail + virtio.avail_entry_offset(slot), U16.size))[0]
+        head = U16.unpack(self.mem.read(self._avail_ring_at + _U16_SIZE * slot, _U16_SIZE))[0]
         if head >= self.size:
             raise VirtqueueError(f"avail ring entry {slot} names descriptor {head} of {self.size}")
         chain = self.read_chain(head)
-        self.last_avail_idx = (self.last_avail_idx + 1) & virtio.INDEX_MASK
+        self.last_avail_idx = (self.last_avail_idx + 1) & INDEX_MASK
         self.inuse += 1
         if self.event_idx:
-            self._write_u16(self.used + virtio.avail_event_offset(self.size), self.last_avail_idx)
+            self._write_u16(self._avail_event_at, self.last_avail_idx)
         if self.inflight is not None:
             self.inflight.get(head)
         return chain
@@ -244,10 +259,10 @@ class SplitQueue:
         if self.inflight is not None:
             self.inflight.pre_put(chain.head)
         self._log_written(chain, written)
-        entry = self.used + virtio.used_elem_offset(slot)
+        entry = self._used_ring_at + _ELEM_SIZE * slot
         self.mem.write(entry, USED_ELEM.pack(chain.head, written))
-        self.used_idx = (self.used_idx + 1) & virtio.INDEX_MASK
-        self._write_u16(self.used + virtio.RING_IDX_OFFSET, self.used_idx)
+        self.used_idx = (self.used_idx + 1) & INDEX_MASK
+        self._write_u16(self._used_idx_at, self.used_idx)
         self.inuse = max(0, self.inuse - 1)
         if self.inflight is not None:
             self.inflight.post_put(chain.head, self.used_idx)
@@ -259,28 +274,26 @@ class SplitQueue:
     def should_notify(self) -> bool:
         """Whether the driver wants an interrupt for what was pushed since the last one."""
         if not self.event_idx:
-            flags = U16.unpack(self.mem.read(self.avail, U16.size))[0]
-            return not flags & virtio.AVAIL_F_NO_INTERRUPT
+            return not U16.unpack(self.mem.read(self.avail, _U16_SIZE))[0] & AVAIL_F_NO_INTERRUPT
         old, new = self._signalled_used, self.used_idx
         self._signalled_used = new
-        used_event = U16.unpack(
-            self.mem.read(self.avail + virtio.used_event_offset(self.size), U16.size)
-        )[0]
-        return old is None or virtio.need_event(used_event, new, old)
+        return old is None or need_event(
+            U16.unpack(self.mem.read(self._used_event_at, _U16_SIZE))[0], new, old
+        )
 
     def set_notification(self, enable: bool) -> None:
         """Ask the driver for kicks (or not), through avail_event or the used flags."""
         if self.event_idx:
             if enable:
-                self._write_u16(self.used + virtio.avail_event_offset(self.size), self.avail_idx())
+                self._write_u16(self._avail_event_at, self.avail_idx())
             return
-        flags = U16.unpack(self.mem.read(self.used, U16.size))[0]
+        flags = U16.unpack(self.mem.read(self.used, _U16_SIZE))[0]
         no_notify = virtio.USED_F_NO_NOTIFY
         flags = flags & ~no_notify if enable else flags | no_notify
         self._write_u16(self.used, flags)
 
     def _write_u16(self, addr: int, value: int) -> None:
-        self.mem.write(addr, U16.pack(value & virtio.INDEX_MASK))
+        self.mem.write(addr, U16.pack(value & INDEX_MASK))
 
     def base(self) -> int:
         """GET_VRING_BASE's num: the next avail index."""
