@@ -92,6 +92,31 @@ def test_pop_collects_readable_then_writable_buffers_and_push_fills_used_ring() 
     assert (DATA + 16, 512) in mem.dirtied and (DATA + 528, 1) in mem.dirtied
 
 
+def test_a_placed_again_ring_goes_on_at_its_new_addresses() -> None:
+    mem = FakeMemory()
+    desc(mem, 0, DATA, 4, F_WRITE)
+    offer(mem, 0)
+    q = queue(mem, event_idx=True)
+    first = q.pop()
+    assert first is not None
+    q.push(first, 4)
+    moved = 0x10000  # the driver's rings, copied where the front-end now says they are
+    for part in (DESC, AVAIL, USED):
+        mem.write(moved + part, mem.read(part, 0x1000))
+    q.place(moved + DESC, moved + AVAIL, moved + USED)
+    desc(mem, 1, DATA + 4, 8, F_WRITE, table=moved + DESC)
+    mem.write(moved + AVAIL + 4 + 2 * 1, struct.pack("<H", 1))
+    mem.write(moved + AVAIL + 2, struct.pack("<H", 2))
+    second = q.pop()
+    assert second is not None and second.writable == [Buffer(DATA + 4, 8)]
+    q.push(second, 8)
+    # used idx 2 and used[1] = (1, 8) at the new place; avail_event after used[SIZE]
+    assert struct.unpack_from("<H", mem.ram, moved + USED + 2) == (2,)
+    assert struct.unpack_from("<II", mem.ram, moved + USED + 4 + 8) == (1, 8)
+    assert struct.unpack_from("<H", mem.ram, moved + USED + 4 + 8 * SIZE) == (2,)
+    assert struct.unpack_from("<H", mem.ram, USED + 2) == (1,)  # the old place is left alone
+
+
 def test_indirect_table_is_followed() -> None:
     mem = FakeMemory()
     table = 0x5000
