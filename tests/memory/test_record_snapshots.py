@@ -30,9 +30,9 @@ from tests.memory.harness import (
 from tests.record.harness import open_fds
 from vhtrace.cli.main import main
 from vhtrace.memory.capture import Snapshotter
-from vhtrace.memory.inflight import queue_region_size
 from vhtrace.memory.tracedata import SnapshotMemory, read_pages, read_snapshots
 from vhtrace.protocol.messages import build
+from vhtrace.protocol.virtio import inflight_queue_region_size as queue_region_size
 from vhtrace.trace.reader import TraceReader
 from vhtrace.trace.records import FindingRecord, MessageRecord, SnapshotRecord
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from vhtrace.protocol import spec
+from vhtrace.protocol import spec, virtio
 from vhtrace.protocol.findings import Severity
 from vhtrace.protocol.payloads import (
     CRYPTO_ASYM_MAX_KEY,
@@ -238,8 +238,8 @@ def _check_queue_size(num: int, state: ConversationState, what: str) -> list[Pro
     """bad-inputs #10: num 0, not a power of two, or above 32768."""
     if num == 0:
         return [error("ring-size", f"{what} 0")]
-    if num > spec.MAX_QUEUE_SIZE:
-        return [error("ring-size", f"{what} {num} is above {spec.MAX_QUEUE_SIZE}")]
+    if num > virtio.MAX_QUEUE_SIZE:
+        return [error("ring-size", f"{what} {num} is above {virtio.MAX_QUEUE_SIZE}")]
     if num & (num - 1) and not state.has_virtio(spec.VIRTIO_F_RING_PACKED):
         return [error("ring-size", f"{what} {num} is not a power of two (split ring)")]
     return []

@@ -53,9 +53,6 @@ MAX_RAM_SLOTS = 512
 MAX_CONFIG_SIZE = 256
 """VHOST_USER_MAX_CONFIG_SIZE in QEMU, libvhost-user and DPDK."""
 
-MAX_QUEUE_SIZE = 32768
-"""Largest virtqueue size (split rings must also be a power of two)."""
-
 MAX_VRINGS = 0x8000
 """The largest ring count any implementation accepts (rust-vmm's VHOST_USER_MAX_VRINGS)."""
 
