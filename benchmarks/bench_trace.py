@@ -2,8 +2,7 @@
 
 * (a) ``vhtrace show --json`` over a trace of synthetic messages (default 1,000,000):
   messages per second end to end (read, decompress, unpack, decode, analyse, JSON
-  lines to /dev/null), as it runs by default (with two CPUs, a second process renders
-  while the first analyses) and in one process (``-j 1``), next to the floor:
+  lines to /dev/null), next to the floor:
   ``zstd -dc FILE | <msgpack unpack loop>`` over the same file, and the ratio;
 * (b) the write rate: messages per second through TraceWriter (records packed,
   compressed, frames flushed as the recorder does);
@@ -140,9 +139,6 @@ def main() -> None:
     show_s, show_cpu, _ = timed(
         f"{sys.executable} -m vhtrace.cli.main show --json {trace} > /dev/null"
     )
-    single_s, single_cpu, _ = timed(
-        f"{sys.executable} -m vhtrace.cli.main show --json -j 1 {trace} > /dev/null"
-    )
     if shutil.which("zstd"):
         floor_label = "floor: zstd -dc | msgpack unpack"
         floor_cmd = f"zstd -dc {trace} | {sys.executable} -c '{UNPACK_LOOP}'"
@@ -162,8 +158,6 @@ def main() -> None:
     rows = [
         ("show --json, end to end", f"{show_s:8.2f}", rate(show_s),
          f">= {GOAL_SHOW:,}; CPU {show_cpu:.2f} s = {messages / show_cpu:,.0f} msg/s"),
-        ("  the same in one process (-j 1)", f"{single_s:8.2f}", rate(single_s),
-         f"CPU {single_cpu:.2f} s"),
         (floor_label, f"{floor_s:8.2f}", rate(floor_s),
          f"{objects:,} objects; CPU {floor_cpu:.2f} s (both processes)"),
         ("  show --json / floor", f"{show_s / floor_s:7.1f}x", "", ""),

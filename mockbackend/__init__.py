@@ -6,6 +6,8 @@ told to misbehave in every way a buggy back-end does. See docs/mockbackend.md.
 """
 
 from mockbackend import expect, faults
+from mockbackend.connection_report import Report
+from mockbackend.context import Context
 from mockbackend.devices import BlkDevice, Device, NetLoopback, RngDevice
 from mockbackend.faults import (
     Close,
@@ -18,14 +20,15 @@ from mockbackend.faults import (
     WrongRequest,
     WrongSize,
 )
-from mockbackend.messages import Message, Reply
-from mockbackend.report import Report
+from mockbackend.messages import Answer, Message, Reply
 from mockbackend.script import Script, ScriptError, load_script_file
 from mockbackend.server import MockBackend
 
 __all__ = [
+    "Answer",
     "BlkDevice",
     "Close",
+    "Context",
     "Delay",
     "Device",
     "Drop",

@@ -19,16 +19,15 @@ import threading
 import uuid as uuidlib
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from mockbackend.context import Context
 from mockbackend.messages import Message, build_request
 from vhtrace import wire
 from vhtrace.protocol import spec
-from vhtrace.protocol.framing import Frame, Framer, OversizedData, OversizedStart
+from vhtrace.protocol.connection import Received
+from vhtrace.protocol.framing import Frame
 from vhtrace.protocol.spec import Channel, ProtocolFeature
-
-if TYPE_CHECKING:
-    from mockbackend.session import Session
 
 log = logging.getLogger("mockbackend")
 
@@ -77,9 +76,9 @@ class PendingReply:
 class BackendChannel:
     """Our end of the socketpair from SET_BACKEND_REQ_FD."""
 
-    def __init__(self, sock: socket.socket, session: Session) -> None:
+    def __init__(self, sock: socket.socket, ctx: Context) -> None:
         self.sock = sock
-        self.session = session
+        self.ctx = ctx
         self._send_lock = threading.Lock()
         self._waiting: deque[PendingReply] = deque()
         self.sent: list[Frame] = []
@@ -101,7 +100,7 @@ class BackendChannel:
         """Send a back-end request; ``need_reply`` defaults to 'if REPLY_ACK was negotiated'.
 
         ``frame`` sends a hand-made (possibly malformed) message instead."""
-        state = self.session.conversation.state
+        state = self.ctx.conversation.state
         if need_reply is None:
             need_reply = state.has_protocol(ProtocolFeature.REPLY_ACK)
         if frame is None:
@@ -117,14 +116,14 @@ class BackendChannel:
             row is not None and row.reply is spec.Reply.ALWAYS
         )
         with self._send_lock:
-            seq = self.session.note_sent(Channel.BACKEND, frame)
+            seq = self.ctx.note_sent(Channel.BACKEND, frame)
             pending = PendingReply(seq, spec.request_name(Channel.BACKEND, frame.request), expects)
             if expects:
                 self._waiting.append(pending)
             try:
                 wire.send_frame(self.sock, frame)
             except OSError as exc:
-                self.session.error(f"back-end channel send failed: {exc}")
+                self.ctx.error(f"back-end channel send failed: {exc}")
                 if expects:
                     self._waiting.remove(pending)
                 pending.complete(None)
@@ -185,22 +184,11 @@ class BackendChannel:
     # -- the front-end's replies ------------------------------------------------
 
     def _read_loop(self) -> None:
-        framer = Framer()
+        ctx = self.ctx
+        reader = wire.ConnectionReader(self.sock, ctx.connection, Channel.BACKEND, ctx.lock)
         try:
-            while True:
-                chunk = wire.recv_chunk(self.sock, framer.bytes_wanted())
-                if not chunk.data:
-                    wire.close_fds(chunk.fds)
-                    leftover = framer.eof()
-                    if leftover is not None:
-                        wire.close_fds(leftover.fds)
-                    break
-                framer.feed(chunk.data, chunk.fds)
-                for event in framer.events():
-                    if isinstance(event, OversizedStart | OversizedData):
-                        wire.close_fds(event.fds)
-                    elif isinstance(event, Frame):
-                        self._on_reply(event)
+            while (received := reader.read()) is not None:
+                self._on_reply(received)
         except OSError:
             pass
         finally:
@@ -208,14 +196,14 @@ class BackendChannel:
             while self._waiting:
                 self._waiting.popleft().complete(None)
 
-    def _on_reply(self, frame: Frame) -> None:
-        msg = self.session.receive(Channel.BACKEND, frame)
+    def _on_reply(self, received: Received) -> None:
+        msg = self.ctx.receive(received)
         with self._send_lock:
             pending = next((p for p in self._waiting if p.name == msg.name), None)
             if pending is not None:
                 self._waiting.remove(pending)
         log.info("<- back-end channel reply %s %s", msg, msg.findings or "")
-        self.session.after_backend_reply(msg)
+        self.ctx.after_backend_reply(msg)
         if pending is not None:
             pending.complete(msg)
         if pending is None or msg.name != "SHARED_OBJECT_LOOKUP":

@@ -1,8 +1,9 @@
 """The default handling of each front-end request, as libvhost-user would do it.
 
-One function per request, looked up by name in :data:`HANDLERS`; each takes the session
-and the message and returns the :class:`~mockbackend.messages.Reply` to send, or None.
-NEED_REPLY acks are added by the session. Every handler checks what it uses (ring
+One function per request, looked up by name in :data:`HANDLERS`; each takes the
+connection's :class:`~mockbackend.context.Context` and the message and returns the
+:class:`~mockbackend.messages.Answer` to send, or None. NEED_REPLY acks are added by the
+loop (:mod:`mockbackend.loop`). Every handler checks what it uses (ring
 index, fd present, sizes) itself: the conversation's findings report a violation, but
 the handler must still not act on it unsafely. A refused request is answered with a
 failure ack when the front-end asked for one, and its fds are closed.
@@ -14,102 +15,96 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from mockbackend import libc
 from mockbackend.channel import BackendChannel
+from mockbackend.context import Context, Handler
 from mockbackend.inflight import InflightArea
 from mockbackend.memory import AccessError, DirtyLog
-from mockbackend.messages import Message, Reply
-from mockbackend.packed import PackedQueue, packed_ring_sizes
+from mockbackend.messages import Answer, Message
+from mockbackend.packed import PackedQueue
 from mockbackend.postcopy import open_userfaultfd, register_missing
 from mockbackend.rings import Ring, close_fd
-from mockbackend.virtqueue import SplitQueue, VirtqueueError, ring_sizes
-from vhtrace.protocol import payloads, spec
+from mockbackend.virtqueue import SplitQueue, VirtqueueError
+from vhtrace.protocol import payloads, spec, virtio
 from vhtrace.protocol.spec import ProtocolFeature
-
-if TYPE_CHECKING:
-    from mockbackend.session import Session
 
 log = logging.getLogger("mockbackend")
 
-Handler = Callable[["Session", Message], Reply | None]
+
+def _refuse(ctx: Context, msg: Message, why: str) -> Answer | None:
+    ctx.error(f"#{msg.seq} {msg.name} refused: {why}")
+    return Answer.ack(1) if msg.need_reply else None
 
 
-def _refuse(session: Session, msg: Message, why: str) -> Reply | None:
-    session.error(f"#{msg.seq} {msg.name} refused: {why}")
-    return Reply.ack(1) if msg.need_reply else None
-
-
-def _ring(session: Session, msg: Message) -> Ring | None:
+def _ring(ctx: Context, msg: Message) -> Ring | None:
     index = msg.fields.get("index")
-    return session.ring(index) if isinstance(index, int) else None
+    return ctx.ring(index) if isinstance(index, int) else None
 
 
 # -- negotiation ----------------------------------------------------------------------
 
 
-def get_features(session: Session, msg: Message) -> Reply:
-    return Reply({"features": session.script.features})
+def get_features(ctx: Context, msg: Message) -> Answer:
+    return Answer({"features": ctx.script.features})
 
 
-def set_features(session: Session, msg: Message) -> Reply | None:
+def set_features(ctx: Context, msg: Message) -> Answer | None:
     features = msg.fields.get("features", 0)
     if not features >> spec.VIRTIO_F_PROTOCOL_FEATURES & 1:
-        for ring in session.rings:  # without PROTOCOL_FEATURES rings start enabled
+        for ring in ctx.rings:  # without PROTOCOL_FEATURES rings start enabled
             ring.enabled = True
     return None
 
 
-def get_protocol_features(session: Session, msg: Message) -> Reply:
-    return Reply({"features": session.script.protocol_features})
+def get_protocol_features(ctx: Context, msg: Message) -> Answer:
+    return Answer({"features": ctx.script.protocol_features})
 
 
-def nothing(session: Session, msg: Message) -> Reply | None:
+def nothing(ctx: Context, msg: Message) -> Answer | None:
     return None
 
 
-def get_queue_num(session: Session, msg: Message) -> Reply:
-    device = session.device
-    if device is not None and session.script.queues == device.num_queues:
-        return Reply({"value": device.reported_queues})
-    return Reply({"value": session.script.queues})
+def get_queue_num(ctx: Context, msg: Message) -> Answer:
+    device = ctx.device
+    if device is not None and ctx.script.queues == device.num_queues:
+        return Answer({"value": device.reported_queues})
+    return Answer({"value": ctx.script.queues})
 
 
-def get_max_mem_slots(session: Session, msg: Message) -> Reply:
-    return Reply({"value": session.script.max_mem_slots})
+def get_max_mem_slots(ctx: Context, msg: Message) -> Answer:
+    return Answer({"value": ctx.script.max_mem_slots})
 
 
-def reset(session: Session, msg: Message) -> Reply | None:
-    for ring in session.rings:
-        session.stop_ring(ring)
+def reset(ctx: Context, msg: Message) -> Answer | None:
+    for ring in ctx.rings:
+        ctx.stop_ring(ring)
         ring.enabled = False
         ring.broken = None
         ring.queue = None
-    if session.device is not None:
-        session.device.reset()
+    if ctx.device is not None:
+        ctx.device.reset()
     return None
 
 
-def set_status(session: Session, msg: Message) -> Reply | None:
-    session.status = msg.fields.get("status", 0)
-    if session.status == 0:
-        reset(session, msg)
+def set_status(ctx: Context, msg: Message) -> Answer | None:
+    ctx.status = msg.fields.get("status", 0)
+    if ctx.status == 0:
+        reset(ctx, msg)
     return None
 
 
-def get_status(session: Session, msg: Message) -> Reply:
-    return Reply({"status": session.status})
+def get_status(ctx: Context, msg: Message) -> Answer:
+    return Answer({"status": ctx.status})
 
 
 # -- memory ---------------------------------------------------------------------------
 
 
-def _map(session: Session, fd: int, region: dict, postcopy: bool) -> int:
+def _map(ctx: Context, fd: int, region: dict, postcopy: bool) -> int:
     prot = libc.PROT_NONE if postcopy else libc.PROT_READ | libc.PROT_WRITE
     flags = libc.MAP_SHARED | (libc.MAP_NORESERVE if postcopy else 0)
-    mapped = session.memory.add(
+    mapped = ctx.memory.add(
         fd,
         region["guest_phys_addr"],
         region["memory_size"],
@@ -120,61 +115,63 @@ def _map(session: Session, fd: int, region: dict, postcopy: bool) -> int:
         through_map=postcopy,
     )
     if postcopy:
-        session.postcopy_pending.append(mapped)
+        ctx.postcopy_pending.append(mapped)
     return mapped.host_addr
 
 
-def set_mem_table(session: Session, msg: Message) -> Reply | None:
+def set_mem_table(ctx: Context, msg: Message) -> Answer | None:
     if not msg.decoded:
-        return _refuse(session, msg, "undecodable memory table")
+        return _refuse(ctx, msg, "undecodable memory table")
     regions = msg.fields["regions"]
     if len(regions) > spec.MAX_MEM_REGIONS or len(regions) != len(msg.fds):
-        return _refuse(session, msg, f"{len(regions)} regions with {len(msg.fds)} fds")
-    postcopy = session.postcopy_listening
+        return _refuse(ctx, msg, f"{len(regions)} regions with {len(msg.fds)} fds")
+    postcopy = ctx.postcopy_listening
     reply_regions = []
-    with session.rings_paused():
-        session.memory.clear()
-        session.postcopy_pending.clear()
+    with ctx.rings_paused():
+        ctx.memory.clear()
+        ctx.postcopy_pending.clear()
         for i, region in enumerate(regions):
             try:
-                addr = _map(session, msg.fds[i], region, postcopy)
+                addr = _map(ctx, msg.fds[i], region, postcopy)
             except (OSError, AccessError) as exc:
-                return _refuse(session, msg, f"region {i}: {exc}")
+                return _refuse(ctx, msg, f"region {i}: {exc}")
             reply_regions.append({**region, "userspace_addr": addr})
-        _refresh_rings(session)
+        _refresh_rings(ctx)
     if postcopy:
-        return Reply({"nregions": len(reply_regions), "regions": reply_regions}, layout="mem_table")
+        return Answer(
+            {"nregions": len(reply_regions), "regions": reply_regions}, layout="mem_table"
+        )
     return None
 
 
-def add_mem_reg(session: Session, msg: Message) -> Reply | None:
+def add_mem_reg(ctx: Context, msg: Message) -> Answer | None:
     if not msg.decoded or len(msg.fds) != 1:
-        return _refuse(session, msg, f"region with {len(msg.fds)} fds")
-    if len(session.memory.regions) >= session.script.max_mem_slots:
-        return _refuse(session, msg, "no free memory slot")
-    postcopy = session.postcopy_listening
+        return _refuse(ctx, msg, f"region with {len(msg.fds)} fds")
+    if len(ctx.memory.regions) >= ctx.script.max_mem_slots:
+        return _refuse(ctx, msg, "no free memory slot")
+    postcopy = ctx.postcopy_listening
     try:
-        addr = _map(session, msg.fds[0], msg.fields, postcopy)
+        addr = _map(ctx, msg.fds[0], msg.fields, postcopy)
     except (OSError, AccessError) as exc:
-        return _refuse(session, msg, str(exc))
+        return _refuse(ctx, msg, str(exc))
     if postcopy:
-        return Reply({**msg.fields, "userspace_addr": addr}, layout="mem_region")
+        return Answer({**msg.fields, "userspace_addr": addr}, layout="mem_region")
     return None
 
 
-def rem_mem_reg(session: Session, msg: Message) -> Reply | None:
+def rem_mem_reg(ctx: Context, msg: Message) -> Answer | None:
     if not msg.decoded:
-        return _refuse(session, msg, "undecodable region")
+        return _refuse(ctx, msg, "undecodable region")
     f = msg.fields
-    with session.rings_paused():
-        found = session.memory.remove(f["guest_phys_addr"], f["userspace_addr"], f["memory_size"])
+    with ctx.rings_paused():
+        found = ctx.memory.remove(f["guest_phys_addr"], f["userspace_addr"], f["memory_size"])
     if not found:
-        return _refuse(session, msg, "no such region")
+        return _refuse(ctx, msg, "no such region")
     return None
 
 
-def set_log_base(session: Session, msg: Message) -> Reply | None:
-    shmfd = session.conversation.state.has_protocol(ProtocolFeature.LOG_SHMFD)
+def set_log_base(ctx: Context, msg: Message) -> Answer | None:
+    shmfd = ctx.conversation.state.has_protocol(ProtocolFeature.LOG_SHMFD)
     fd = msg.take_fd()
     try:
         if fd is None or not msg.decoded:
@@ -182,46 +179,46 @@ def set_log_base(session: Session, msg: Message) -> Reply | None:
         size, offset = msg.fields["mmap_size"], msg.fields["mmap_offset"]
         if size == 0 or size + offset >= 1 << 63 or os.fstat(fd).st_size < size + offset:
             raise OSError(f"log of {size:#x} bytes at {offset:#x} does not fit its fd")
-        session.memory.set_log(DirtyLog(fd, size, offset, session.memory.on_violation))
+        ctx.memory.set_log(DirtyLog(fd, size, offset, ctx.memory.on_violation))
     except OSError as exc:
-        _refuse(session, msg, str(exc))
-        return Reply({"value": 1}, layout="log_reply") if shmfd else None
+        _refuse(ctx, msg, str(exc))
+        return Answer({"value": 1}, layout="log_reply") if shmfd else None
     finally:
         close_fd(fd)
-    return Reply({"value": 0}, layout="log_reply") if shmfd else None
+    return Answer({"value": 0}, layout="log_reply") if shmfd else None
 
 
-def set_log_fd(session: Session, msg: Message) -> Reply | None:
+def set_log_fd(ctx: Context, msg: Message) -> Answer | None:
     return None  # the eventfd is closed with the message: we never need to signal it
 
 
 # -- rings ----------------------------------------------------------------------------
 
 
-def _ring_or_refuse(session: Session, msg: Message) -> Ring | None:
-    ring = _ring(session, msg)
+def _ring_or_refuse(ctx: Context, msg: Message) -> Ring | None:
+    ring = _ring(ctx, msg)
     if ring is None:
-        _refuse(session, msg, f"no ring {msg.fields.get('index')}")
+        _refuse(ctx, msg, f"no ring {msg.fields.get('index')}")
     return ring
 
 
-def set_vring_num(session: Session, msg: Message) -> Reply | None:
-    ring = _ring_or_refuse(session, msg)
+def set_vring_num(ctx: Context, msg: Message) -> Answer | None:
+    ring = _ring_or_refuse(ctx, msg)
     if ring is None:
-        return Reply.ack(1) if msg.need_reply else None
+        return Answer.ack(1) if msg.need_reply else None
     num = msg.fields["num"]
-    limit = session.device.queue_size_max if session.device else spec.MAX_QUEUE_SIZE
-    split = not session.state.has_virtio(spec.VIRTIO_F_RING_PACKED)
+    limit = ctx.device.queue_size_max if ctx.device else virtio.MAX_QUEUE_SIZE
+    split = not ctx.state.has_virtio(spec.VIRTIO_F_RING_PACKED)
     if ring.started or num == 0 or num > limit or (split and num & (num - 1)):
-        return _refuse(session, msg, f"ring size {num} (limit {limit}, started {ring.started})")
+        return _refuse(ctx, msg, f"ring size {num} (limit {limit}, started {ring.started})")
     ring.num = num
     return None
 
 
-def set_vring_addr(session: Session, msg: Message) -> Reply | None:
-    ring = _ring_or_refuse(session, msg)
+def set_vring_addr(ctx: Context, msg: Message) -> Answer | None:
+    ring = _ring_or_refuse(ctx, msg)
     if ring is None:
-        return Reply.ack(1) if msg.need_reply else None
+        return Answer.ack(1) if msg.need_reply else None
     f = msg.fields
     ring.desc, ring.avail, ring.used = (
         f["desc_user_addr"],
@@ -231,48 +228,48 @@ def set_vring_addr(session: Session, msg: Message) -> Reply | None:
     ring.log_addr, ring.addr_flags = f["log_guest_addr"], f["flags"]
     if ring.started and ring.queue is not None:
         with ring.lock:  # QEMU re-sends addresses with F_LOG when migration starts
-            _refresh_queue(session, ring)
+            _refresh_queue(ctx, ring)
     return None
 
 
-def set_vring_base(session: Session, msg: Message) -> Reply | None:
-    ring = _ring_or_refuse(session, msg)
+def set_vring_base(ctx: Context, msg: Message) -> Answer | None:
+    ring = _ring_or_refuse(ctx, msg)
     if ring is None or ring.started:
-        return Reply.ack(1) if msg.need_reply else None
+        return Answer.ack(1) if msg.need_reply else None
     ring.base = msg.fields["num"]  # split: next avail index; packed: both wrap counters too
     return None
 
 
-def get_vring_base(session: Session, msg: Message) -> Reply:
+def get_vring_base(ctx: Context, msg: Message) -> Answer:
     index = msg.fields.get("index", 0)
-    ring = session.ring(index)
+    ring = ctx.ring(index)
     if ring is None:
-        session.error(f"#{msg.seq} GET_VRING_BASE for unknown ring {index}")
-        return Reply({"index": index, "num": 0})
-    session.stop_ring(ring)
+        ctx.error(f"#{msg.seq} GET_VRING_BASE for unknown ring {index}")
+        return Answer({"index": index, "num": 0})
+    ctx.stop_ring(ring)
     if ring.queue is not None:
         ring.base = ring.queue.base()
     ring.queue = None
     ring.enabled = False
     close_fd(ring.kick_fd)
     ring.kick_fd = None
-    return Reply({"index": index, "num": ring.base})
+    return Answer({"index": index, "num": ring.base})
 
 
-def _fd_for_ring(session: Session, msg: Message) -> tuple[Ring | None, int | None]:
-    ring = _ring(session, msg)
+def _fd_for_ring(ctx: Context, msg: Message) -> tuple[Ring | None, int | None]:
+    ring = _ring(ctx, msg)
     fd = None if msg.fields.get("nofd", True) else msg.take_fd()
     if ring is None:
         close_fd(fd)
-        session.error(f"#{msg.seq} {msg.name} for unknown ring {msg.fields.get('index')}")
+        ctx.error(f"#{msg.seq} {msg.name} for unknown ring {msg.fields.get('index')}")
     return ring, fd
 
 
-def set_vring_kick(session: Session, msg: Message) -> Reply | None:
-    ring, fd = _fd_for_ring(session, msg)
+def set_vring_kick(ctx: Context, msg: Message) -> Answer | None:
+    ring, fd = _fd_for_ring(ctx, msg)
     if ring is None:
-        return Reply.ack(1) if msg.need_reply else None
-    session.stop_ring(ring)
+        return Answer.ack(1) if msg.need_reply else None
+    ctx.stop_ring(ring)
     if ring.queue is not None:  # a new kick fd for a running ring: keep its position
         ring.base = ring.queue.base()
     close_fd(ring.kick_fd)
@@ -280,24 +277,24 @@ def set_vring_kick(session: Session, msg: Message) -> Reply | None:
     ring.broken = None
     try:
         with ring.lock:
-            _build_queue(session, ring)
+            _build_queue(ctx, ring)
     except (AccessError, VirtqueueError) as exc:
         ring.broken = str(exc)
-        session.error(f"ring {ring.index} cannot start: {exc}")
+        ctx.error(f"ring {ring.index} cannot start: {exc}")
         return None
-    if not session.conversation.state.has_virtio(spec.VIRTIO_F_PROTOCOL_FEATURES):
+    if not ctx.conversation.state.has_virtio(spec.VIRTIO_F_PROTOCOL_FEATURES):
         ring.enabled = True
-    session.start_ring(ring)
+    ctx.start_ring(ring)
     return None
 
 
-def _build_queue(session: Session, ring: Ring) -> None:
+def _build_queue(ctx: Context, ring: Ring) -> None:
     """Create the ring's SplitQueue from its addresses (the inflight area resumes it)."""
-    state = session.conversation.state
+    state = ctx.conversation.state
     num = ring.num or 256
-    mem = session.memory
+    mem = ctx.memory
     if state.has_virtio(spec.VIRTIO_F_RING_PACKED):
-        desc_len, avail_len, used_len = packed_ring_sizes(num)
+        desc_len, avail_len, used_len = virtio.packed_ring_sizes(num)
         ring.queue = PackedQueue(
             mem,
             num,
@@ -309,8 +306,8 @@ def _build_queue(session: Session, ring: Ring) -> None:
             base=ring.base,
         )
         return
-    desc_len, avail_len, used_len = ring_sizes(num)
-    inflight = session.inflight.queue(ring.index) if session.inflight else None
+    desc_len, avail_len, used_len = virtio.split_ring_sizes(num)
+    inflight = ctx.inflight.queue(ring.index) if ctx.inflight else None
     if inflight is not None and inflight.queue_size != num:
         inflight = None
     queue = SplitQueue(
@@ -338,133 +335,135 @@ def _build_queue(session: Session, ring: Ring) -> None:
     ring.queue = queue
 
 
-def _refresh_queue(session: Session, ring: Ring) -> None:
+def _refresh_queue(ctx: Context, ring: Ring) -> None:
     """Re-translate a running ring's addresses, keeping its position."""
     old = ring.queue
     if old is None:
         return
-    mem = session.memory
-    sizes = packed_ring_sizes if isinstance(old, PackedQueue) else ring_sizes
-    desc_len, avail_len, used_len = sizes(old.size)
+    mem = ctx.memory
+    packed = isinstance(old, PackedQueue)
+    desc_len, avail_len, used_len = virtio.ring_sizes(old.size, packed)
     try:
-        old.desc = mem.uaddr_to_gpa(ring.desc, desc_len)
-        old.avail = mem.uaddr_to_gpa(ring.avail, avail_len)
-        old.used = mem.uaddr_to_gpa(ring.used, used_len)
+        old.place(
+            mem.uaddr_to_gpa(ring.desc, desc_len),
+            mem.uaddr_to_gpa(ring.avail, avail_len),
+            mem.uaddr_to_gpa(ring.used, used_len),
+        )
     except AccessError as exc:
         ring.broken = str(exc)
-        session.error(f"ring {ring.index}: {exc}")
+        ctx.error(f"ring {ring.index}: {exc}")
 
 
-def _refresh_rings(session: Session) -> None:
-    for ring in session.rings:
+def _refresh_rings(ctx: Context) -> None:
+    for ring in ctx.rings:
         if ring.queue is not None:
-            _refresh_queue(session, ring)
+            _refresh_queue(ctx, ring)
 
 
-def set_vring_call(session: Session, msg: Message) -> Reply | None:
-    ring, fd = _fd_for_ring(session, msg)
+def set_vring_call(ctx: Context, msg: Message) -> Answer | None:
+    ring, fd = _fd_for_ring(ctx, msg)
     if ring is None:
-        return Reply.ack(1) if msg.need_reply else None
+        return Answer.ack(1) if msg.need_reply else None
     ring.set_call(fd)
     return None
 
 
-def set_vring_err(session: Session, msg: Message) -> Reply | None:
-    ring, fd = _fd_for_ring(session, msg)
+def set_vring_err(ctx: Context, msg: Message) -> Answer | None:
+    ring, fd = _fd_for_ring(ctx, msg)
     if ring is None:
-        return Reply.ack(1) if msg.need_reply else None
+        return Answer.ack(1) if msg.need_reply else None
     ring.set_err(fd)
     return None
 
 
-def set_vring_enable(session: Session, msg: Message) -> Reply | None:
-    ring = _ring_or_refuse(session, msg)
+def set_vring_enable(ctx: Context, msg: Message) -> Answer | None:
+    ring = _ring_or_refuse(ctx, msg)
     if ring is None:
-        return Reply.ack(1) if msg.need_reply else None
+        return Answer.ack(1) if msg.need_reply else None
     ring.enabled = msg.fields.get("num") == 1
     if ring.enabled:
-        session.wake_ring(ring)
+        ctx.wake_ring(ring)
     return None
 
 
-def vring_kick(session: Session, msg: Message) -> Reply | None:
-    ring = _ring_or_refuse(session, msg)
+def vring_kick(ctx: Context, msg: Message) -> Answer | None:
+    ring = _ring_or_refuse(ctx, msg)
     if ring is not None:
-        session.wake_ring(ring)
+        ctx.wake_ring(ring)
     return None
 
 
 # -- config, back-end channel ---------------------------------------------------------
 
 
-def get_config(session: Session, msg: Message) -> Reply:
+def get_config(ctx: Context, msg: Message) -> Answer:
     f = msg.fields
     offset, size = f.get("offset", 0), f.get("size", 0)
     if offset + size > spec.MAX_CONFIG_SIZE:
-        session.error(f"#{msg.seq} GET_CONFIG of {size} bytes at {offset}: refused")
-        return Reply({"offset": offset, "size": 0, "flags": f.get("flags", 0), "region": b""})
-    space = session.script.config_space().ljust(spec.MAX_CONFIG_SIZE, b"\0")
+        ctx.error(f"#{msg.seq} GET_CONFIG of {size} bytes at {offset}: refused")
+        return Answer({"offset": offset, "size": 0, "flags": f.get("flags", 0), "region": b""})
+    space = ctx.script.config_space().ljust(spec.MAX_CONFIG_SIZE, b"\0")
     region = space[offset : offset + size]
-    return Reply({"offset": offset, "size": size, "flags": f.get("flags", 0), "region": region})
+    return Answer({"offset": offset, "size": size, "flags": f.get("flags", 0), "region": region})
 
 
-def set_config(session: Session, msg: Message) -> Reply | None:
+def set_config(ctx: Context, msg: Message) -> Answer | None:
     f = msg.fields
-    if session.device is not None and f and f["offset"] + f["size"] <= spec.MAX_CONFIG_SIZE:
-        session.device.write_config(f["offset"], f["region"][: f["size"]])
+    if ctx.device is not None and f and f["offset"] + f["size"] <= spec.MAX_CONFIG_SIZE:
+        ctx.device.write_config(f["offset"], f["region"][: f["size"]])
     return None
 
 
-def set_backend_req_fd(session: Session, msg: Message) -> Reply | None:
+def set_backend_req_fd(ctx: Context, msg: Message) -> Answer | None:
     fd = msg.take_fd()
     if fd is None:
-        return _refuse(session, msg, "no socket fd")
+        return _refuse(ctx, msg, "no socket fd")
     try:
         sock = socket.socket(fileno=fd)
     except OSError as exc:
         close_fd(fd)
-        return _refuse(session, msg, f"fd is not a socket: {exc}")
-    if session.backend is not None:
-        session.backend.close()
-    session.backend = BackendChannel(sock, session)
+        return _refuse(ctx, msg, f"fd is not a socket: {exc}")
+    if ctx.backend is not None:
+        ctx.backend.close()
+    ctx.backend = BackendChannel(sock, ctx)
     return None
 
 
 # -- inflight -------------------------------------------------------------------------
 
 
-def get_inflight_fd(session: Session, msg: Message) -> Reply:
+def get_inflight_fd(ctx: Context, msg: Message) -> Answer:
     f = msg.fields
     num_queues, queue_size = f.get("num_queues", 0), f.get("queue_size", 0)
-    limit = session.device.queue_size_max if session.device else spec.MAX_QUEUE_SIZE
-    failed = Reply(
+    limit = ctx.device.queue_size_max if ctx.device else virtio.MAX_QUEUE_SIZE
+    failed = Answer(
         {"mmap_size": 0, "mmap_offset": 0, "num_queues": num_queues, "queue_size": queue_size}
     )
-    if not 0 < num_queues <= len(session.rings) or not 0 < queue_size <= limit:
-        session.error(f"#{msg.seq} GET_INFLIGHT_FD for {num_queues} x {queue_size}: refused")
+    if not 0 < num_queues <= len(ctx.rings) or not 0 < queue_size <= limit:
+        ctx.error(f"#{msg.seq} GET_INFLIGHT_FD for {num_queues} x {queue_size}: refused")
         return failed
-    if session.inflight is not None:
-        session.inflight.close()  # bad-inputs #6: never keep more than one area
-    area = session.inflight = InflightArea.create(num_queues, queue_size)
+    if ctx.inflight is not None:
+        ctx.inflight.close()  # bad-inputs #6: never keep more than one area
+    area = ctx.inflight = InflightArea.create(num_queues, queue_size)
     fields = {
         "mmap_size": area.size,
         "mmap_offset": 0,
         "num_queues": num_queues,
         "queue_size": queue_size,
     }
-    return Reply(fields, fds=(area.fd,))
+    return Answer(fields, fds=(area.fd,))
 
 
-def set_inflight_fd(session: Session, msg: Message) -> Reply | None:
+def set_inflight_fd(ctx: Context, msg: Message) -> Answer | None:
     fd = msg.take_fd()
     f = msg.fields
     if fd is None or not f:
         close_fd(fd)
-        return _refuse(session, msg, "no memfd")
+        return _refuse(ctx, msg, "no memfd")
     num_queues, queue_size = f["num_queues"], f["queue_size"]
-    if not 0 < num_queues <= len(session.rings) or not 0 < queue_size <= spec.MAX_QUEUE_SIZE:
+    if not 0 < num_queues <= len(ctx.rings) or not 0 < queue_size <= virtio.MAX_QUEUE_SIZE:
         close_fd(fd)  # bad-inputs #7
-        return _refuse(session, msg, f"{num_queues} queues x {queue_size}")
+        return _refuse(ctx, msg, f"{num_queues} queues x {queue_size}")
     try:
         area = InflightArea(
             fd,
@@ -472,64 +471,64 @@ def set_inflight_fd(session: Session, msg: Message) -> Reply | None:
             f["mmap_offset"],
             num_queues,
             queue_size,
-            session.memory.on_violation,
+            ctx.memory.on_violation,
         )
     except (OSError, ValueError) as exc:
         close_fd(fd)
-        return _refuse(session, msg, str(exc))
-    if session.inflight is not None:
-        session.inflight.close()
-    session.inflight = area
+        return _refuse(ctx, msg, str(exc))
+    if ctx.inflight is not None:
+        ctx.inflight.close()
+    ctx.inflight = area
     return None
 
 
 # -- postcopy -------------------------------------------------------------------------
 
 
-def postcopy_advise(session: Session, msg: Message) -> Reply:
-    if session.ufd is not None:
-        close_fd(session.ufd)
-        session.ufd = None
+def postcopy_advise(ctx: Context, msg: Message) -> Answer:
+    if ctx.ufd is not None:
+        close_fd(ctx.ufd)
+        ctx.ufd = None
     try:
-        session.ufd = open_userfaultfd()
+        ctx.ufd = open_userfaultfd()
     except OSError as exc:
-        session.error(f"userfaultfd unavailable: {exc}")
-        return Reply(payload=b"")
+        ctx.error(f"userfaultfd unavailable: {exc}")
+        return Answer(payload=b"")
     log.info("postcopy: userfaultfd created and handed to the front-end")
-    return Reply(payload=b"", fds=(session.ufd,))
+    return Answer(payload=b"", fds=(ctx.ufd,))
 
 
-def postcopy_listen(session: Session, msg: Message) -> Reply:
-    if session.memory.regions:
-        session.error("POSTCOPY_LISTEN with regions already mapped")
-        return Reply({"value": 1}, layout="u64")
-    session.postcopy_listening = True
-    return Reply({"value": 0}, layout="u64")
+def postcopy_listen(ctx: Context, msg: Message) -> Answer:
+    if ctx.memory.regions:
+        ctx.error("POSTCOPY_LISTEN with regions already mapped")
+        return Answer({"value": 1}, layout="u64")
+    ctx.postcopy_listening = True
+    return Answer({"value": 0}, layout="u64")
 
 
-def postcopy_end(session: Session, msg: Message) -> Reply:
+def postcopy_end(ctx: Context, msg: Message) -> Answer:
     log.info("postcopy: ended")
-    session.postcopy_listening = False
-    if session.ufd is not None:
-        close_fd(session.ufd)
-        session.ufd = None
-    return Reply({"value": 0}, layout="u64")
+    ctx.postcopy_listening = False
+    if ctx.ufd is not None:
+        close_fd(ctx.ufd)
+        ctx.ufd = None
+    return Answer({"value": 0}, layout="u64")
 
 
-def postcopy_ack(session: Session, msg: Message) -> None:
+def postcopy_ack(ctx: Context, msg: Message) -> None:
     """The front-end acked our postcopy memory table: register the regions with the ufd."""
-    pending, session.postcopy_pending = session.postcopy_pending, []
+    pending, ctx.postcopy_pending = ctx.postcopy_pending, []
     if msg.fields.get("value", 1) != 0:
-        session.error(f"#{msg.seq} postcopy ack value {msg.fields.get('value')}")
+        ctx.error(f"#{msg.seq} postcopy ack value {msg.fields.get('value')}")
     registered = 0
     for region in pending:
         try:
-            if session.ufd is None:
+            if ctx.ufd is None:
                 raise OSError("no userfaultfd")
-            register_missing(session.ufd, region.map_addr, region.map_length)
+            register_missing(ctx.ufd, region.map_addr, region.map_length)
             registered += 1
         except OSError as exc:
-            session.error(f"postcopy registration of gpa {region.guest_phys_addr:#x}: {exc}")
+            ctx.error(f"postcopy registration of gpa {region.guest_phys_addr:#x}: {exc}")
             with contextlib.suppress(OSError):
                 libc.mprotect(region.map_addr, region.map_length, libc.PROT_READ | libc.PROT_WRITE)
     log.info("postcopy: %d of %d regions registered with the userfaultfd", registered, len(pending))
@@ -539,21 +538,21 @@ def postcopy_ack(session: Session, msg: Message) -> None:
 # -- the rest -------------------------------------------------------------------------
 
 
-def ack_ok(session: Session, msg: Message) -> Reply:
-    return Reply.ack(0)
+def ack_ok(ctx: Context, msg: Message) -> Answer:
+    return Answer.ack(0)
 
 
-def unsupported(session: Session, msg: Message) -> Reply | None:
+def unsupported(ctx: Context, msg: Message) -> Answer | None:
     """Requests this mock does not implement: a failure where a reply is owed."""
     row = msg.row
     if row is None:
-        session.error(f"#{msg.seq} unknown request {msg.request}")
-        return Reply.ack(1) if msg.need_reply else None
+        ctx.error(f"#{msg.seq} unknown request {msg.request}")
+        return Answer.ack(1) if msg.need_reply else None
     if row.reply is spec.Reply.ALWAYS:
-        session.error(f"#{msg.seq} {msg.name} is not implemented; replying with zeros")
+        ctx.error(f"#{msg.seq} {msg.name} is not implemented; replying with zeros")
         layout = payloads.LAYOUTS[row.reply_payload]
-        return Reply(payload=bytes(layout.size or 8))
-    return Reply.ack(1) if msg.need_reply else None
+        return Answer(payload=bytes(layout.size or 8))
+    return Answer.ack(1) if msg.need_reply else None
 
 
 HANDLERS: dict[str, Handler] = {
@@ -594,15 +593,15 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
-def handle(session: Session, msg: Message) -> Reply | None:
+def handle(ctx: Context, msg: Message) -> Answer | None:
     """Dispatch to the default handler of ``msg`` (undecodable payloads are refused)."""
     handler = HANDLERS.get(msg.name)
     if handler is None:
-        return unsupported(session, msg)
+        return unsupported(ctx, msg)
     if msg.analysis.layout not in (None, "empty") and not msg.decoded:
-        session.error(f"#{msg.seq} {msg.name}: payload undecodable, not acted on")
+        ctx.error(f"#{msg.seq} {msg.name}: payload undecodable, not acted on")
         row = msg.row
         if row is not None and row.reply is spec.Reply.ALWAYS:
-            return unsupported(session, msg)
-        return Reply.ack(1) if msg.need_reply else None
-    return handler(session, msg)
+            return unsupported(ctx, msg)
+        return Answer.ack(1) if msg.need_reply else None
+    return handler(ctx, msg)

@@ -6,10 +6,8 @@ one. The back-end marks each descriptor chain in flight when it pops it and clea
 mark when it pushes the chain back, so a restarted back-end knows which requests the
 previous one took but never finished, and submits them again.
 
-Per queue, aligned to 64 bytes (libvhost-user ``vu_inflight_queue_size``)::
-
-    u64 features; u16 version; u16 desc_num; u16 last_batch_head; u16 used_idx;
-    desc[desc_num]: u8 inflight; u8 padding[5]; u16 next; u64 counter
+Per queue, ``vu_inflight_queue_size(queue_size)`` bytes: a ``VuVirtqInflight`` header
+and ``VuDescStateSplit`` entries (the layouts are in :mod:`vhtrace.protocol.virtio`).
 
 Values read back from the area are not trusted (bad-inputs #16: a ``last_batch_head``
 beyond ``desc_num``). Nor is its size (issue 17, point 12): the area the mock creates is
@@ -29,20 +27,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mockbackend.memory import MemoryShrunk, fd_size, sealed_against_shrinking
+from vhtrace.protocol import virtio
+from vhtrace.protocol.virtio import (
+    INFLIGHT_COUNTER_OFFSET,
+    INFLIGHT_DESC_NUM_OFFSET,
+    INFLIGHT_LAST_BATCH_HEAD_OFFSET,
+    INFLIGHT_SPLIT_DESC,
+    INFLIGHT_SPLIT_HEADER,
+    INFLIGHT_USED_IDX_OFFSET,
+    INFLIGHT_VERSION,
+    INFLIGHT_VERSION_OFFSET,
+    inflight_queue_region_size,
+    inflight_split_desc_offset,
+)
 
-ALIGNMENT = 64
-VERSION = 1
-HEADER = struct.Struct("<QHHHH")
-DESC = struct.Struct("<B5xHQ")
-DESC_STATE_SIZE = 16
 F_ADD_SEALS = 1033
 SEALS = 0x0001 | 0x0002 | 0x0004  # F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW, as QEMU's
-
-
-def queue_region_size(queue_size: int) -> int:
-    """libvhost-user's size of one queue's region (room for the 16-byte header kept)."""
-    raw = max(DESC_STATE_SIZE * queue_size + 2, HEADER.size + DESC_STATE_SIZE * queue_size)
-    return (raw + ALIGNMENT - 1) // ALIGNMENT * ALIGNMENT
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +82,7 @@ class InflightQueue:
         return fmt.unpack(data)
 
     def _header(self) -> tuple[int, int, int, int, int]:
-        return self._read(HEADER, 0)  # type: ignore[return-value]
+        return self._read(INFLIGHT_SPLIT_HEADER, 0)  # type: ignore[return-value]
 
     def _set(self, fmt: str, offset: int, value: int) -> None:
         if self.fd is None:
@@ -109,35 +109,35 @@ class InflightQueue:
 
     def desc(self, index: int) -> tuple[int, int, int]:
         """(inflight, next, counter) of a descriptor's state."""
-        return self._read(DESC, HEADER.size + DESC_STATE_SIZE * index)  # type: ignore[return-value]
+        return self._read(INFLIGHT_SPLIT_DESC, inflight_split_desc_offset(index))  # type: ignore[return-value]
 
     def get(self, head: int) -> None:
         """The chain at ``head`` was popped: mark it in flight."""
-        offset = HEADER.size + DESC_STATE_SIZE * head
-        self._set("<Q", offset + 8, self.counter)
+        offset = inflight_split_desc_offset(head)
+        self._set("<Q", offset + INFLIGHT_COUNTER_OFFSET, self.counter)
         self.counter += 1
         self._set("<B", offset, 1)
 
     def pre_put(self, head: int) -> None:
-        self._set("<H", 12, head)
+        self._set("<H", INFLIGHT_LAST_BATCH_HEAD_OFFSET, head)
 
     def post_put(self, head: int, used_idx: int) -> None:
-        self._set("<B", HEADER.size + DESC_STATE_SIZE * head, 0)
-        self._set("<H", 14, used_idx)
+        self._set("<B", inflight_split_desc_offset(head), 0)
+        self._set("<H", INFLIGHT_USED_IDX_OFFSET, used_idx)
 
     def resume(self, ring_used_idx: int) -> Resume | None:
         """After SET_VRING_KICK: None for a fresh area, else what to resubmit."""
         _, version, desc_num, last_batch_head, used_idx = self._header()
         if version == 0:
-            self._set("<H", 8, VERSION)
-            self._set("<H", 10, self.queue_size)
+            self._set("<H", INFLIGHT_VERSION_OFFSET, INFLIGHT_VERSION)
+            self._set("<H", INFLIGHT_DESC_NUM_OFFSET, self.queue_size)
             return None
         desc_num = min(desc_num, self.queue_size)
         if used_idx != ring_used_idx:
             # The last push reached the used ring but not the area: it is done.
             if last_batch_head < desc_num:
-                self._set("<B", HEADER.size + DESC_STATE_SIZE * last_batch_head, 0)
-            self._set("<H", 14, ring_used_idx)
+                self._set("<B", inflight_split_desc_offset(last_batch_head), 0)
+            self._set("<H", INFLIGHT_USED_IDX_OFFSET, ring_used_idx)
         pending = []
         for index in range(desc_num):
             inflight, _, counter = self.desc(index)
@@ -145,7 +145,9 @@ class InflightQueue:
                 pending.append((counter, index))
         pending.sort()
         self.counter = pending[-1][0] + 1 if pending else 0
-        return Resume((ring_used_idx + len(pending)) & 0xFFFF, [head for _, head in pending])
+        return Resume(
+            (ring_used_idx + len(pending)) & virtio.INDEX_MASK, [head for _, head in pending]
+        )
 
 
 class InflightArea:
@@ -160,7 +162,7 @@ class InflightArea:
         queue_size: int,
         on_violation: Callable[[str, str], None] | None = None,
     ) -> None:
-        step = queue_region_size(queue_size)
+        step = inflight_queue_region_size(queue_size)
         if num_queues * step > size:
             raise ValueError(
                 f"area of {size} bytes is too small for {num_queues} queues of {queue_size}"
@@ -204,7 +206,7 @@ class InflightArea:
     @classmethod
     def create(cls, num_queues: int, queue_size: int) -> InflightArea:
         """A new zeroed area in a fresh memfd (GET_INFLIGHT_FD)."""
-        size = queue_region_size(queue_size) * num_queues
+        size = inflight_queue_region_size(queue_size) * num_queues
         fd = os.memfd_create("mockbackend-inflight", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         os.ftruncate(fd, size)
         fcntl.fcntl(fd, F_ADD_SEALS, SEALS)  # whoever gets it cannot shrink it under us

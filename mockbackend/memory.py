@@ -41,10 +41,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mockbackend import libc
+from vhtrace.protocol.spec import PAGE_SIZE
 
 log = logging.getLogger("mockbackend")
 
-PAGE = 0x1000
 F_GET_SEALS = 1034
 F_SEAL_SHRINK = 0x0002
 
@@ -152,7 +152,7 @@ class DirtyLog:
     def mark(self, gpa: int, length: int) -> None:
         if length <= 0 or self.shrunk:
             return
-        first, last = gpa // PAGE, (gpa + length - 1) // PAGE
+        first, last = gpa // PAGE_SIZE, (gpa + length - 1) // PAGE_SIZE
         with self._lock:
             if self.sealed:
                 for page in range(first, last + 1):

@@ -1,9 +1,11 @@
-"""What scripts see and return: a received :class:`Message` and the :class:`Reply` to send.
+"""What scripts see and return: a received :class:`Message` and the :class:`Answer` to send.
 
 A Message is one front-end message (or a front-end reply on the back-end channel) with
 what :class:`vhtrace.protocol.conversation.Conversation` made of it: its name, decoded
-fields and findings. A Reply is what a handler wants sent back; it is encoded with the
-protocol model's layouts, and every header field can be overridden to build a wrong one.
+fields and findings. An Answer is the reply a handler wants sent back; it is encoded with
+the protocol model's layouts, and every header field can be overridden to build a wrong
+one. (It was called ``Reply``, which :class:`vhtrace.protocol.spec.Reply`, the reply rule
+of a request, is also called; ``Reply`` stays importable as its old name.)
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ class Message:
 
 
 @dataclass(slots=True)
-class Reply:
+class Answer:
     """A reply to send. By default a well-formed one; any part can be made wrong.
 
     ``fields`` are encoded with ``layout`` (default: the request's reply layout);
@@ -115,12 +117,12 @@ class Reply:
     close_fds: bool = False
 
     @classmethod
-    def ack(cls, value: int = 0) -> Reply:
+    def ack(cls, value: int = 0) -> Answer:
         """The u64 of REPLY_ACK (0 success, anything else failure)."""
         return cls({"value": value}, layout="ack")
 
     @classmethod
-    def u64(cls, value: int) -> Reply:
+    def u64(cls, value: int) -> Answer:
         return cls({"value": value}, layout="u64")
 
     def frame(self, msg_request: int, default_layout: str, ctx: PayloadContext) -> Frame:
@@ -133,6 +135,10 @@ class Reply:
         request = msg_request if self.request is None else self.request
         size = len(payload) if self.size is None else self.size
         return Frame(request, flags, size, payload, tuple(self.fds))
+
+
+Reply = Answer
+"""The old name of :class:`Answer` (scripts written before the rename keep working)."""
 
 
 def build_request(

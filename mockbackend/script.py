@@ -2,7 +2,7 @@
 
 A :class:`Script` is a passive description; :class:`mockbackend.server.MockBackend` runs
 it against one connection at a time. Everything a handler or hook receives is the
-running :class:`mockbackend.session.Session` (called ``ctx``) and the
+connection's :class:`mockbackend.context.Context` (called ``ctx``) and the
 :class:`~mockbackend.messages.Message`::
 
     script = Script(BlkDevice("disk.img"))
@@ -10,8 +10,8 @@ running :class:`mockbackend.session.Session` (called ``ctx``) and the
 
     @script.on("GET_CONFIG")                # replace the default handling
     def config(ctx, msg):
-        reply = ctx.default(msg)            # what the mock would have sent
-        return reply
+        answer = ctx.default(msg)           # what the mock would have sent
+        return answer
 
     @script.after("SET_VRING_ENABLE")       # hooks run before/after the handling
     def started(ctx, msg, reply):
@@ -28,25 +28,28 @@ from __future__ import annotations
 
 import os
 import runpy
-import traceback
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from mockbackend.context import AfterHook, BeforeHook, Handler
 from mockbackend.devices.base import Device
+from mockbackend.errors import describe_exception
 from mockbackend.expect import Expectation
 from mockbackend.faults import Armed, Fault, UnknownRequest
-from mockbackend.messages import Message, Reply
 from vhtrace.protocol import spec
 from vhtrace.protocol.spec import ProtocolFeature
 
-if TYPE_CHECKING:
-    from mockbackend.session import Session
-
-Handler = Callable[["Session", Message], Reply | None]
-BeforeHook = Callable[["Session", Message], None]
-AfterHook = Callable[["Session", Message, Reply | None], None]
+__all__ = [
+    "AfterHook",
+    "BeforeHook",
+    "Handler",
+    "Script",
+    "ScriptError",
+    "describe_exception",
+    "load_script_file",
+]
 
 PF = ProtocolFeature
 DEFAULT_PROTOCOL_FEATURES = (
@@ -193,7 +196,7 @@ class Script:
         self.expectations.append(expectation)
         return expectation
 
-    # -- lookups used by the session ----------------------------------------------
+    # -- lookups used by the connection loop -----------------------------------------
 
     def hooks_before(self, name: str) -> list[BeforeHook]:
         return [*self.before_hooks.get("*", ()), *self.before_hooks.get(name, ())]
@@ -204,38 +207,6 @@ class Script:
 
 class ScriptError(Exception):
     """A script file that does not load, in one line: its file, the line and the error."""
-
-
-_OWN_DIRS = tuple(os.path.dirname(os.path.abspath(p)) + os.sep for p in (__file__, spec.__file__))
-"""mockbackend/ and vhtrace/protocol/: frames there are not the script's."""
-
-
-def _error_text(exc: BaseException) -> str:
-    if isinstance(exc, UnknownRequest):
-        return str(exc)
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def describe_exception(exc: BaseException, path: Path | str | None = None) -> str:
-    """``FILE, line N: Error: text`` for an exception raised by script code.
-
-    The line is the last one in ``path`` (when given), else the innermost one outside
-    mockbackend's own code, else the innermost one."""
-    if isinstance(exc, SyntaxError) and exc.filename:
-        return f"{exc.filename}, line {exc.lineno}: SyntaxError: {exc.msg}"
-    frames = traceback.extract_tb(exc.__traceback__)
-    chosen = None
-    if path is not None:
-        wanted = os.path.abspath(path)
-        mine = [f for f in frames if os.path.abspath(f.filename) == wanted]
-        chosen = mine[-1] if mine else None
-    if chosen is None:
-        theirs = [f for f in frames if not os.path.abspath(f.filename).startswith(_OWN_DIRS)]
-        chosen = theirs[-1] if theirs else (frames[-1] if frames else None)
-    if chosen is None:
-        return f"{path}: {_error_text(exc)}" if path is not None else _error_text(exc)
-    return f"{chosen.filename}, line {chosen.lineno}: {_error_text(exc)}"
 
 
 def load_script_file(path: Path | str, script: Script) -> Script:

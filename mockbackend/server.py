@@ -2,7 +2,8 @@
 
 As a server the socket file is created with mode 0600 (umask), as a client it connects
 to a front-end that listens (QEMU's ``server=on`` chardev), retrying for a while. Each
-connection gets a fresh :class:`~mockbackend.session.Session`; the script (and its
+connection gets a fresh :class:`~mockbackend.loop.ConnectionLoop` (and so a fresh
+:class:`~mockbackend.context.Context`); the script (and its
 device) lives across connections, which is what reconnection needs.
 """
 
@@ -10,52 +11,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import socket
-import stat
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-from mockbackend.report import Report
+from mockbackend.connection_report import Report
+from mockbackend.context import Context
+from mockbackend.loop import ConnectionLoop
 from mockbackend.script import Script
-from mockbackend.session import Session
+from vhtrace.wire import connect_unix, listen_unix
 
 log = logging.getLogger("mockbackend")
 
-
-def listen(path: Path | str) -> socket.socket:
-    """A listening unix socket at ``path`` that only its owner may connect to."""
-    path = Path(path)
-    with contextlib.suppress(FileNotFoundError):
-        if stat.S_ISSOCK(os.lstat(path).st_mode):
-            path.unlink()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o177)
-    try:
-        sock.bind(str(path))
-    finally:
-        os.umask(old)
-    sock.listen(1)
-    return sock
-
-
-def connect(
-    path: Path | str, timeout: float = 30.0, stop: Callable[[], bool] | None = None
-) -> socket.socket:
-    """Connect to a listening front-end, retrying until ``timeout`` (or until ``stop()``)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.connect(str(path))
-            return sock
-        except (FileNotFoundError, ConnectionRefusedError):
-            sock.close()
-            if time.monotonic() > deadline or (stop is not None and stop()):
-                raise
-            time.sleep(0.05)
+CONNECT_TIMEOUT = 30.0
+"""As a client, how long to wait for a front-end to listen."""
 
 
 class MockBackend:
@@ -64,12 +33,18 @@ class MockBackend:
     def __init__(self, script: Script) -> None:
         self.script = script
         self.reports: list[Report] = []
-        self.session: Session | None = None
+        self.loop: ConnectionLoop | None = None
+        """The connection being served (the last one once it ended)."""
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stop = False
         self.sessions_done = 0
         """Connections served to their end."""
+
+    @property
+    def ctx(self) -> Context | None:
+        """The context of the connection being served (the last one once it ended)."""
+        return self.loop.ctx if self.loop is not None else None
 
     @property
     def stopped(self) -> bool:
@@ -78,8 +53,8 @@ class MockBackend:
 
     def serve_connection(self, sock: socket.socket) -> Report:
         """Serve one connected socket until it closes."""
-        self.session = Session(sock, self.script)
-        report = self.session.run()
+        self.loop = ConnectionLoop(sock, self.script)
+        report = self.loop.run()
         self.sessions_done += 1
         self.reports.append(report)
         log.debug("%s", report.render())
@@ -94,14 +69,16 @@ class MockBackend:
                 if self._stop:
                     break
                 try:
-                    sock = connect(path, stop=lambda: self._stop)
+                    sock = connect_unix(
+                        path, CONNECT_TIMEOUT, stop=lambda: self._stop, interval=0.05
+                    )
                 except OSError:
                     if self._stop:
                         break
                     raise
                 self.serve_connection(sock)
             return self.reports
-        self._listener = listen(path)
+        self._listener = listen_unix(path)
         try:
             count = 0
             while not self._stop and (sessions is None or count < sessions):
@@ -122,7 +99,7 @@ class MockBackend:
     ) -> MockBackend:
         """Serve in a background thread (tests); a listening socket exists on return."""
         if not client:
-            self._listener = listen(path)
+            self._listener = listen_unix(path)
             listener = self._listener
 
             def run() -> None:
@@ -154,16 +131,16 @@ class MockBackend:
         """Stop accepting, end the current connection (its report says ``reason``),
         wait for the thread. Safe to call from a signal handler (``timeout=0``)."""
         self._stop = True
-        session = self.session
-        if session is not None and not session.report.closed_by:
-            session.report.closed_by = reason
+        loop = self.loop
+        if loop is not None and not loop.report.closed_by:
+            loop.report.closed_by = reason
         if self._listener is not None:
             with contextlib.suppress(OSError):
                 self._listener.shutdown(socket.SHUT_RDWR)
             self._listener.close()
-        if self.session is not None:
+        if loop is not None:
             with contextlib.suppress(OSError):
-                self.session.sock.shutdown(socket.SHUT_RDWR)
+                loop.sock.shutdown(socket.SHUT_RDWR)
         if self._thread is not None:
             self._thread.join(timeout)
         return self.reports

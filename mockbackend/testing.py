@@ -1,7 +1,7 @@
 """A fake vhost-user front-end for tests and benchmarks: a socketpair, guest RAM in a
 memfd, a driver.
 
-The mock back-end runs its :class:`~mockbackend.session.Session` on a thread over one end
+The mock back-end runs its :class:`~mockbackend.loop.ConnectionLoop` on a thread over one end
 of a socketpair; the test speaks the protocol on the other end with the protocol model's
 encoder, exactly as QEMU would (fds on the header's first byte). :class:`Driver` plays
 the guest's virtio driver: it writes descriptors and avail entries into the memfd and
@@ -13,18 +13,18 @@ from __future__ import annotations
 import mmap
 import os
 import socket
-import struct
 import threading
 import time
 from dataclasses import dataclass
 
-from mockbackend.report import Report
+from mockbackend.connection_report import Report
+from mockbackend.context import Context
+from mockbackend.loop import ConnectionLoop
 from mockbackend.script import Script
-from mockbackend.session import Session
 from vhtrace import wire
-from vhtrace.protocol import payloads, spec
+from vhtrace.protocol import payloads, spec, virtio
+from vhtrace.protocol.connection import Connection
 from vhtrace.protocol.framing import Frame
-from vhtrace.protocol.messages import build
 
 MiB = 1 << 20
 GUEST_SIZE = 4 * MiB
@@ -33,22 +33,25 @@ UADDR = 0x7F00_0000_0000
 
 
 class FakeFrontend:
-    """Speaks to a mock back-end session running on a thread."""
+    """Speaks to a mock back-end connection served on a thread."""
 
     def __init__(self, script: Script) -> None:
         self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(10)
-        self.session = Session(theirs, script)
+        self.loop = ConnectionLoop(theirs, script)
+        self.ctx: Context = self.loop.ctx
+        """The mock's side of the connection (what its handlers see as ``ctx``)."""
         self.report: Report | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
-        self.reader = wire.MessageReader(self.sock)
+        self.connection = Connection(spec.Side.FRONTEND)
+        self.reader = wire.ConnectionReader(self.sock, self.connection)
         self.mem_fd = os.memfd_create("guest", os.MFD_CLOEXEC)
         os.ftruncate(self.mem_fd, GUEST_SIZE)
         self.ram = mmap.mmap(self.mem_fd, GUEST_SIZE)
 
     def _run(self) -> None:
-        self.report = self.session.run()
+        self.report = self.loop.run()
 
     # -- messages ------------------------------------------------------------------
 
@@ -60,15 +63,17 @@ class FakeFrontend:
         need_reply: bool = False,
         fds: tuple[int, ...] = (),
     ) -> None:
-        wire.send_frame(self.sock, build(name, fields, need_reply=need_reply, fds=fds))
+        frame, _ = self.connection.send(name, fields, need_reply=need_reply, fds=fds)
+        wire.send_frame(self.sock, frame)
 
     def send_frame(self, frame: Frame) -> None:
+        self.connection.sending(frame)
         wire.send_frame(self.sock, frame)
 
     def read(self) -> Frame:
-        frame = self.reader.read()
-        assert frame is not None, "the back-end closed the connection"
-        return frame
+        received = self.reader.read()
+        assert received is not None, "the back-end closed the connection"
+        return received.frame
 
     def ask(
         self,
@@ -93,7 +98,7 @@ class FakeFrontend:
     def close(self) -> Report:
         self.sock.close()
         self.thread.join(10)
-        assert self.report is not None, "session did not end"
+        assert self.report is not None, "the connection did not end"
         self.ram.close()
         os.close(self.mem_fd)
         return self.report
@@ -172,8 +177,8 @@ class Driver:
     def write_desc(
         self, index: int, addr: int, length: int, flags: int, nxt: int, table: int | None = None
     ) -> None:
-        base = (self.desc if table is None else table) + 16 * index
-        self.ram[base : base + 16] = struct.pack("<QIHH", addr, length, flags, nxt)
+        base = (self.desc if table is None else table) + virtio.DESC_SIZE * index
+        virtio.DESC.pack_into(self.ram, base, addr, length, flags, nxt)
 
     def chain(self, parts: list[tuple[int, int, bool]]) -> int:
         """Descriptors for (addr, len, writable) parts, chained; the head index."""
@@ -182,21 +187,22 @@ class Driver:
             index = self.next_desc
             self.next_desc += 1
             last = i == len(parts) - 1
-            flags = (2 if writable else 0) | (0 if last else 1)
+            flags = (virtio.DESC_F_WRITE if writable else 0) | (0 if last else virtio.DESC_F_NEXT)
             self.write_desc(index, addr, length, flags, index + 1)
         return head
 
     def make_available(self, head: int) -> None:
-        slot = self.avail + 4 + 2 * (self.avail_idx % self.size)
-        self.ram[slot : slot + 2] = struct.pack("<H", head)
-        self.avail_idx = (self.avail_idx + 1) & 0xFFFF
-        self.ram[self.avail + 2 : self.avail + 4] = struct.pack("<H", self.avail_idx)
+        slot = self.avail + virtio.avail_entry_offset(self.avail_idx % self.size)
+        virtio.U16.pack_into(self.ram, slot, head)
+        self.avail_idx = (self.avail_idx + 1) & virtio.INDEX_MASK
+        virtio.U16.pack_into(self.ram, self.avail + virtio.RING_IDX_OFFSET, self.avail_idx)
 
     def used_idx(self) -> int:
-        return struct.unpack_from("<H", self.ram, self.used + 2)[0]
+        return virtio.U16.unpack_from(self.ram, self.used + virtio.RING_IDX_OFFSET)[0]
 
     def used_entry(self, slot: int) -> tuple[int, int]:
-        return struct.unpack_from("<II", self.ram, self.used + 4 + 8 * (slot % self.size))
+        at = self.used + virtio.used_elem_offset(slot % self.size)
+        return virtio.USED_ELEM.unpack_from(self.ram, at)
 
     def read(self, addr: int, length: int) -> bytes:
         return bytes(self.ram[addr : addr + length])

@@ -21,27 +21,30 @@ pass an :class:`mockbackend.inflight.InflightQueue` and every pop/push is record
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from vhtrace.memory.descriptors import DESC_SIZE, F_INDIRECT, F_NEXT, F_WRITE
-from vhtrace.memory.split import (
+from vhtrace.protocol import virtio
+from vhtrace.protocol.virtio import (
     AVAIL_F_NO_INTERRUPT,
-    USED_F_NO_NOTIFY,
-    avail_size,
-    desc_table_size,
-    used_size,
+    DESC,
+    DESC_F_INDIRECT,
+    DESC_F_NEXT,
+    DESC_F_WRITE,
+    DESC_SIZE,
+    INDEX_MASK,
+    MAX_QUEUE_SIZE,
+    U16,
+    USED_ELEM,
+    need_event,
 )
-from vhtrace.protocol.spec import MAX_QUEUE_SIZE
+
+_U16_SIZE = U16.size
+_ELEM_SIZE = USED_ELEM.size
 
 if TYPE_CHECKING:
     from mockbackend.inflight import InflightQueue
-
-_DESC = struct.Struct("<QIHH")
-_U16 = struct.Struct("<H")
-_USED_ELEM = struct.Struct("<II")
 
 
 class VirtqueueError(Exception):
@@ -95,11 +98,6 @@ class Chain:
     @property
     def writable_bytes(self) -> int:
         return sum(b.length for b in self.writable)
-
-
-def need_event(event: int, new: int, old: int) -> bool:
-    """vring_need_event: did the used index cross ``event`` going from old to new?"""
-    return (new - event - 1) & 0xFFFF < (new - old) & 0xFFFF
 
 
 def buffer_views(mem: MemoryAccess, buffers: list[Buffer]) -> list[memoryview]:
@@ -158,31 +156,40 @@ class SplitQueue:
         last_avail_idx: int = 0,
         inflight: InflightQueue | None = None,
     ) -> None:
-        if size == 0 or size > MAX_QUEUE_SIZE or size & (size - 1):
-            raise VirtqueueError(f"queue size {size} is not a power of two up to 32768")
+        if size > MAX_QUEUE_SIZE or not virtio.is_power_of_two(size):
+            raise VirtqueueError(f"queue size {size} is not a power of two up to {MAX_QUEUE_SIZE}")
         self.mem = mem
         self.size = size
-        self.desc = desc
-        self.avail = avail
-        self.used = used
+        self.place(desc, avail, used)
         self.event_idx = event_idx
         self.indirect = indirect
-        self.last_avail_idx = last_avail_idx & 0xFFFF
-        self.used_idx = _U16.unpack(mem.read(used + 2, 2))[0]
+        self.last_avail_idx = last_avail_idx & INDEX_MASK
+        self.used_idx = U16.unpack(self.mem.read(self._used_idx_at, _U16_SIZE))[0]
         self.inflight = inflight
         self.inuse = 0
         self.resubmit: list[int] = []
         """Heads to hand out again before new ones (in-flight at the last disconnect)."""
         self._signalled_used: int | None = None
 
+    def place(self, desc: int, avail: int, used: int) -> None:
+        """Where the ring's three parts are (again, after SET_VRING_ADDR or a new memory
+        table); the addresses of the fields used on every request are worked out here."""
+        self.desc, self.avail, self.used = desc, avail, used
+        self._avail_idx_at = avail + virtio.RING_IDX_OFFSET
+        self._avail_ring_at = avail + virtio.avail_entry_offset(0)
+        self._used_event_at = avail + virtio.used_event_offset(self.size)
+        self._used_idx_at = used + virtio.RING_IDX_OFFSET
+        self._used_ring_at = used + virtio.used_elem_offset(0)
+        self._avail_event_at = used + virtio.avail_event_offset(self.size)
+
     # -- the available side ----------------------------------------------------
 
     def avail_idx(self) -> int:
-        return _U16.unpack(self.mem.read(self.avail + 2, 2))[0]
+        return U16.unpack(self.mem.read(self._avail_idx_at, _U16_SIZE))[0]
 
     def pending(self) -> int:
         """Chains available and not yet popped."""
-        count = (self.avail_idx() - self.last_avail_idx) & 0xFFFF
+        count = (self.avail_idx() - self.last_avail_idx) & INDEX_MASK
         if count > self.size:
             raise VirtqueueError(
                 f"avail idx {self.avail_idx()} is {count} ahead of {self.last_avail_idx}, "
@@ -199,14 +206,14 @@ class SplitQueue:
         if self.pending() == 0:
             return None
         slot = self.last_avail_idx % self.size
-        head = _U16.unpack(self.mem.read(self.avail + 4 + 2 * slot, 2))[0]
+        head = U16.unpack(self.mem.read(self._avail_ring_at + _U16_SIZE * slot, _U16_SIZE))[0]
         if head >= self.size:
             raise VirtqueueError(f"avail ring entry {slot} names descriptor {head} of {self.size}")
         chain = self.read_chain(head)
-        self.last_avail_idx = (self.last_avail_idx + 1) & 0xFFFF
+        self.last_avail_idx = (self.last_avail_idx + 1) & INDEX_MASK
         self.inuse += 1
         if self.event_idx:
-            self._write_u16(self.used + 4 + 8 * self.size, self.last_avail_idx)
+            self._write_u16(self._avail_event_at, self.last_avail_idx)
         if self.inflight is not None:
             self.inflight.get(head)
         return chain
@@ -221,8 +228,10 @@ class SplitQueue:
             seen += 1
             if seen > limit:
                 raise VirtqueueError(f"chain from descriptor {head} is longer than {limit}: loop")
-            addr, length, flags, nxt = _DESC.unpack(self.mem.read(table + DESC_SIZE * index, 16))
-            if flags & F_INDIRECT:
+            addr, length, flags, nxt = DESC.unpack(
+                self.mem.read(table + DESC_SIZE * index, DESC_SIZE)
+            )
+            if flags & DESC_F_INDIRECT:
                 if indirect_done or table != self.desc:
                     raise VirtqueueError("indirect descriptor inside an indirect table")
                 if not self.indirect:
@@ -231,12 +240,12 @@ class SplitQueue:
                     )
                 if length == 0 or length % DESC_SIZE or length > DESC_SIZE * MAX_QUEUE_SIZE:
                     raise VirtqueueError(f"indirect table of {length} bytes")
-                if flags & F_NEXT:
+                if flags & DESC_F_NEXT:
                     raise VirtqueueError("indirect descriptor with NEXT set")
                 table, limit, index, seen, indirect_done = addr, length // DESC_SIZE, 0, 0, True
                 continue
-            chain.add(Buffer(addr, length), bool(flags & F_WRITE))
-            if not flags & F_NEXT:
+            chain.add(Buffer(addr, length), bool(flags & DESC_F_WRITE))
+            if not flags & DESC_F_NEXT:
                 return chain
             if nxt >= limit:
                 raise VirtqueueError(f"descriptor {index} chains to {nxt}, beyond {limit}")
@@ -250,10 +259,10 @@ class SplitQueue:
         if self.inflight is not None:
             self.inflight.pre_put(chain.head)
         self._log_written(chain, written)
-        entry = self.used + 4 + 8 * slot
-        self.mem.write(entry, _USED_ELEM.pack(chain.head, written))
-        self.used_idx = (self.used_idx + 1) & 0xFFFF
-        self._write_u16(self.used + 2, self.used_idx)
+        entry = self._used_ring_at + _ELEM_SIZE * slot
+        self.mem.write(entry, USED_ELEM.pack(chain.head, written))
+        self.used_idx = (self.used_idx + 1) & INDEX_MASK
+        self._write_u16(self._used_idx_at, self.used_idx)
         self.inuse = max(0, self.inuse - 1)
         if self.inflight is not None:
             self.inflight.post_put(chain.head, self.used_idx)
@@ -265,31 +274,27 @@ class SplitQueue:
     def should_notify(self) -> bool:
         """Whether the driver wants an interrupt for what was pushed since the last one."""
         if not self.event_idx:
-            flags = _U16.unpack(self.mem.read(self.avail, 2))[0]
-            return not flags & AVAIL_F_NO_INTERRUPT
+            return not U16.unpack(self.mem.read(self.avail, _U16_SIZE))[0] & AVAIL_F_NO_INTERRUPT
         old, new = self._signalled_used, self.used_idx
         self._signalled_used = new
-        used_event = _U16.unpack(self.mem.read(self.avail + 4 + 2 * self.size, 2))[0]
-        return old is None or need_event(used_event, new, old)
+        return old is None or need_event(
+            U16.unpack(self.mem.read(self._used_event_at, _U16_SIZE))[0], new, old
+        )
 
     def set_notification(self, enable: bool) -> None:
         """Ask the driver for kicks (or not), through avail_event or the used flags."""
         if self.event_idx:
             if enable:
-                self._write_u16(self.used + 4 + 8 * self.size, self.avail_idx())
+                self._write_u16(self._avail_event_at, self.avail_idx())
             return
-        flags = _U16.unpack(self.mem.read(self.used, 2))[0]
-        flags = flags & ~USED_F_NO_NOTIFY if enable else flags | USED_F_NO_NOTIFY
+        flags = U16.unpack(self.mem.read(self.used, _U16_SIZE))[0]
+        no_notify = virtio.USED_F_NO_NOTIFY
+        flags = flags & ~no_notify if enable else flags | no_notify
         self._write_u16(self.used, flags)
 
     def _write_u16(self, addr: int, value: int) -> None:
-        self.mem.write(addr, _U16.pack(value & 0xFFFF))
+        self.mem.write(addr, U16.pack(value & INDEX_MASK))
 
     def base(self) -> int:
         """GET_VRING_BASE's num: the next avail index."""
         return self.last_avail_idx
-
-
-def ring_sizes(size: int) -> tuple[int, int, int]:
-    """Bytes of the descriptor table, avail ring and used ring (with event fields)."""
-    return desc_table_size(size), avail_size(size), used_size(size)

@@ -11,15 +11,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
+from vhtrace.protocol import device_inference, peers, spec
 from vhtrace.protocol.conversation import (
     CUT_HEADER,
     Analysis,
     Conversation,
     WireMessage,
-    decode_payload,
 )
+from vhtrace.protocol.device_inference import Inference
 from vhtrace.protocol.findings import Finding
 from vhtrace.protocol.framing import unpack_header
 from vhtrace.protocol.spec import HEADER_SIZE, Channel, DeviceType, Side
@@ -37,7 +37,9 @@ _CHANNELS = {c.value: c for c in Channel}
 _new_tuple = tuple.__new__
 _CUT = fmt.MESSAGE_OVERSIZED | fmt.MESSAGE_INCOMPLETE
 _SIDES = {s.value: s for s in Side}
-_MAIN, _FRONTEND = Channel.MAIN, Side.FRONTEND
+_MAIN, _FRONTEND, _BACKEND = Channel.MAIN, Side.FRONTEND, Side.BACKEND
+_GET_FEATURES = spec.lookup_request("GET_FEATURES")[1]  # type: ignore[index]
+_GET_CONFIG = spec.lookup_request("GET_CONFIG")[1]  # type: ignore[index]
 """The defaults, as globals: an enum member read off its class is slow in Python 3.11."""
 
 SESSION_START = "session-start"
@@ -50,28 +52,6 @@ class AnalysedMessage:
     wire: WireMessage
     """The header fields, decoded once."""
     analysis: Analysis
-
-
-AnalysisToken = tuple[Any, ...]
-"""What another process needs to rebuild an analysis from the record: all of it but the
-decoded payload, which is a function of the record, the layout and the context."""
-
-
-def analysis_token(analysis: Analysis) -> AnalysisToken:
-    return (analysis.seq, analysis.role, analysis.name, analysis.layout, analysis.context,
-            analysis.answers, analysis.findings or None)  # fmt: skip
-
-
-def rebuild(record: MessageRecord, token: AnalysisToken) -> AnalysedMessage:
-    """The AnalysedMessage that analysis_token was taken from, made again from its record."""
-    seq, role, name, layout, context, answers, findings = token
-    if seq != record.seq:
-        raise ValueError(f"analysis of #{seq} given with the record of #{record.seq}")
-    wire = wire_message(record)
-    decoded = decode_payload(layout, wire, context) if layout else None
-    analysis = Analysis(seq, wire.channel, wire.sender, role, name, layout, decoded, context,
-                        answers, findings or [])  # fmt: skip
-    return AnalysedMessage(record, wire, analysis)
 
 
 @dataclass(slots=True)
@@ -146,27 +126,57 @@ class Analyser:
     """Feeds records to per-session conversations.
 
     The device type names virtio feature bits: the one a session-start event
-    reports (the recorder reads it off QEMU's command line) wins over the
-    default, unless ``force`` (the user said --device)."""
+    reports (the recorder reads it off the peers' command lines) wins over the
+    default, unless ``force`` (the user said --device). A session with neither gets
+    one from the back-end's feature bits or the config size asked for, when they
+    tell (:mod:`vhtrace.protocol.device_inference`); ``inferences`` says how."""
 
     def __init__(self, device: DeviceType | None = None, force: bool = False) -> None:
         self.device = device
         self.force = force
         self.conversations: dict[int, Conversation] = {}
         self._session_devices: dict[int, DeviceType] = {}
+        self._session_frontends: dict[int, str] = {}
+        self._guessing: set[int] = set()
+        self.inferences: dict[int, Inference] = {}
+        """Sessions whose device was inferred from their messages, and how."""
 
     def conversation(self, session: int) -> Conversation:
         conversation = self.conversations.get(session)
         if conversation is None:
             device = self.device if self.force else self._session_devices.get(session, self.device)
-            conversation = self.conversations[session] = Conversation(device)
+            frontend = self._session_frontends.get(session)
+            conversation = self.conversations[session] = Conversation(device, frontend)
+            if device is None:
+                self._guessing.add(session)
         return conversation
 
+    def _guess(self, session: int, conversation: Conversation, wire: WireMessage) -> None:
+        """Infer the device from a GET_FEATURES reply or a GET_CONFIG request."""
+        found = None
+        if wire.channel is _MAIN and len(wire.payload) >= 8:
+            if wire.request == _GET_FEATURES and wire.sender is _BACKEND:
+                found = device_inference.from_features(int.from_bytes(wire.payload[:8], "little"))
+            elif wire.request == _GET_CONFIG and wire.sender is _FRONTEND:
+                offset, size = (
+                    int.from_bytes(wire.payload[:4], "little"),
+                    int.from_bytes(wire.payload[4:8], "little"),
+                )
+                found = device_inference.from_config_size(size) if offset == 0 else None
+        if found is not None:
+            conversation.state.set_device(found.device)
+            self.inferences[session] = found
+
     def _note_session(self, record: EventRecord) -> None:
+        """What the session-start event says of the peers: the device type, and who the
+        front-end is (peers.frontend_of: the program the recorder saw)."""
         name = record.info.get("device") if isinstance(record.info, dict) else None
         if name:
             with contextlib.suppress(ValueError):
                 self._session_devices[record.session] = DeviceType(str(name))
+        frontend = peers.frontend_of(record.info)
+        if frontend is not None:
+            self._session_frontends[record.session] = frontend
 
     def message(self, record: MessageRecord) -> AnalysedMessage:
         """The analysis of one message record (with wire_message inline: every message of
@@ -179,6 +189,11 @@ class Analyser:
              size, payload, len(fds), whole and not record_flags & _CUT),
         )  # fmt: skip
         conversation = self.conversations.get(session) or self.conversation(session)
+        if self._guessing and session in self._guessing:
+            if conversation.state.device is None:
+                self._guess(session, conversation, wire)
+            if conversation.state.device is not None:
+                self._guessing.discard(session)
         return AnalysedMessage(record, wire, conversation.analyse(wire))
 
     def feed(self, record: Record) -> Iterator[Item]:

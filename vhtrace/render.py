@@ -122,30 +122,53 @@ def finding_lines(findings: list[Finding], indent: str = "         ") -> list[st
     return [f"{indent}{finding.severity}: {finding.text}" for finding in findings]
 
 
+VERBOSE_TITLE = "  Message #{seq}, session {session}, channel {channel}, from {sender}, {role}"
+"""The first line of ``show -V`` (a template: ``vhtrace report`` fills it in the page)."""
+VERBOSE_ANSWERS = "    Answers: #{answers}"
+
+
 def message_verbose(header: dict[str, Any], item: AnalysedMessage) -> list[str]:
     """Every field of a message, tshark -V style."""
     record, analysis = item.record, item.analysis
-    request, flags, size = item.wire.request, item.wire.flags, item.wire.size
     lines = [
-        f"  Message #{record.seq}, session {record.session}, channel {record.channel}, "
-        f"from {record.sender}, {analysis.role}"
-    ]
-    name = spec.request_name(spec.Channel(record.channel), request)
-    flag_text = "|".join(spec.flag_names(flags))
-    lines.append(
-        f"    Header: request {request} ({name}), flags 0x{flags:x} ({flag_text}), size {size}"
-    )
+        VERBOSE_TITLE.format(seq=record.seq, session=record.session, channel=record.channel,
+                             sender=record.sender, role=analysis.role),
+        verbose_header(item),
+    ]  # fmt: skip
     if analysis.answers is not None:
-        lines.append(f"    Answers: #{analysis.answers}")
-    for index, meta in enumerate(record.fds):
-        lines.append(f"    fd {index}: {fd_details(meta)}")
-    if analysis.layout is not None:
-        lines.append(f"    Payload ({analysis.layout}, {len(record.payload)} bytes):")
-        lines += ["      " + line for line in analysis.details()]
-    if analysis.findings:
-        lines.append("    Findings:")
-        lines += finding_lines(analysis.findings, indent="      ")
+        lines.append(VERBOSE_ANSWERS.format(answers=analysis.answers))
+    lines += verbose_fds(record.fds)
+    lines += verbose_payload(item)
+    lines += verbose_findings(analysis.findings)
     return lines
+
+
+def verbose_header(item: AnalysedMessage) -> str:
+    """The header line of ``show -V``: request, flags, size."""
+    request, flags, size = item.wire.request, item.wire.flags, item.wire.size
+    name = spec.request_name(spec.Channel(item.record.channel), request)
+    flag_text = "|".join(spec.flag_names(flags))
+    return f"    Header: request {request} ({name}), flags 0x{flags:x} ({flag_text}), size {size}"
+
+
+def verbose_fds(fds: tuple[dict[str, Any], ...]) -> list[str]:
+    return [f"    fd {index}: {fd_details(meta)}" for index, meta in enumerate(fds)]
+
+
+def verbose_payload(item: AnalysedMessage) -> list[str]:
+    """The decoded payload of ``show -V``: a function of the bytes and their meaning."""
+    analysis = item.analysis
+    if analysis.layout is None:
+        return []
+    return [f"    Payload ({analysis.layout}, {len(item.record.payload)} bytes):"] + [
+        "      " + line for line in analysis.details()
+    ]
+
+
+def verbose_findings(findings: list[Finding]) -> list[str]:
+    if not findings:
+        return []
+    return ["    Findings:", *finding_lines(findings, indent="      ")]
 
 
 def hexdump(data: bytes, indent: str = "  ") -> list[str]:

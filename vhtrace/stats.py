@@ -9,6 +9,7 @@ from typing import Any
 from vhtrace.analysis import AnalysedMessage, Item, LateFindings
 from vhtrace.protocol import spec
 from vhtrace.protocol.conversation import Role
+from vhtrace.protocol.effects import Effect, RegionAdded, RingEnabled, RingStarted, RingStopped
 from vhtrace.protocol.findings import Finding
 from vhtrace.protocol.payloads import human_size
 from vhtrace.protocol.state import ConversationState
@@ -30,6 +31,23 @@ MILESTONES = {
     "RESET_DEVICE": "device reset",
     "RESET_OWNER": "owner reset",
 }
+
+
+def _effect_milestone(effect: Effect) -> str | None:
+    """The timeline line of what a message changed, if it makes one."""
+    if isinstance(effect, RegionAdded):
+        region = effect.region
+        return (
+            f"memory region gpa 0x{region.guest_phys_addr:x} "
+            f"size {human_size(region.memory_size)} added"
+        )
+    if isinstance(effect, RingStarted):
+        return f"ring {effect.index} started"
+    if isinstance(effect, RingEnabled):
+        return f"ring {effect.index} {'enabled' if effect.enabled else 'disabled'}"
+    if isinstance(effect, RingStopped):
+        return f"ring {effect.index} stopped at {effect.base}"
+    return None
 
 
 @dataclass
@@ -54,6 +72,28 @@ class SessionStats:
 
 
 _CONFIG_REQUESTS = ("GET_CONFIG", "SET_CONFIG")
+_MILESTONE_NAMES = {*MILESTONES, *_CONFIG_REQUESTS}
+"""Requests that may make a milestone without an effect (the rest are skipped at once)."""
+_BACKEND = spec.Channel.BACKEND
+_REQUEST, _REPLY, _POSTCOPY_ACK = Role.REQUEST, Role.REPLY, Role.POSTCOPY_ACK
+"""As globals: an enum member read off its class is slow in Python 3.11 (once per message)."""
+
+
+_SUMMARIES: dict[tuple[Any, ...], str] = {}
+"""Config summaries by message bytes and context (decoding a device's config is slow, and
+a trace of many sessions reads the same config in each)."""
+
+
+def _summary(item: AnalysedMessage) -> str:
+    analysis = item.analysis
+    key = (item.record.raw, item.record.channel, analysis.role, analysis.name, analysis.layout,
+           analysis.context)  # fmt: skip
+    text = _SUMMARIES.get(key)
+    if text is None:
+        if len(_SUMMARIES) > 4096:
+            _SUMMARIES.clear()
+        text = _SUMMARIES[key] = analysis.summary()
+    return text
 
 
 @dataclass
@@ -71,6 +111,9 @@ class TraceStats:
     findings: list[tuple[int, Finding]] = field(default_factory=list)
     first_ns: int | None = None
     last_ns: int | None = None
+    count_requests: bool = True
+    """False: no per-request, per-channel and fd counts (``vhtrace report`` does not show
+    them, and counting is most of the cost per message)."""
 
     def session(self, number: int) -> SessionStats:
         if number not in self.sessions:
@@ -106,22 +149,27 @@ class TraceStats:
 
     def _message(self, item: AnalysedMessage, conversations: dict[int, Any]) -> None:
         record, analysis = item.record, item.analysis
-        self._time(record.mono_ns)
-        self.messages[record.channel] += 1
-        key = (record.channel, analysis.name)
-        if analysis.role is Role.REQUEST:
-            self.requests[key] += 1
-        else:
-            self.replies[key] += 1
-        for meta in record.fds:
-            self.fds[str(meta.get("kind", "fd"))] += 1
-        self.findings += [(record.session, f) for f in analysis.findings]
-        session = self.session(record.session)
+        mono_ns = record.mono_ns
+        if self.first_ns is None:
+            self.first_ns = mono_ns
+        self.last_ns = mono_ns
+        if self.count_requests:
+            self.messages[record.channel] += 1
+            key = (record.channel, analysis.name)
+            if analysis.role is _REQUEST:
+                self.requests[key] += 1
+            else:
+                self.replies[key] += 1
+            for meta in record.fds:
+                self.fds[str(meta.get("kind", "fd"))] += 1
+        if analysis.findings:
+            self.findings += [(record.session, f) for f in analysis.findings]
+        session = self.sessions.get(record.session) or self.session(record.session)
         session.messages += 1
         if session.first_ns is None:
-            session.first_ns = record.mono_ns
-            session.milestone(record.mono_ns, record.seq, "first message")
-        session.last_ns = record.mono_ns
+            session.first_ns = mono_ns
+            session.milestone(mono_ns, record.seq, "first message")
+        session.last_ns = mono_ns
         conversation = conversations.get(record.session)
         if conversation is not None:
             session.state = conversation.state
@@ -130,44 +178,34 @@ class TraceStats:
     @staticmethod
     def _milestones(session: SessionStats, item: AnalysedMessage) -> None:
         record, analysis = item.record, item.analysis
-        fields = analysis.fields or {}
-        name = analysis.name
-        if record.channel == spec.Channel.BACKEND:
+        name, role = analysis.name, analysis.role
+        if record.channel == _BACKEND:
             session.milestone(
                 record.mono_ns, record.seq, "first back-end channel message", once="backend-first"
             )
-            if name == "CONFIG_CHANGE_MSG" and analysis.role is Role.REQUEST:
+            if name == "CONFIG_CHANGE_MSG" and role is _REQUEST:
                 session.milestone(record.mono_ns, record.seq, "the back-end's config changed")
             return
+        effects = analysis.effects
+        if not effects and role is not _POSTCOPY_ACK and name not in _MILESTONE_NAMES:
+            return  # nearly every message: nothing to note
+        fields = analysis.fields or {}
         if (
             name in _CONFIG_REQUESTS
-            and (name == "GET_CONFIG") == (analysis.role is Role.REPLY)  # GET's reply, or SET
+            and (name == "GET_CONFIG") == (role is _REPLY)  # GET's reply, or SET
             and fields.get("device_config")
         ):
             # the device's own words: what the guest sees as disk size, MAC, tag, ...
             verb = "read" if name == "GET_CONFIG" else "written"
-            session.milestone(record.mono_ns, record.seq, f"config {verb}: {analysis.summary()}")
-        if analysis.role is Role.REQUEST:
-            if name in MILESTONES:
-                text = MILESTONES[name]
-                if name == "SET_MEM_TABLE" and fields:
-                    text += f" ({fields['nregions']} regions)"
+            session.milestone(record.mono_ns, record.seq, f"config {verb}: {_summary(item)}")
+        if role is _REQUEST and name in MILESTONES:
+            text = MILESTONES[name]
+            if name == "SET_MEM_TABLE" and fields:
+                text += f" ({fields['nregions']} regions)"
+            session.milestone(record.mono_ns, record.seq, text)
+        for effect in effects:
+            text = _effect_milestone(effect)
+            if text is not None:
                 session.milestone(record.mono_ns, record.seq, text)
-            elif name == "ADD_MEM_REG" and fields:
-                session.milestone(
-                    record.mono_ns,
-                    record.seq,
-                    f"memory region gpa 0x{fields['guest_phys_addr']:x} "
-                    f"size {human_size(fields['memory_size'])} added",
-                )
-            elif name == "SET_VRING_KICK" and fields:
-                session.milestone(record.mono_ns, record.seq, f"ring {fields['index']} started")
-            elif name == "SET_VRING_ENABLE" and fields:
-                state = "enabled" if fields["num"] else "disabled"
-                session.milestone(record.mono_ns, record.seq, f"ring {fields['index']} {state}")
-        elif analysis.role is Role.REPLY and name == "GET_VRING_BASE" and fields:
-            session.milestone(
-                record.mono_ns, record.seq, f"ring {fields['index']} stopped at {fields['num']}"
-            )
-        elif analysis.role is Role.POSTCOPY_ACK:
+        if role is _POSTCOPY_ACK:
             session.milestone(record.mono_ns, record.seq, "postcopy memory table acked")

@@ -73,6 +73,8 @@ class SessionDiff:
     """Message pairs compared field by field."""
     ignored: list[tuple[int, int, Difference]] = field(default_factory=list)
     """(old seq, new seq, difference) the rules excused."""
+    lines: list[Aligned] = field(default_factory=list)
+    """Both sessions lined up (the side-by-side view of ``diff --html``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -110,36 +112,69 @@ def _old_new(difference: Difference) -> dict[str, Any]:
     return out
 
 
-def diff_session(old: Sequence[Message], new: Sequence[Message], rules: Rules) -> SessionDiff:
-    """The changes from one session's messages to the other's (numbers filled in later)."""
-    result = SessionDiff(None, None)
+@dataclass(frozen=True, slots=True)
+class Aligned:
+    """One line of the side-by-side view: a message of each trace lined up, or of one."""
+
+    old: Message | None
+    new: Message | None
+    change: Change | None = None
+    """What differs (None: the same, or only excused differences)."""
+
+
+def align_session(
+    old: Sequence[Message], new: Sequence[Message], rules: Rules
+) -> tuple[list[Aligned], list[tuple[int, int, Difference]]]:
+    """Both sessions' messages lined up as diff lines them up, with what changed on each
+    line; and the differences the rules excused (old seq, new seq, difference)."""
+    lines: list[Aligned] = []
+    ignored: list[tuple[int, int, Difference]] = []
     matcher = difflib.SequenceMatcher(
         a=[_key(m) for m in old], b=[_key(m) for m in new], autojunk=False
     )
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         if tag == "equal":
             for before, after in zip(old[i1:i2], new[j1:j2], strict=True):
-                result.compared += 1
                 differences = compare(before.view, after.view, rules, DIFF_SIDES)
                 counted = tuple(d for d in differences if d.ignored is None)
-                result.ignored += [(before.seq, after.seq, d) for d in differences if d.ignored]
-                if counted:
-                    result.changes.append(Change(Kind.CHANGED, before, after, counted))
+                ignored += [(before.seq, after.seq, d) for d in differences if d.ignored]
+                change = Change(Kind.CHANGED, before, after, counted) if counted else None
+                lines.append(Aligned(before, after, change))
             continue
-        result.changes += [Change(Kind.REMOVED, m, None) for m in old[i1:i2]]
-        result.changes += [Change(Kind.ADDED, None, m) for m in new[j1:j2]]
+        lines += [Aligned(m, None, Change(Kind.REMOVED, m, None)) for m in old[i1:i2]]
+        lines += [Aligned(None, m, Change(Kind.ADDED, None, m)) for m in new[j1:j2]]
+    return lines, ignored
+
+
+def diff_session(old: Sequence[Message], new: Sequence[Message], rules: Rules) -> SessionDiff:
+    """The changes from one session's messages to the other's (numbers filled in later)."""
+    lines, ignored = align_session(old, new, rules)
+    result = SessionDiff(None, None, ignored=ignored, lines=lines)
+    result.compared = sum(1 for line in lines if line.old is not None and line.new is not None)
+    result.changes = [line.change for line in lines if line.change is not None]
     return result
+
+
+def pair_sessions(
+    old: dict[int, list[Message]], new: dict[int, list[Message]]
+) -> list[tuple[int | None, int | None]]:
+    """Sessions paired in order: (old number, new number), None where one trace has fewer."""
+    old_numbers, new_numbers = list(old), list(new)
+    return [
+        (
+            old_numbers[i] if i < len(old_numbers) else None,
+            new_numbers[i] if i < len(new_numbers) else None,
+        )
+        for i in range(max(len(old_numbers), len(new_numbers)))
+    ]
 
 
 def diff_traces(
     old: dict[int, list[Message]], new: dict[int, list[Message]], rules: Rules
 ) -> list[SessionDiff]:
     """Sessions paired in order; a session only one trace has is all added or removed."""
-    old_numbers, new_numbers = list(old), list(new)
     results = []
-    for i in range(max(len(old_numbers), len(new_numbers))):
-        old_number = old_numbers[i] if i < len(old_numbers) else None
-        new_number = new_numbers[i] if i < len(new_numbers) else None
+    for old_number, new_number in pair_sessions(old, new):
         result = diff_session(
             old.get(old_number, []) if old_number is not None else [],
             new.get(new_number, []) if new_number is not None else [],

@@ -1,21 +1,29 @@
-"""Sockets that carry vhost-user: read chunks with their fds, send whole messages.
+"""Sockets that carry vhost-user: endpoints, reads with their fds, whole messages sent.
 
-The only module that calls recvmsg/sendmsg for the protocol, shared by the
-recorder, the mock back-end and replay. Reads never go past the end of the
-current message (the framer says how many bytes it wants), so the fds the
-kernel hands out with a read belong to exactly one message.
+The transport of every shell (recorder, replay, mock back-end, fuzz): the only module
+that calls recvmsg/sendmsg for the protocol, and the one policy for socket paths
+(:func:`listen_unix`, :func:`connect_unix`). Reads never go past the end of the current
+message (the framer says how many bytes it wants), so the fds the kernel hands out
+with a read belong to exactly one message.
 """
 
 from __future__ import annotations
 
 import array
 import contextlib
+import errno
 import os
 import socket
+import stat
+import struct
+import time
+from collections import deque
+from collections.abc import Callable
 from typing import NamedTuple
 
+from vhtrace.protocol.connection import Connection, Received, StrayFds, Truncated
 from vhtrace.protocol.framing import Frame, Framer, Incomplete, OversizedData
-from vhtrace.protocol.spec import SCM_MAX_FD
+from vhtrace.protocol.spec import SCM_MAX_FD, Channel
 
 MAX_FDS_PER_READ = SCM_MAX_FD
 """SCM_MAX_FD: the most fds the kernel passes in one message."""
@@ -73,7 +81,8 @@ def close_fds(fds: tuple[int, ...] | list[int]) -> None:
 
 
 class MessageReader:
-    """Blocking reader of whole frames from a socket (mock back-end, replay)."""
+    """Blocking reader of whole frames from a socket, unanalysed (tests and tools that
+    look at the bytes; the shells read through :class:`ConnectionReader`)."""
 
     def __init__(self, sock: socket.socket, max_payload: int | None = None) -> None:
         self.sock = sock
@@ -83,14 +92,14 @@ class MessageReader:
     def read(self) -> Frame | None:
         """The next complete frame, or None at end of stream (see ``leftover``).
 
-        Oversized messages come back as frames with ``oversized`` set, their
-        payload cut to the framer's maximum."""
+        Oversized messages come back as frames with ``oversized`` set, their payload
+        cut to the framer's maximum; fds inside an oversized payload are closed."""
         while True:
             event = self.framer.next_event()
             if isinstance(event, Frame):
                 return event
             if isinstance(event, OversizedData):
-                close_fds(event.fds)  # fds arriving inside an oversized payload: unowned
+                close_fds(event.fds)
                 continue
             if event is not None:
                 continue  # the oversized header: its fds come back with the final Frame
@@ -100,3 +109,207 @@ class MessageReader:
                 self.leftover = self.framer.eof()
                 return None
             self.framer.feed(data, fds)
+
+
+class ConnectionReader:
+    """Blocking reads of whole messages on one channel of a :class:`Connection`
+    (the mock back-end's sockets): each comes analysed, with its fds."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        connection: Connection,
+        channel: Channel = Channel.MAIN,
+        lock: contextlib.AbstractContextManager[object] | None = None,
+    ) -> None:
+        self.sock = sock
+        self.connection = connection
+        self.channel = channel
+        self._lock = lock or contextlib.nullcontext()
+        """Held while the connection analyses (other threads share it)."""
+        self._ready: deque[Received] = deque()
+        self.truncated: Truncated | None = None
+        """What was left of a message when the stream ended (its fds already closed)."""
+        self.fds_dropped = False
+        """The kernel dropped fds that did not fit one read (more than 253 were sent)."""
+
+    def read(self) -> Received | None:
+        """The next whole message, or None at the end of the stream.
+
+        Oversized messages come with their payload cut to the framer's maximum; fds
+        that arrived inside an oversized payload belong to nobody and are closed."""
+        while not self._ready:
+            chunk = recv_chunk(self.sock, self.connection.bytes_wanted(self.channel))
+            self.fds_dropped |= chunk.fds_truncated
+            if not chunk.data:
+                close_fds(chunk.fds)
+                with self._lock:
+                    self.truncated = self.connection.eof(self.channel)
+                if self.truncated is not None:
+                    close_fds(self.truncated.fds)
+                return None
+            with self._lock:
+                events = self.connection.receive_data(chunk.data, chunk.fds, self.channel)
+            for event in events:
+                if isinstance(event, StrayFds):
+                    close_fds(event.fds)
+                else:
+                    self._ready.append(event)
+        return self._ready.popleft()
+
+
+# -- endpoints: one policy for socket paths, in every shell --------------------------------
+
+SUN_PATH_MAX = 107
+"""The longest unix socket path in bytes: sun_path holds 108, the last one a NUL."""
+RETRY_ERRNOS = frozenset({errno.ENOENT, errno.ECONNREFUSED, errno.EAGAIN})
+"""connect() errors that mean 'nobody listens there yet'."""
+
+
+class EndpointError(OSError):
+    """A socket path that cannot be used (too long, in use, not a socket, no permission)."""
+
+
+def check_path_length(path: str | os.PathLike[str], what: str = "") -> None:
+    """Raise EndpointError for a path too long for sun_path (the kernel would refuse it)."""
+    length = len(os.fsencode(path))
+    if length > SUN_PATH_MAX:
+        where = f"{what} " if what else ""
+        raise EndpointError(
+            f"{where}{os.fspath(path)}: socket path is {length} bytes; expected at most "
+            f"{SUN_PATH_MAX} (the size of sun_path); use a shorter or relative path"
+        )
+
+
+def is_listening(path: str | os.PathLike[str]) -> bool:
+    """True if a process listens on the unix socket file at ``path``.
+
+    Asked of the kernel (sock_diag: listening unix sockets by the inode of their file),
+    so nobody is connected to: a probe by connect() would reach the listener as a
+    connection, which a recorder or a back-end takes for a session."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    if not stat.S_ISSOCK(st.st_mode):
+        return False
+    try:
+        listening = _listening_socket_files()
+    except OSError:  # no sock_diag here: fall back to the connect() probe
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            probe.connect(os.fspath(path))
+        except OSError:
+            return False
+        finally:
+            probe.close()
+        return True
+    kernel_dev = (os.major(st.st_dev) << 20) | os.minor(st.st_dev)
+    return (kernel_dev, st.st_ino) in listening
+
+
+_NETLINK_SOCK_DIAG, _SOCK_DIAG_BY_FAMILY, _NLM_F_DUMP_REQUEST = 4, 20, 0x301
+_NLMSG_ERROR, _NLMSG_DONE = 2, 3
+_TCP_LISTEN, _UDIAG_SHOW_VFS, _UNIX_DIAG_VFS = 10, 0x2, 1
+_NLMSG_HEADER = struct.Struct("=IHHII")
+_UNIX_DIAG_REQ = struct.Struct("=BBHIIIII")
+
+
+def _listening_socket_files() -> set[tuple[int, int]]:
+    """(kernel dev, inode) of the socket file of every listening unix socket."""
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as nl:
+        request = _UNIX_DIAG_REQ.pack(
+            socket.AF_UNIX, 0, 0, 1 << _TCP_LISTEN, 0, _UDIAG_SHOW_VFS, 0xFFFFFFFF, 0xFFFFFFFF
+        )
+        size = _NLMSG_HEADER.size + len(request)
+        nl.sendto(_NLMSG_HEADER.pack(size, _SOCK_DIAG_BY_FAMILY, _NLM_F_DUMP_REQUEST, 1, 0)
+                  + request, (0, 0))  # fmt: skip
+        found: set[tuple[int, int]] = set()
+        while True:
+            data = nl.recv(1 << 16)
+            offset = 0
+            while offset + _NLMSG_HEADER.size <= len(data):
+                length, kind, _, _, _ = _NLMSG_HEADER.unpack_from(data, offset)
+                if kind == _NLMSG_DONE:
+                    return found
+                if kind == _NLMSG_ERROR or length < _NLMSG_HEADER.size:
+                    raise OSError("sock_diag refused the request")
+                body = data[offset + _NLMSG_HEADER.size : offset + length]
+                attr = 16  # struct unix_diag_msg
+                while attr + 4 <= len(body):
+                    attr_len, attr_type = struct.unpack_from("=HH", body, attr)
+                    if attr_len < 4:
+                        break
+                    if attr_type == _UNIX_DIAG_VFS and attr_len >= 12:
+                        inode, dev = struct.unpack_from("=II", body, attr + 4)
+                        found.add((dev, inode))
+                    attr += (attr_len + 3) & ~3
+                offset += (length + 3) & ~3
+            if not data:
+                return found
+
+
+def listen_unix(
+    path: str | os.PathLike[str], mode: int = 0o600, backlog: int = 16
+) -> socket.socket:
+    """A listening unix socket at ``path``, created with ``mode`` (default 0600: no window
+    where it is open to others).
+
+    The one stale-socket policy: a socket file nobody listens on is replaced; one that
+    a process listens on, or a file that is not a socket, is an EndpointError."""
+    check_path_length(path)
+    name = os.fspath(path)
+    if os.path.lexists(name):
+        if not stat.S_ISSOCK(os.lstat(name).st_mode):
+            raise EndpointError(f"{name}: exists and is not a socket")
+        if is_listening(name):
+            raise EndpointError(f"{name}: something is already listening there")
+        os.unlink(name)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(name)
+    except OSError as exc:
+        sock.close()
+        raise EndpointError(f"{name}: cannot listen: {exc.strerror or exc}") from exc
+    finally:
+        os.umask(old_umask)
+    if mode != 0o600:
+        os.chmod(name, mode)
+    sock.listen(backlog)
+    return sock
+
+
+def try_connect(path: str | os.PathLike[str]) -> socket.socket | None:
+    """Connect now, or None if nobody listens yet (retry later); other errors raise."""
+    check_path_length(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.connect(os.fspath(path))
+    except OSError as exc:
+        sock.close()
+        if exc.errno in RETRY_ERRNOS:
+            return None
+        raise EndpointError(f"{os.fspath(path)}: cannot connect: {exc.strerror or exc}") from exc
+    return sock
+
+
+def connect_unix(
+    path: str | os.PathLike[str],
+    timeout: float,
+    stop: Callable[[], bool] | None = None,
+    interval: float = 0.02,
+) -> socket.socket:
+    """Connect, retrying while nobody listens there yet, for ``timeout`` seconds (or
+    until ``stop()``); EndpointError naming the cause after that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        sock = try_connect(path)
+        if sock is not None:
+            return sock
+        if time.monotonic() >= deadline or (stop is not None and stop()):
+            cause = "no such socket" if not os.path.lexists(path) else "connection refused"
+            raise EndpointError(
+                f"{os.fspath(path)}: nothing listens there ({cause}) after {timeout:g} s"
+            )
+        time.sleep(interval)

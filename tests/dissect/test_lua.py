@@ -62,7 +62,7 @@ def test_generated_block_names_every_request_of_both_channels() -> None:
 
 def test_docs_list_every_field() -> None:
     docs = (Path(__file__).resolve().parents[2] / "docs" / "dissection.md").read_text()
-    missing = [f.key for f in lua.FIELDS if f"`{lua.FIELD_PREFIX}{f.key}`" not in docs]
+    missing = [f.key for f in lua.FIELDS if f"`{f.filter_name}`" not in docs]
     assert not missing
     experts = re.findall(r'ProtoExpert\.new\("([\w.]+)"', lua.shipped_source())
     assert experts and all(f"`{name}`" in docs for name in experts)

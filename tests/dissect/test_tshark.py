@@ -224,10 +224,101 @@ def test_config_space_by_name_as_vhtrace_reads_it(
     out = tshark(exported(trace), "-Y", "vhost_user.config.blk.capacity", "-T", "fields",
                  "-e", "frame.number", "-e", "vhost_user.config.blk.capacity",
                  "-e", "vhost_user.config.blk.num_queues")  # fmt: skip
-    rows = [line.split("\t") for line in out.splitlines()]
-    # the request's window is zeros (capacity 0); the reply carries the disk's
-    assert [reply.record.seq, named["capacity"], named["num_queues"]] in [
-        [int(v) for v in row] for row in rows
-    ]
+    rows = [[int(v) for v in line.split("\t")] for line in out.splitlines()]
+    # only the reply names the disk's fields: the request's window is zeros
+    assert rows == [[reply.record.seq, named["capacity"], named["num_queues"]]]
     info = tshark(exported(trace), "-Y", f"frame.number == {reply.record.seq}")
     assert info.rstrip().endswith(f"GET_CONFIG reply {reply.analysis.summary()}")
+
+
+def test_get_config_request_is_offset_size_flags_and_a_zeroed_window(
+    tshark: Tshark, exported: Callable[..., Path]
+) -> None:
+    """QEMU's GET_CONFIG request (vhost-user.rst: "offset, size and flags ... the config
+    space contents are zeroed"): no device field, no 'capacity 0' on its summary line, the
+    same summary vhtrace gives."""
+    trace = REPO_TRACES / "qemu-qsd-blk.vht"
+    with TraceReader(trace) as reader:
+        items = list(analyser_for(reader.header).run(reader))
+    request = next(
+        i
+        for i in items
+        if isinstance(i, AnalysedMessage)
+        and i.analysis.name == "GET_CONFIG"
+        and i.analysis.role == "request"
+    )
+    window = request.record.raw[spec.HEADER_SIZE + 12 :]
+    assert window and not any(window), "the recorded request's window is not zeros"
+    capture = exported(trace)
+    line = tshark(capture, "-Y", f"frame.number == {request.record.seq}").rstrip()
+    assert line.endswith(f"GET_CONFIG {request.analysis.summary()}"), line
+    assert "capacity" not in line
+    fields = tshark(capture, "-Y", f"frame.number == {request.record.seq}", "-T", "fields",
+                    "-e", "vhost_user.config.offset", "-e", "vhost_user.config.size",
+                    "-e", "vhost_user.config.blk.capacity")  # fmt: skip
+    offset, size, capacity = fields.rstrip("\n").split("\t")
+    assert (int(offset), int(size), capacity) == (0, len(window), "")
+
+
+def test_device_feature_bits_are_named_by_the_traces_device(
+    tshark: Tshark, exported: Callable[..., Path]
+) -> None:
+    """A blk trace of real QEMU and qemu-storage-daemon: the back-end's device bits (FLUSH 9,
+    SEG_MAX 2, ...) carry their virtio-blk names in the tree and in
+    vhost_user.features.name, as vhtrace names them (spec.DEVICE_VIRTIO_FEATURES)."""
+    trace = REPO_TRACES / "qemu-qsd-blk.vht"
+    with TraceReader(trace) as reader:
+        items = list(analyser_for(reader.header).run(reader))
+    feature_messages = [
+        i
+        for i in items
+        if isinstance(i, AnalysedMessage) and i.analysis.layout == "virtio_features"
+    ]
+    offered = next(i for i in feature_messages if i.analysis.role == "reply")
+    value = offered.analysis.fields["features"]
+    names = spec.virtio_feature_names(value, spec.DeviceType.BLK)
+    assert "FLUSH" in names and "SEG_MAX" in names
+    capture = exported(trace)
+    out = tshark(capture, "-Y", f"frame.number == {offered.record.seq}", "-T", "fields",
+                 "-E", "aggregator=|", "-e", "vhost_user.features.name")  # fmt: skip
+    assert out.strip().split("|") == names
+    tree = tshark(capture, "-Y", f"frame.number == {offered.record.seq}", "-V")
+    assert "Feature bit: FLUSH (9)" in tree and "Feature bit: SEG_MAX (2)" in tree
+    assert "Unknown (" not in tree
+    with_flush = [i.record.seq for i in feature_messages if i.analysis.fields["features"] >> 9 & 1]
+    assert filtered(tshark, capture, 'vhost_user.features.name == "FLUSH"') == with_flush
+    assert filtered(tshark, capture, "vhost_user.features.bit == 9") == with_flush
+    assert filtered(tshark, capture, 'vhost_user.features.name == "RO"') == []  # writable
+
+
+@pytest.mark.system
+@pytest.mark.lab_needs("qemu", "qsd", "qemu-img", "busybox", "kernel")
+def test_a_read_only_disk_filters_by_ro(tshark: Tshark, lab, exported: Callable[..., Path]) -> None:
+    """Real QEMU and a writable=off qemu-storage-daemon export: the back-end offers RO
+    (virtio-blk bit 5), QEMU takes it; `vhost_user.features.name == "RO"` finds exactly the
+    messages vhtrace says carry it, and the tree names bit 5 RO, not Unknown (5)."""
+    from vhtrace.lab import VhostUserDevice, guest, images
+
+    image = images.create_image(lab.path("disk.img"), 16 << 20)
+    daemon = lab.qsd(image, name="qsd-ro", writable=False)
+    front = lab.sock("ro-front")
+    recorder = lab.record(front, daemon.socket, name="record-ro")
+    initrd = lab.initramfs(guest.read_disk_md5(), devices=("blk",))
+    with lab.qemu(initrd, [VhostUserDevice("blk", front)], name="qemu-ro") as vm:
+        vm.finish(timeout=120)
+    assert recorder.interrupt() == 0
+    with TraceReader(recorder.trace) as reader:
+        items = list(analyser_for(reader.header).run(reader))
+    with_ro = [
+        i.record.seq
+        for i in items
+        if isinstance(i, AnalysedMessage)
+        and i.analysis.layout == "virtio_features"
+        and i.analysis.fields
+        and i.analysis.fields["features"] >> 5 & 1
+    ]
+    assert len(with_ro) >= 2, "neither the offer nor QEMU's SET_FEATURES carried RO"
+    capture = exported(recorder.trace)
+    assert filtered(tshark, capture, 'vhost_user.features.name == "RO"') == with_ro
+    tree = tshark(capture, "-Y", f"frame.number == {with_ro[0]}", "-V")
+    assert "Feature bit: RO (5)" in tree and "Unknown (5)" not in tree

@@ -29,8 +29,7 @@ from vhtrace.protocol.findings import Severity
 from vhtrace.protocol.framing import pack_header
 from vhtrace.protocol.spec import Channel, DeviceType, Side
 from vhtrace.replay.answers import RecordedReply, answer
-from vhtrace.replay.links import listen_unix
-from vhtrace.wire import MessageReader, close_fds, send_all
+from vhtrace.wire import MessageReader, close_fds, listen_unix, send_all
 
 REPLIES = {
     "GET_FEATURES": struct.pack("<Q", 0x175007E46),

@@ -19,10 +19,10 @@ from vhtrace.fuzz.mutate import (
     leaves,
     mutate,
 )
-from vhtrace.memory.descriptors import F_NEXT
 from vhtrace.protocol import payloads
 from vhtrace.protocol.framing import Frame, Framer
 from vhtrace.protocol.spec import HEADER_SIZE, MAX_PAYLOAD
+from vhtrace.protocol.virtio import DESC_F_NEXT as F_NEXT
 
 TRACE = Path(__file__).resolve().parents[2] / "traces" / "qemu-qsd-blk.vht"
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from vhtrace.memory.descriptors import F_AVAIL, F_INDIRECT, F_NEXT, F_USED, F_WRITE
+F_NEXT, F_WRITE, F_INDIRECT = 1, 2, 4
+F_AVAIL, F_USED = 1 << 7, 1 << 15
+"""virtio 1.2's VIRTQ_DESC_F_* bits, written out (not taken from the code under test)."""
 
 __all__ = ["F_AVAIL", "F_INDIRECT", "F_NEXT", "F_USED", "F_WRITE", "GuestRam", "SplitLayout"]
 

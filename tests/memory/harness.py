@@ -82,12 +82,16 @@ class Guest:
         os.close(self.fd)
 
 
-def region(size: int = GUEST_SIZE) -> dict:
+GPA_PROTOCOL = PROTOCOL | 1 << spec.ProtocolFeature.GPA_ADDRESSES | 1 << spec.ProtocolFeature.SHMEM
+"""With GPA_ADDRESSES (and SHMEM, as a QEMU >= 11.1 back-end offers both)."""
+
+
+def region(size: int = GUEST_SIZE, uaddr: int = UADDR) -> dict:
     return {
         "padding": 0,
         "guest_phys_addr": 0,
         "memory_size": size,
-        "userspace_addr": UADDR,
+        "userspace_addr": uaddr,
         "mmap_offset": 0,
     }
 
@@ -110,13 +114,17 @@ def exchange(
         fe.read()
 
 
-def start_device(fe: Peer, be: Peer, guest: Guest) -> None:
-    """Negotiation, the memory region, ring 0 configured and started."""
+def start_device(fe: Peer, be: Peer, guest: Guest, gpa_addresses: bool = False) -> None:
+    """Negotiation, the memory region, ring 0 configured and started. With
+    ``gpa_addresses``, GPA_ADDRESSES is negotiated: the region's userspace_addr is its
+    guest_phys_addr and the ring addresses are guest-physical (vhost-user.rst)."""
+    protocol = GPA_PROTOCOL if gpa_addresses else PROTOCOL
+    base = 0 if gpa_addresses else UADDR
     exchange(fe, be, "GET_FEATURES", reply={"features": FEATURES})
-    exchange(fe, be, "GET_PROTOCOL_FEATURES", reply={"features": PROTOCOL})
-    exchange(fe, be, "SET_PROTOCOL_FEATURES", {"features": PROTOCOL})
+    exchange(fe, be, "GET_PROTOCOL_FEATURES", reply={"features": protocol})
+    exchange(fe, be, "SET_PROTOCOL_FEATURES", {"features": protocol})
     exchange(fe, be, "SET_FEATURES", {"features": FEATURES})
-    exchange(fe, be, "ADD_MEM_REG", region(guest.size), fds=(guest.fd,))
+    exchange(fe, be, "ADD_MEM_REG", region(guest.size, uaddr=base), fds=(guest.fd,))
     exchange(fe, be, "SET_VRING_NUM", {"index": 0, "num": NUM})
     exchange(fe, be, "SET_VRING_BASE", {"index": 0, "num": 0})
     exchange(
@@ -126,9 +134,9 @@ def start_device(fe: Peer, be: Peer, guest: Guest) -> None:
         {
             "index": 0,
             "flags": 0,
-            "desc_user_addr": UADDR + DESC,
-            "used_user_addr": UADDR + USED,
-            "avail_user_addr": UADDR + AVAIL,
+            "desc_user_addr": base + DESC,
+            "used_user_addr": base + USED,
+            "avail_user_addr": base + AVAIL,
             "log_guest_addr": 0,
         },
     )

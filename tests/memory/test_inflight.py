@@ -7,14 +7,13 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vhtrace.memory.inflight import (
-    PACKED_DESC,
-    PACKED_HEADER,
-    SPLIT_DESC,
-    SPLIT_HEADER,
-    decode_inflight,
-    queue_region_size,
-)
+from vhtrace.memory.inflight import decode_inflight
+from vhtrace.protocol.virtio import inflight_queue_region_size as queue_region_size
+
+SPLIT_HEADER, SPLIT_DESC = 16, 16
+"""VuVirtqInflight's header and a VuDescStateSplit, in bytes."""
+PACKED_HEADER, PACKED_DESC = 32, 32
+"""The packed header (29 bytes, desc[] 8-byte aligned) and a DescStatePacked, in bytes."""
 
 
 def split_area(num_queues: int, queue_size: int) -> bytearray:

@@ -17,6 +17,8 @@ import pytest
 
 from tests.memory.guest import F_NEXT, F_WRITE
 from tests.memory.harness import (
+    AVAIL,
+    DESC,
     NUM,
     USED,
     Guest,
@@ -28,9 +30,9 @@ from tests.memory.harness import (
 from tests.record.harness import open_fds
 from vhtrace.cli.main import main
 from vhtrace.memory.capture import Snapshotter
-from vhtrace.memory.inflight import queue_region_size
 from vhtrace.memory.tracedata import SnapshotMemory, read_pages, read_snapshots
 from vhtrace.protocol.messages import build
+from vhtrace.protocol.virtio import inflight_queue_region_size as queue_region_size
 from vhtrace.trace.reader import TraceReader
 from vhtrace.trace.records import FindingRecord, MessageRecord, SnapshotRecord
 
@@ -115,6 +117,44 @@ def test_default_snapshots_show_the_ring_at_start_and_stop(
     dump = capsys.readouterr().out
     assert "44 41 54 41 44 41 54 41" in dump and "|DATADATADATADATA|" in dump
     assert main(["show", str(harness.trace_path)]) == 0  # v2 traces still show
+
+
+def test_with_gpa_addresses_rings_at_guest_physical_addresses_are_decoded(
+    tmp_path: Path, guest: Guest, capsys
+) -> None:
+    """GPA_ADDRESSES: SET_VRING_ADDR carries guest-physical addresses (the region's
+    userspace_addr equals its guest_phys_addr): the snapshot must read the ring there,
+    not look the addresses up as front-end virtual ones (where they are in no region)."""
+    harness = SnapshotHarness(tmp_path)
+    fe, be = harness.connect()
+    start_device(fe, be, guest, gpa_addresses=True)
+    one_request(guest)
+    guest.use(1, [(0, 8193)])
+    exchange(fe, be, "GET_VRING_BASE", {"index": 0, "num": 0}, reply={"index": 0, "num": 1})
+    fe.close()
+    be.close()
+    harness.wait_sessions_ended(1)
+    records = harness.records()
+    assert findings(records) == []
+    start, stop = snapshots(records)
+    assert start.info["address_space"] == "gpa"
+    (config,) = stop.info["rings"]
+    assert (config["desc_gpa"], config["avail_gpa"], config["used_gpa"]) == (DESC, AVAIL, USED)
+    assert "problems" not in config and not stop.info["problems"]
+
+    at_stop = rings_json(harness.trace_path, capsys)[1]
+    assert (at_stop["avail_idx"], at_stop["used_idx"]) == (1, 1)
+    (done,) = at_stop["recent"]
+    assert [(b["addr"], b["len"]) for b in done["buffers"]] == [
+        (0x100000, 16),
+        (0x200000, 8192),
+        (0x100010, 1),
+    ]
+    capsys.readouterr()
+    assert main(["rings", str(harness.trace_path)]) == 0
+    text = capsys.readouterr().out
+    assert f"desc 0x{DESC:x} (gpa)" in text, text
+    assert "id 0 len 8193: 0x100000+16 r, 0x200000+8192 w, 0x100010+1 w" in text
 
 
 def test_in_flight_requests_are_listed_with_their_chains(
@@ -258,7 +298,8 @@ def test_memory_fds_are_kept_while_needed_and_closed_after(tmp_path: Path, guest
     )
     memory = harness.recorder.memory
     assert memory is not None
-    wait_for(lambda: len(memory.sessions[1].regions) == 1)
+    # the recorder thread may not have seen the session yet: wait for it, do not index it
+    wait_for(lambda: 1 in memory.sessions and len(memory.sessions[1].regions) == 1)
     fe.close()
     be.close()
     harness.wait_sessions_ended(1)

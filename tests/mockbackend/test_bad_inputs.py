@@ -48,7 +48,7 @@ def fe(tmp_path) -> Iterator[FakeFrontend]:
 
 
 def codes(fe: FakeFrontend) -> set[str]:
-    return {f.code for f in fe.session.report.violations}
+    return {f.code for f in fe.ctx.report.violations}
 
 
 def alive(fe: FakeFrontend) -> None:
@@ -77,7 +77,7 @@ def test_02_repeated_set_vring_num_allocates_nothing(fe: FakeFrontend) -> None:
     for _ in range(200):
         fe.send("SET_VRING_NUM", {"index": 0, "num": 256})
     alive(fe)
-    assert len(fe.session.rings) == 1
+    assert len(fe.ctx.rings) == 1
     assert "ring-repeat" in codes(fe)
 
 
@@ -91,7 +91,7 @@ def test_03_log_base_wrapping_u64_is_refused(fe: FakeFrontend) -> None:
     )
     os.close(fd)
     assert reply == {"value": 1}
-    assert fe.session.memory.log is None
+    assert fe.ctx.memory.log is None
     assert "log-overflow" in codes(fe)
 
 
@@ -116,7 +116,7 @@ def test_06_repeated_get_inflight_fd_keeps_one_area(fe: FakeFrontend) -> None:
         reply = fe.read()
         assert len(reply.fds) == 1
         wire.close_fds(reply.fds)
-    assert fe.session.inflight is not None
+    assert fe.ctx.inflight is not None
     assert "inflight-repeat" in codes(fe)
 
 
@@ -127,7 +127,7 @@ def test_07_set_inflight_fd_with_too_many_queues_is_refused(fe: FakeFrontend) ->
     fields = {"mmap_size": 1 << 20, "mmap_offset": 0, "num_queues": 0x101, "queue_size": 128}
     assert fe.ask("SET_INFLIGHT_FD", fields, fds=(fd,), need_reply=True) == {"value": 1}
     os.close(fd)
-    assert fe.session.inflight is None
+    assert fe.ctx.inflight is None
     assert "inflight-queues" in codes(fe)
 
 
@@ -145,7 +145,7 @@ def test_09_ring_crossing_the_end_of_its_region_never_starts(fe: FakeFrontend) -
     driver = Driver(fe.ram, size=256, desc=GUEST_SIZE - 0x100)  # table runs past the end
     kick, call = fe.start_ring(0, driver)
     assert "ring-address" in codes(fe)
-    assert fe.session.rings[0].broken and "in no region" in fe.session.rings[0].broken
+    assert fe.ctx.rings[0].broken and "in no region" in fe.ctx.rings[0].broken
     wire.close_fds([kick, call])
     alive(fe)
 
@@ -173,7 +173,7 @@ def test_10_bad_memory_tables_are_refused(fe: FakeFrontend, fields: dict, code: 
     fds = tuple(os.dup(fe.mem_fd) for _ in fields["regions"])
     assert fe.ask("SET_MEM_TABLE", fields, fds=fds, need_reply=True) == {"value": 1}
     wire.close_fds(fds)
-    assert fe.session.memory.regions == []
+    assert fe.ctx.memory.regions == []
     assert code in codes(fe)
 
 
@@ -187,7 +187,7 @@ def test_11_region_size_near_2_64_is_refused(fe: FakeFrontend) -> None:
     fd = os.dup(fe.mem_fd)
     assert fe.ask("SET_MEM_TABLE", fields, fds=(fd,), need_reply=True) == {"value": 1}
     os.close(fd)
-    assert fe.session.memory.regions == []
+    assert fe.ctx.memory.regions == []
 
 
 def test_12_oversized_payload_with_fds_is_skipped_without_storing_it(fe: FakeFrontend) -> None:
@@ -223,7 +223,7 @@ def test_13_valid_mem_table_with_two_regions_is_accepted(fe: FakeFrontend) -> No
         "SET_MEM_TABLE", {"nregions": 2, "regions": regions}, fds=fds, need_reply=True
     ) == {"value": 0}
     wire.close_fds(fds)
-    assert len(fe.session.memory.regions) == 2
+    assert len(fe.ctx.memory.regions) == 2
 
 
 def test_14_call_and_kick_with_nofd_are_accepted(fe: FakeFrontend) -> None:
@@ -283,7 +283,7 @@ def test_16_inflight_area_with_hostile_last_batch_head(fe: FakeFrontend) -> None
     kick, call = fe.start_ring(0, Driver(fe.ram))
     wire.close_fds([kick, call])
     alive(fe)
-    assert fe.session.rings[0].broken is None
+    assert fe.ctx.rings[0].broken is None
 
 
 def test_17_set_vring_base_beyond_the_queues_is_refused(fe: FakeFrontend) -> None:
@@ -308,7 +308,7 @@ def test_20_coalesced_requests_keep_fds_on_their_own_message(fe: FakeFrontend) -
     region_fields = {"nregions": 1, "regions": [region()]}
     fd = os.dup(fe.mem_fd)
     frames = [
-        build("SET_PROTOCOL_FEATURES", {"features": fe.session.script.protocol_features}),
+        build("SET_PROTOCOL_FEATURES", {"features": fe.ctx.script.protocol_features}),
         build("SET_OWNER"),
         build("SET_MEM_TABLE", region_fields, need_reply=True, fds=(fd,)),
     ]
@@ -316,7 +316,7 @@ def test_20_coalesced_requests_keep_fds_on_their_own_message(fe: FakeFrontend) -
         wire.send_frame(fe.sock, frame)
     os.close(fd)
     assert fe.read().payload == struct.pack("<Q", 0)
-    assert len(fe.session.memory.regions) == 1
+    assert len(fe.ctx.memory.regions) == 1
     assert "fd-count" not in codes(fe)
 
 

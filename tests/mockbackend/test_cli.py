@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from mockbackend.cli import main
-from mockbackend.server import connect
 from vhtrace import wire
 from vhtrace.protocol.messages import build
+from vhtrace.wire import connect_unix
 
 
 def run(*args: str) -> subprocess.Popen[str]:
@@ -53,7 +53,7 @@ def test_server_socket_is_private_and_a_session_ends_with_0(tmp_path: Path) -> N
         "--report",
         str(tmp_path / "r.json"),
     )
-    sock = connect(path)
+    sock = connect_unix(path, 30)
     assert os.stat(path).st_mode & 0o777 == 0o600
     wire.send_frame(sock, build("GET_FEATURES"))
     assert wire.MessageReader(sock).read() is not None
@@ -88,7 +88,7 @@ def test_violations_fail_only_when_asked(tmp_path: Path) -> None:
     for flag, code in (([], 0), (["--fail-on-violations"], 1)):
         path = tmp_path / f"v{code}.sock"
         proc = run("--socket", str(path), "--device", "rng", *flag)
-        sock = connect(path)
+        sock = connect_unix(path, 30)
         wire.send_frame(sock, build("SET_VRING_NUM", {"index": 0, "num": 3}))
         sock.close()
         assert proc.wait(10) == code

@@ -14,10 +14,10 @@ import pytest
 
 from mockbackend import Drop, Script, expect
 from mockbackend.faults import UnknownRequest
-from mockbackend.server import connect
 from mockbackend.testing import FakeFrontend
 from vhtrace import wire
 from vhtrace.protocol.messages import build
+from vhtrace.wire import connect_unix
 
 
 def run(*args: str, ignore_sigint: bool = False) -> subprocess.Popen[str]:
@@ -44,7 +44,7 @@ def finish(proc: subprocess.Popen[str]) -> tuple[int, str]:
 
 def ask(path: Path, name: str) -> None:
     """Connect, send ``name`` (no reply awaited), hang up."""
-    sock = connect(path)
+    sock = connect_unix(path, 30)
     wire.send_frame(sock, build(name))
     sock.close()
 
@@ -69,7 +69,7 @@ def test_each_fault_that_fires_is_a_line_on_stderr(tmp_path: Path, quiet: bool) 
     proc = run(
         "--socket", str(path), "--device", "rng", "--script", str(drop_script(tmp_path)), *flags
     )
-    sock = connect(path)
+    sock = connect_unix(path, 30)
     reader = wire.MessageReader(sock)
     wire.send_frame(sock, build("GET_QUEUE_NUM"))
     assert reader.read() is not None  # the first one is answered
@@ -153,7 +153,7 @@ def test_a_script_that_raises_while_serving_is_one_line_and_exit_2(tmp_path: Pat
     )
     path = tmp_path / "m.sock"
     proc = run("--socket", str(path), "--device", "rng", "--script", str(script))
-    sock = connect(path)
+    sock = connect_unix(path, 30)
     wire.send_frame(sock, build("GET_FEATURES"))
     assert wire.MessageReader(sock).read() is not None  # answered before the hook raised
     sock.close()
@@ -189,7 +189,7 @@ def test_a_count_expectation_is_one_sentence(tmp_path: Path) -> None:
     proc = run(
         "--socket", str(path), "--device", "rng", "--script", str(script), "--report", str(report)
     )
-    sock = connect(path)
+    sock = connect_unix(path, 30)
     reader = wire.MessageReader(sock)
     for _ in range(7):
         wire.send_frame(sock, build("GET_QUEUE_NUM"))
@@ -227,11 +227,11 @@ def test_sessions_0_serves_reconnections_until_stopped(tmp_path: Path) -> None:
     report = tmp_path / "r.json"
     proc = run("--socket", str(path), "--device", "rng", "--sessions", "0", "--report", str(report))
     for _ in range(3):
-        sock = connect(path)
+        sock = connect_unix(path, 30)
         wire.send_frame(sock, build("GET_FEATURES"))
         assert wire.MessageReader(sock).read() is not None  # served: the socket stayed
         sock.close()
-    sock = connect(path)  # a 4th connection, open when the signal comes
+    sock = connect_unix(path, 30)  # a 4th connection, open when the signal comes
     wire.send_frame(sock, build("GET_FEATURES"))
     assert wire.MessageReader(sock).read() is not None
     proc.send_signal(signal.SIGTERM)
@@ -255,7 +255,7 @@ def test_a_background_job_stops_on_sigint_and_sigterm(tmp_path: Path, signum: in
     proc = run(
         "--socket", str(path), "--device", "rng", "--report", str(report), ignore_sigint=True
     )
-    sock = connect(path)  # listening: the handlers are installed by now
+    sock = connect_unix(path, 30)  # listening: the handlers are installed by now
     wire.send_frame(sock, build("GET_FEATURES"))
     assert wire.MessageReader(sock).read() is not None
     proc.send_signal(signum)
@@ -272,7 +272,7 @@ def test_a_background_job_stops_on_sigint_and_sigterm(tmp_path: Path, signum: in
 def test_a_signal_while_waiting_for_a_connection(tmp_path: Path) -> None:
     path = tmp_path / "m.sock"
     proc = run("--socket", str(path), "--device", "rng", "--sessions", "0", ignore_sigint=True)
-    connect(path).close()  # a session that ends at once; it goes on waiting in accept()
+    connect_unix(path, 30).close()  # a session that ends at once; it goes on waiting in accept()
     proc.send_signal(signal.SIGINT)
     code, err = finish(proc)
     assert code == 0, err

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from mockbackend import (
+    Answer,
     BlkDevice,
     Close,
     Delay,
@@ -20,7 +21,6 @@ from mockbackend import (
     ExtraFds,
     Garbage,
     MissingFds,
-    Reply,
     RngDevice,
     Script,
     WrongFlags,
@@ -147,10 +147,10 @@ def test_override_and_hooks_see_every_message_in_order(image) -> None:
     seen: list[str] = []
 
     @script.on("GET_QUEUE_NUM")
-    def queue_num(ctx, msg) -> Reply:
+    def queue_num(ctx, msg) -> Answer:
         default = ctx.default(msg)
         assert default is not None and default.fields == {"value": 1}
-        return Reply.u64(42)
+        return Answer.u64(42)
 
     @script.before()
     def before(ctx, msg) -> None:
@@ -346,7 +346,7 @@ def test_postcopy_memory_table_exchange(image) -> None:
     fe.ram[0:4] = b"page"  # "arrived" in the shared memfd before registration
     wire.send_frame(fe.sock, build("SET_MEM_TABLE", {"value": 0}, layout="ack"))  # the ack
     fe.ask("GET_FEATURES")
-    assert fe.session.memory.read(0, 4) == b"page"  # registered and readable
+    assert fe.ctx.memory.read(0, 4) == b"page"  # registered and readable
     assert fe.ask("POSTCOPY_END", need_reply=True, layout="u64") == {"value": 0}
     report = fe.close()
     assert report.errors == []

@@ -22,11 +22,11 @@ import pytest
 
 from mockbackend.inflight import InflightArea
 from mockbackend.memory import GuestMemory, MemoryShrunk, sealed_against_shrinking
-from mockbackend.server import connect
 from mockbackend.testing import GUEST_SIZE, UADDR, Driver, kick, wait_used
 from vhtrace import wire
 from vhtrace.protocol import payloads, spec
 from vhtrace.protocol.messages import build
+from vhtrace.wire import connect_unix
 
 F_ADD_SEALS = 1033
 F_SEAL_SHRINK = 0x0002
@@ -36,7 +36,7 @@ class SocketFrontend:
     """A hostile front-end speaking to a mockbackend process over its unix socket."""
 
     def __init__(self, path: Path) -> None:
-        self.sock = connect(path)
+        self.sock = connect_unix(path, 30)
         self.sock.settimeout(10)
         self.reader = wire.MessageReader(self.sock)
         self.mem_fd = os.memfd_create("guest", os.MFD_CLOEXEC)

@@ -62,7 +62,7 @@ def test_guest_reads_and_writes_the_mock_disk(lab: Workspace, ring: str) -> None
     assert report.errors == []
     counts = device.counts
     assert counts.get(0, 0) > 0 and counts.get(1, 0) > 0, counts  # reads and writes
-    negotiated = backend.session.state.features_acked if backend.session else None
+    negotiated = backend.ctx.state.features_acked if backend.ctx else None
     assert negotiated is not None
     assert bool(negotiated >> VIRTIO_F_RING_PACKED & 1) == (ring == "packed")
 

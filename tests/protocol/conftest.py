@@ -23,12 +23,16 @@ VIRTIO_FEATURES = (
     | 1 << spec.VIRTIO_F_ACCESS_PLATFORM
 )
 
+DRIVER_STATUS = 0x3
+"""ACKNOWLEDGE | DRIVER: the status a driver has before it sets FEATURES_OK."""
+FEATURES_OK = spec.VIRTIO_STATUS_FEATURES_OK
+
 
 class Dialogue:
     """Feeds one Conversation, numbering messages as they would cross the wire."""
 
-    def __init__(self, device: DeviceType | None = None) -> None:
-        self.conversation = Conversation(device)
+    def __init__(self, device: DeviceType | None = None, frontend: str | None = None) -> None:
+        self.conversation = Conversation(device, frontend)
         self.seq = 0
 
     @property
@@ -107,6 +111,13 @@ class Dialogue:
         if queues is not None:
             steps += [self.request("GET_QUEUE_NUM"), self.reply("GET_QUEUE_NUM", {"value": queues})]
         steps.append(self.request("SET_FEATURES", {"features": virtio}))
+        if protocol >> ProtocolFeature.STATUS & 1:
+            # as QEMU's vhost_user_set_features() does: read the status, add FEATURES_OK
+            steps += [
+                self.request("GET_STATUS"),
+                self.reply("GET_STATUS", {"status": DRIVER_STATUS}),
+                self.request("SET_STATUS", {"status": DRIVER_STATUS | FEATURES_OK}),
+            ]
         return steps
 
 

@@ -270,10 +270,13 @@ def test_a_postcopy_ack_that_is_not_zero(make_dialogue) -> None:
 
 def test_regions_are_replaced_added_and_removed(negotiated) -> None:
     state = negotiated.state
-    negotiated.request("SET_MEM_TABLE", {"nregions": 1, "regions": [region(0)]}, fds=1)
+    table = negotiated.request("SET_MEM_TABLE", {"nregions": 1, "regions": [region(0)]}, fds=1)
     assert [r.guest_phys_addr for r in state.regions] == [0]
     added = negotiated.request("ADD_MEM_REG", region(4 * GIB), fds=1)
-    assert [(r.guest_phys_addr, r.seq) for r in state.regions] == [(0, 1 + 6), (4 * GIB, added.seq)]
+    assert [(r.guest_phys_addr, r.seq) for r in state.regions] == [
+        (0, table.seq),
+        (4 * GIB, added.seq),
+    ]
     negotiated.request("REM_MEM_REG", region(0))
     assert [r.guest_phys_addr for r in state.regions] == [4 * GIB]
     table = {"nregions": 1, "regions": [region(8 * GIB)]}

@@ -16,6 +16,8 @@ def _sample_value(field: device_config.ConfigField, n: int) -> object:
         return f"52:54:00:12:34:{n:02x}"
     if field.name == "tag":
         return f"share{n}"
+    if field.fmt.endswith("s"):
+        return bytes([n + 1]) * struct.calcsize(field.fmt)
     return n + 1  # fits every width, differs per field
 
 

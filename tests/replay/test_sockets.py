@@ -26,8 +26,8 @@ from tests.replay.builders import (
 )
 from vhtrace.protocol.spec import ProtocolFeature, Side
 from vhtrace.replay import ReplayOptions, ReplayResult, replay_frontend, serve_backend
-from vhtrace.replay.links import listen_unix
 from vhtrace.replay.report import Kind, Status
+from vhtrace.wire import listen_unix
 
 TRACES = Path(__file__).resolve().parents[2] / "traces"
 FAST = ReplayOptions(timeout=2.0, connect_timeout=2.0)
@@ -232,7 +232,11 @@ def test_serving_a_socket_in_use_is_unusable(tmp_path: Path, where: Path) -> Non
     busy.listen(1)
     result = serve_backend(trace, where / "busy.sock", FAST)
     busy.close()
-    assert result.exit_code == 2 and "in use" in (result.error or "")
+    assert result.exit_code == 2
+    assert (
+        result.error
+        == f"cannot listen: {where / 'busy.sock'}: something is already listening there"
+    )
 
 
 def test_analysed_builders_match_the_trace_file(tmp_path: Path) -> None:

@@ -37,6 +37,12 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="also the differences the rules excused"
     )
+    parser.add_argument(
+        "--html",
+        metavar="FILE",
+        help="also write both conversations side by side, aligned and highlighted, as one "
+        "self-contained HTML page",
+    )
     parser.set_defaults(run=run)
 
 
@@ -88,6 +94,11 @@ def run(args: argparse.Namespace) -> int:
             print(line)
         words = ", ".join(f"{n} {kind}" for kind, n in totals.items())
         print(f"result: {'different' if different else 'same'} ({words})")
+    if args.html:
+        from vhtrace.cli.report import write_output
+        from vhtrace.report.diffpage import render_diff_page
+
+        write_output(args.html, render_diff_page(args.old, args.new, results, totals))
     if old_damaged or new_damaged:
         return common.EXIT_BAD_INPUT
     return common.EXIT_FOUND if different else common.EXIT_OK

@@ -13,7 +13,8 @@ from vhtrace.protocol.findings import Severity
 from vhtrace.protocol.suggest import did_you_mean
 
 
-def _display_name(channel: str, name: str) -> str:
+def display_name(channel: str, name: str) -> str:
+    """A request's name as the filters match it: BACKEND_ before a back-end channel's."""
     return (
         "BACKEND_" + name
         if channel == spec.Channel.BACKEND and not name.startswith("UNKNOWN")
@@ -51,7 +52,7 @@ class RequestFilter:
     def matches(self, channel: str, request_id: int, name: str) -> bool:
         if (channel, request_id) in self.exact:
             return True
-        shown = _display_name(channel, name)
+        shown = display_name(channel, name)
         return any(
             fnmatch.fnmatchcase(shown, g) or fnmatch.fnmatchcase(name, g) for g in self.globs
         )

@@ -89,7 +89,8 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--device",
         choices=[d.value for d in DeviceType],
-        help="device type, to name virtio feature bits (default: read off QEMU's command line)",
+        help="device type, to name virtio feature bits (default: inferred from the peers' "
+        "command lines, e.g. QEMU's -device or DPDK's --vdev, else from the feature bits)",
     )
     snapshots = parser.add_argument_group(
         "shared-memory snapshots",
@@ -168,7 +169,7 @@ def _config(args: argparse.Namespace, snapshots: SnapshotConfig) -> ProxyConfig:
                        connect_timeout=args.connect_timeout, once=args.once,
                        strict=args.strict,
                        hold=snapshots.triggers if snapshots.active else None,
-                       hold_seconds=snapshots.hold_seconds)  # fmt: skip
+                       hold_seconds=snapshots.hold_seconds, device=args.device)  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:

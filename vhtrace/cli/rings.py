@@ -178,3 +178,24 @@ def _json(
             for q in area.queues
         ]
         yield {"type": "inflight", **head, "queues": queues, "problems": area.problems}
+
+
+def snapshot_texts(path: str) -> dict[int, list[str]]:
+    """Each snapshot's ``vhtrace rings`` view (default options), by snapshot number: what
+    ``vhtrace report`` shows on a snapshot's marker. Empty for a trace without snapshots."""
+    options = argparse.Namespace(ring=None, recent=report.DEFAULT_RECENT, all=False, peek=0)
+    reader = common.open_trace(path)
+    start_ns = int(reader.header.get("mono_ns", 0))
+    scan = read_snapshots(reader, None, _ring_part)
+    reader.close()
+    if not scan.snapshots:
+        return {}
+    wanted = {
+        digest
+        for snapshot in scan.snapshots
+        for extent in snapshot.extents
+        if _ring_part(extent.space, extent.role)
+        for _, digest in pages.iter_hashes(extent.items)
+    }
+    store = read_pages(common.open_trace(path), wanted)
+    return {s.number: _lines(s, store, start_ns, options) for s in scan.snapshots}

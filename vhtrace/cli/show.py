@@ -7,12 +7,12 @@ import dataclasses
 import os
 import sys
 import time
+from collections.abc import Callable
 
 from vhtrace import render
 from vhtrace.analysis import AnalysedMessage, Item, LateFindings, analyser_for
-from vhtrace.cli import common, render_worker
+from vhtrace.cli import common
 from vhtrace.cli.filters import MessageFilter, add_filter_arguments, filter_from_args
-from vhtrace.cli.render_worker import RenderMessage, RenderWorker
 from vhtrace.cli.verbs import help_of
 from vhtrace.protocol.findings import Severity
 from vhtrace.trace.records import (
@@ -59,22 +59,14 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
         choices=["error", "warning"],
         help="exit 1 if a finding of this severity (or worse) is shown",
     )
-    parser.add_argument(
-        "-j",
-        "--jobs",
-        type=int,
-        choices=[1, 2],
-        help="processes: 2 renders the output in a second process while the first analyses "
-        "(default: 2 for a trace file over 1 MiB on two or more CPUs, else 1)",
-    )
     add_filter_arguments(parser)
     parser.set_defaults(run=run)
 
 
 def message_renderer(
     header: dict[str, object], args: argparse.Namespace, json_out: render.JsonRenderer | None
-) -> RenderMessage:
-    """How a message prints with these options (the same in either process)."""
+) -> Callable[[AnalysedMessage], str]:
+    """How a message prints with these options."""
     if json_out is not None:
         return json_out.message
     verbose, hexdump = args.verbose, args.hex
@@ -91,15 +83,6 @@ def message_renderer(
         return "\n".join(parts)
 
     return text
-
-
-def _worker_for(args: argparse.Namespace, render_message: RenderMessage) -> RenderWorker | None:
-    """A second process to render in, if asked for or worth it."""
-    if args.jobs == 1 or args.follow or not render_worker.available(args.trace):
-        return None
-    if args.jobs is None and not render_worker.worth_it(args.trace):
-        return None
-    return RenderWorker(args.trace, render_message)
 
 
 def _count(text: str) -> int:
@@ -123,10 +106,8 @@ def _wait_for(path: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.jobs == 2 and not render_worker.available(args.trace):
-        raise common.UsageError("--jobs 2 needs a trace file (not stdin) and a real stdout")
-    if args.follow and (args.trace == "-" or args.jobs == 2):
-        raise common.UsageError("--follow reads a trace file, in one process")
+    if args.follow and args.trace == "-":
+        raise common.UsageError("--follow reads a trace file, not stdin")
     message_filter = filter_from_args(args)
     filtering = message_filter != MessageFilter()
     out = sys.stdout
@@ -152,10 +133,7 @@ def run(args: argparse.Namespace) -> int:
     analyser = analyser_for(header, args.device)
     json_out = render.JsonRenderer(header, with_raw=args.hex) if args.json else None
     render_message = message_renderer(header, args, json_out)
-    worker = _worker_for(args, render_message)
-    emit = worker.line if worker is not None else lines.append
-    index = -1
-    """Message records read so far, minus one (the worker finds its records by it)."""
+    emit = lines.append
     shown = 0
     limit = args.count
     worst = 0
@@ -224,7 +202,6 @@ def run(args: argparse.Namespace) -> int:
                 for item in analyser.feed(record):
                     other(item)
                 continue
-            index += 1
             item = message(record)
             if by_message and about_filter.matches(item):
                 matched.add(record.seq)
@@ -233,12 +210,9 @@ def run(args: argparse.Namespace) -> int:
             findings = item.analysis.findings
             if findings:
                 note([f.severity for f in findings])
-            if worker is not None:
-                worker.message(index, item)
-            else:
-                emit(render_message(item))
-                if len(lines) >= _BATCH:
-                    flush()
+            emit(render_message(item))
+            if len(lines) >= _BATCH:
+                flush()
             shown += 1
             if limit is not None and shown >= limit:
                 break
@@ -247,8 +221,6 @@ def run(args: argparse.Namespace) -> int:
                 other(item)
     finally:
         flush()
-        if worker is not None:
-            worker.finish()
     out.flush()
     damaged = common.report_damage(reader) if args.count is None else common.EXIT_OK
     reader.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from datetime import UTC, datetime
@@ -74,12 +75,12 @@ def _features(state: ConversationState | None, device: DeviceType | None) -> dic
     def virtio(value: int | None) -> dict[str, Any] | None:
         if value is None:
             return None
-        return {"value": value, "names": spec.virtio_feature_names(value, device)}
+        return {"value": value, "names": list(_virtio_names(value, device))}
 
     def protocol(value: int | None) -> dict[str, Any] | None:
         if value is None:
             return None
-        return {"value": value, "names": spec.protocol_feature_names(value)}
+        return {"value": value, "names": list(_protocol_names(value))}
 
     not_taken = None
     if state.features_offered is not None and state.features_acked is not None:
@@ -105,6 +106,17 @@ def _features(state: ConversationState | None, device: DeviceType | None) -> dic
         "regions": len(state.regions),
         "rings": sorted(state.rings),
     }
+
+
+@functools.lru_cache(maxsize=1024)
+def _virtio_names(value: int, device: DeviceType | None) -> tuple[str, ...]:
+    """Names of feature bits, once per value: a trace of many sessions repeats them."""
+    return tuple(spec.virtio_feature_names(value, device))
+
+
+@functools.lru_cache(maxsize=1024)
+def _protocol_names(value: int) -> tuple[str, ...]:
+    return tuple(spec.protocol_feature_names(value))
 
 
 def _needs_qemu(acked: int | None) -> dict[str, str]:

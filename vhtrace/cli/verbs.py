@@ -15,6 +15,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "replay": ("vhtrace.cli.replay",
                "replay a trace against a live back-end (or serve it to a live front-end)"),
     "diff": ("vhtrace.cli.diff", "what two traces say differently (a regression between versions)"),
+    "report": ("vhtrace.cli.report",
+               "draw a trace as a message-sequence chart (one HTML file, or an SVG)"),
     "rings": ("vhtrace.cli.rings", "show the vrings at each shared-memory snapshot"),
     "memory": ("vhtrace.cli.memory", "dump guest memory from a shared-memory snapshot"),
     "fuzz": ("vhtrace.cli.fuzz",

@@ -45,6 +45,13 @@ class LuaField:
     mask: int | None = None
     bits: int = 0
     """For a bool: the width of the integer its mask applies to."""
+    abbrev: str | None = None
+    """The filter name when it is not ``vhost_user.<key>``: a field that shares another's
+    name with other value names (a device's feature bits, named by the device)."""
+
+    @property
+    def filter_name(self) -> str:
+        return self.abbrev or FIELD_PREFIX + self.key
 
     @property
     def width(self) -> int | None:
@@ -105,6 +112,7 @@ FIELDS: tuple[LuaField, ...] = (
     _u("ack", "Ack (0 = success)", 64),
     _x64("features", "Virtio features"),
     _u("features.bit", "Feature bit", 8, values="VIRTIO_FEATURES"),
+    LuaField("features.name", "Feature name", "string", "NONE"),
     _x64("protocol_features", "Protocol features"),
     _u("protocol_features.bit", "Protocol feature bit", 8, values="PROTOCOL_FEATURES"),
     _x64("status", "Device status"),
@@ -205,6 +213,30 @@ CONFIG_FIELDS: tuple[LuaField, ...] = tuple(
     for field in fields
 )
 FIELDS += CONFIG_FIELDS
+
+
+def device_features_values(device: spec.DeviceType) -> str:
+    """The name of the value table of a device's feature bits (common and its own); the
+    Lua builds it the same way from the device named in a packet's metadata."""
+    return f"VIRTIO_FEATURES_{device.value.upper()}"
+
+
+DEVICE_FEATURE_FIELDS: tuple[LuaField, ...] = tuple(
+    LuaField(
+        f"features.bit.{device.value}",
+        "Feature bit",
+        "uint8",
+        values=device_features_values(device),
+        abbrev=FIELD_PREFIX + "features.bit",
+    )
+    for device in spec.DeviceType
+)
+"""``vhost_user.features.bit`` again, once per device type, with that device's names: a
+bit is added with the field of the trace's device, so Wireshark shows ``RO (5)`` for a blk
+device where the common field says ``Unknown (5)``. (A display filter reads a string value
+by the first field of a name only, so ``vhost_user.features.name == "RO"`` is the filter by
+name; ``vhost_user.features.bit == 5`` matches every one.)"""
+FIELDS += DEVICE_FEATURE_FIELDS
 _FIELDS_BY_KEY = {f.key: f for f in FIELDS}
 
 # --------------------------------------------------------------------------
@@ -378,7 +410,7 @@ def _requests(channel: Channel) -> list[str]:
 
 
 def _field_line(field: LuaField) -> str:
-    abbr, label = _str(FIELD_PREFIX + field.key), _str(field.label)
+    abbr, label = _str(field.filter_name), _str(field.label)
     if field.kind == "bool":
         args = f"{abbr}, {label}, {field.bits}, nil, 0x{field.mask:x}"
     elif field.kind == "framenum":
@@ -394,8 +426,18 @@ def _field_line(field: LuaField) -> str:
 
 
 def _values() -> dict[str, dict[int, str]]:
+    per_device = {
+        device_features_values(device): {
+            bit: spec.virtio_feature_name(bit, device)
+            for bit in sorted(
+                {*spec.COMMON_VIRTIO_FEATURES, *spec.DEVICE_VIRTIO_FEATURES.get(device, {})}
+            )
+        }
+        for device in spec.DeviceType
+    }
     return {
         "VIRTIO_FEATURES": spec.COMMON_VIRTIO_FEATURES,
+        **per_device,
         "PROTOCOL_FEATURES": {f.value: f.name for f in spec.ProtocolFeature},
         "STATUS_BITS": spec.VIRTIO_STATUS_BITS,
         "IOTLB_TYPES": payloads.IOTLB_TYPES,
@@ -422,7 +464,7 @@ def generated_block() -> str:
         "-- Requests by channel and id: name, request layout, reply layout(s).",
         "local REQUESTS = {",
     ]
-    for channel in Channel:
+    for channel in spec.FRAMED_CHANNELS:
         out += _requests(channel)
     out += ["}", "", "-- Fixed payload sizes by layout (absent: the size depends on the content)."]
     sizes = {name: codec.size for name, codec in payloads.LAYOUTS.items() if codec.size is not None}

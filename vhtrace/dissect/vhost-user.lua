@@ -95,6 +95,20 @@ local LAYOUT_SIZES = { empty = 0, u64 = 8, ack = 8, virtio_features = 8, protoco
 
 local VALUES = {
   VIRTIO_FEATURES = { [24] = "NOTIFY_ON_EMPTY", [26] = "LOG_ALL", [27] = "ANY_LAYOUT", [28] = "RING_INDIRECT_DESC", [29] = "RING_EVENT_IDX", [30] = "PROTOCOL_FEATURES", [32] = "VERSION_1", [33] = "ACCESS_PLATFORM", [34] = "RING_PACKED", [35] = "IN_ORDER", [36] = "ORDER_PLATFORM", [37] = "SR_IOV", [38] = "NOTIFICATION_DATA", [39] = "NOTIF_CONFIG_DATA", [40] = "RING_RESET", [41] = "ADMIN_VQ" },
+  VIRTIO_FEATURES_BLK = { [0] = "BARRIER", [1] = "SIZE_MAX", [2] = "SEG_MAX", [4] = "GEOMETRY", [5] = "RO", [6] = "BLK_SIZE", [7] = "SCSI", [9] = "FLUSH", [10] = "TOPOLOGY", [11] = "CONFIG_WCE", [12] = "MQ", [13] = "DISCARD", [14] = "WRITE_ZEROES", [15] = "LIFETIME", [16] = "SECURE_ERASE", [17] = "ZONED", [24] = "NOTIFY_ON_EMPTY", [26] = "LOG_ALL", [27] = "ANY_LAYOUT", [28] = "RING_INDIRECT_DESC", [29] = "RING_EVENT_IDX", [30] = "PROTOCOL_FEATURES", [32] = "VERSION_1", [33] = "ACCESS_PLATFORM", [34] = "RING_PACKED", [35] = "IN_ORDER", [36] = "ORDER_PLATFORM", [37] = "SR_IOV", [38] = "NOTIFICATION_DATA", [39] = "NOTIF_CONFIG_DATA", [40] = "RING_RESET", [41] = "ADMIN_VQ" },
+  VIRTIO_FEATURES_NET = { [0] = "CSUM", [1] = "GUEST_CSUM", [2] = "CTRL_GUEST_OFFLOADS", [3] = "MTU", [5] = "MAC", [6] = "GSO", [7] = "GUEST_TSO4", [8] = "GUEST_TSO6", [9] = "GUEST_ECN", [10] = "GUEST_UFO", [11] = "HOST_TSO4", [12] = "HOST_TSO6", [13] = "HOST_ECN", [14] = "HOST_UFO", [15] = "MRG_RXBUF", [16] = "STATUS", [17] = "CTRL_VQ", [18] = "CTRL_RX", [19] = "CTRL_VLAN", [20] = "CTRL_RX_EXTRA", [21] = "GUEST_ANNOUNCE", [22] = "MQ", [23] = "CTRL_MAC_ADDR", [24] = "NOTIFY_ON_EMPTY", [26] = "LOG_ALL", [27] = "ANY_LAYOUT", [28] = "RING_INDIRECT_DESC", [29] = "RING_EVENT_IDX", [30] = "PROTOCOL_FEATURES", [32] = "VERSION_1", [33] = "ACCESS_PLATFORM", [34] = "RING_PACKED", [35] = "IN_ORDER", [36] = "ORDER_PLATFORM", [37] = "SR_IOV", [38] = "NOTIFICATION_DATA", [39] = "NOTIF_CONFIG_DATA", [40] = "RING_RESET", [41] = "ADMIN_VQ", [52] = "VQ_NOTF_COAL", [53] = "NOTF_COAL", [54] = "GUEST_USO4", [55] = "GUEST_USO6", [56] = "HOST_USO", [57] = "HASH_REPORT", [59] = "GUEST_HDRLEN", [60] = "RSS", [61] = "RSC_EXT", [62] = "STANDBY", [63] = "SPEED_DUPLEX" },
+  VIRTIO_FEATURES_FS = { [0] = "NOTIFICATION", [24] = "NOTIFY_ON_EMPTY", [26] = "LOG_ALL", [27] = "ANY_LAYOUT", [28] = "RING_INDIRECT_DESC", [29] = "RING_EVENT_IDX", [30] = "PROTOCOL_FEATURES", [32] = "VERSION_1", [33] = "ACCESS_PLATFORM", [34] = "RING_PACKED", [35] = "IN_ORDER", [36] = "ORDER_PLATFORM", [37] = "SR_IOV", [38] = "NOTIFICATION_DATA", [39] = "NOTIF_CONFIG_DATA", [40] = "RING_RESET", [41] = "ADMIN_VQ" },
+  VIRTIO_FEATURES_SCSI = { [0] = "INOUT", [1] = "HOTPLUG", [2] = "CHANGE", [3] = "T10_PI", [24] = "NOTIFY_ON_EMPTY", [26] = "LOG_ALL", [27] = "ANY_LAYOUT", [28] = "RING_INDIRECT_DESC", [29] = "RING_EVENT_IDX", [30] = "PROTOCOL_FEATURES", [32] = "VERSION_1", [33] = "ACCESS_PLATFORM", [34] = "RING_PACKED", [35] = "IN_ORDER", [36] = "ORDER_PLATFORM", [37] = "SR_IOV", [38] = "NOTIFICATION_DATA", [39] = "NOTIF_CONFIG_DATA", [40] = "RING_RESET", [41] = "ADMIN_VQ" },
+  VIRTIO_FEATURES_GPU = { [0] = "VIRGL", [1] = "EDID", [2] = "RESOURCE_UUID", [3] = "RESOURCE_BLOB", [4] = "CONTEXT_INIT", [24] = "NOTIFY_ON_EMPTY", [26] = "LOG_ALL", [27] = "ANY_LAYOUT", [28] = "RING_INDIRECT_DESC", [29] = "RING_EVENT_IDX", [30] = "PROTOCOL_FEATURES", [32] = "VERSION_1", [33] = "ACCESS_PLATFORM", [34] = "RING_PACKED", [35] = "IN_ORDER", [36] = "ORDER_PLATFORM", [37] = "SR_IOV", [38] = "NOTIFICATION_DATA", [39] = "NOTIF_CONFIG_DATA", [40] = "RING_RESET", [41] = "ADMIN_VQ" },
+  VIRTIO_FEATURES_VSOCK = { [0] = "STREAM", [1] = "SEQPACKET", [24] = "NOTIFY_ON_EMPTY", [26] = "LOG_ALL", [27] = "ANY_LAYOUT", [28] = "RING_INDIRECT_DESC", [29] = "RING_EVENT_IDX", [30] = "PROTOCOL_FEATURES", [32] = "VERSION_1", [33] = "ACCESS_PLATFORM", [34] = "RING_PACKED", [35] = "IN_ORDER", [36] = "ORDER_PLATFORM", [37] = "SR_IOV", [38] = "NOTIFICATION_DATA", [39] = "NOTIF_CONFIG_DATA", [40] = "RING_RESET", [41] = "ADMIN_VQ" },
+  VIRTIO_FEATURES_I2C = { [0] = "ZERO_LENGTH_REQUEST", [24] = "NOTIFY_ON_EMPTY", [26] = "LOG_ALL", [27] = "ANY_LAYOUT", [28] = "RING_INDIRECT_DESC", [29] = "RING_EVENT_IDX", [30] = "PROTOCOL_FEATURES", [32] = "VERSION_1", [33] = "ACCESS_PLATFORM", [34] = "RING_PACKED", [35] = "IN_ORDER", [36] = "ORDER_PLATFORM", [37] = "SR_IOV", [38] = "NOTIFICATION_DATA", [39] = "NOTIF_CONFIG_DATA", [40] = "RING_RESET", [41] = "ADMIN_VQ" },
+  VIRTIO_FEATURES_GPIO = { [0] = "IRQ", [24] = "NOTIFY_ON_EMPTY", [26] = "LOG_ALL", [27] = "ANY_LAYOUT", [28] = "RING_INDIRECT_DESC", [29] = "RING_EVENT_IDX", [30] = "PROTOCOL_FEATURES", [32] = "VERSION_1", [33] = "ACCESS_PLATFORM", [34] = "RING_PACKED", [35] = "IN_ORDER", [36] = "ORDER_PLATFORM", [37] = "SR_IOV", [38] = "NOTIFICATION_DATA", [39] = "NOTIF_CONFIG_DATA", [40] = "RING_RESET", [41] = "ADMIN_VQ" },
+  VIRTIO_FEATURES_RNG = { [24] = "NOTIFY_ON_EMPTY", [26] = "LOG_ALL", [27] = "ANY_LAYOUT", [28] = "RING_INDIRECT_DESC", [29] = "RING_EVENT_IDX", [30] = "PROTOCOL_FEATURES", [32] = "VERSION_1", [33] = "ACCESS_PLATFORM", [34] = "RING_PACKED", [35] = "IN_ORDER", [36] = "ORDER_PLATFORM", [37] = "SR_IOV", [38] = "NOTIFICATION_DATA", [39] = "NOTIF_CONFIG_DATA", [40] = "RING_RESET", [41] = "ADMIN_VQ" },
+  VIRTIO_FEATURES_SOUND = { [0] = "CTLS", [24] = "NOTIFY_ON_EMPTY", [26] = "LOG_ALL", [27] = "ANY_LAYOUT", [28] = "RING_INDIRECT_DESC", [29] = "RING_EVENT_IDX", [30] = "PROTOCOL_FEATURES", [32] = "VERSION_1", [33] = "ACCESS_PLATFORM", [34] = "RING_PACKED", [35] = "IN_ORDER", [36] = "ORDER_PLATFORM", [37] = "SR_IOV", [38] = "NOTIFICATION_DATA", [39] = "NOTIF_CONFIG_DATA", [40] = "RING_RESET", [41] = "ADMIN_VQ" },
+  VIRTIO_FEATURES_INPUT = { [24] = "NOTIFY_ON_EMPTY", [26] = "LOG_ALL", [27] = "ANY_LAYOUT", [28] = "RING_INDIRECT_DESC", [29] = "RING_EVENT_IDX", [30] = "PROTOCOL_FEATURES", [32] = "VERSION_1", [33] = "ACCESS_PLATFORM", [34] = "RING_PACKED", [35] = "IN_ORDER", [36] = "ORDER_PLATFORM", [37] = "SR_IOV", [38] = "NOTIFICATION_DATA", [39] = "NOTIF_CONFIG_DATA", [40] = "RING_RESET", [41] = "ADMIN_VQ" },
+  VIRTIO_FEATURES_CAN = { [0] = "CAN_CLASSIC", [1] = "CAN_FD", [2] = "LATE_TX_ACK", [3] = "RTR_FRAMES", [24] = "NOTIFY_ON_EMPTY", [26] = "LOG_ALL", [27] = "ANY_LAYOUT", [28] = "RING_INDIRECT_DESC", [29] = "RING_EVENT_IDX", [30] = "PROTOCOL_FEATURES", [32] = "VERSION_1", [33] = "ACCESS_PLATFORM", [34] = "RING_PACKED", [35] = "IN_ORDER", [36] = "ORDER_PLATFORM", [37] = "SR_IOV", [38] = "NOTIFICATION_DATA", [39] = "NOTIF_CONFIG_DATA", [40] = "RING_RESET", [41] = "ADMIN_VQ" },
+  VIRTIO_FEATURES_SCMI = { [0] = "P2A_CHANNELS", [1] = "SHARED_MEMORY", [24] = "NOTIFY_ON_EMPTY", [26] = "LOG_ALL", [27] = "ANY_LAYOUT", [28] = "RING_INDIRECT_DESC", [29] = "RING_EVENT_IDX", [30] = "PROTOCOL_FEATURES", [32] = "VERSION_1", [33] = "ACCESS_PLATFORM", [34] = "RING_PACKED", [35] = "IN_ORDER", [36] = "ORDER_PLATFORM", [37] = "SR_IOV", [38] = "NOTIFICATION_DATA", [39] = "NOTIF_CONFIG_DATA", [40] = "RING_RESET", [41] = "ADMIN_VQ" },
+  VIRTIO_FEATURES_CRYPTO = { [0] = "REVISION_1", [1] = "CIPHER_STATELESS_MODE", [2] = "HASH_STATELESS_MODE", [3] = "MAC_STATELESS_MODE", [4] = "AEAD_STATELESS_MODE", [5] = "AKCIPHER_STATELESS_MODE", [24] = "NOTIFY_ON_EMPTY", [26] = "LOG_ALL", [27] = "ANY_LAYOUT", [28] = "RING_INDIRECT_DESC", [29] = "RING_EVENT_IDX", [30] = "PROTOCOL_FEATURES", [32] = "VERSION_1", [33] = "ACCESS_PLATFORM", [34] = "RING_PACKED", [35] = "IN_ORDER", [36] = "ORDER_PLATFORM", [37] = "SR_IOV", [38] = "NOTIFICATION_DATA", [39] = "NOTIF_CONFIG_DATA", [40] = "RING_RESET", [41] = "ADMIN_VQ" },
   PROTOCOL_FEATURES = { [0] = "MQ", [1] = "LOG_SHMFD", [2] = "RARP", [3] = "REPLY_ACK", [4] = "NET_MTU", [5] = "BACKEND_REQ", [6] = "CROSS_ENDIAN", [7] = "CRYPTO_SESSION", [8] = "PAGEFAULT", [9] = "CONFIG", [10] = "BACKEND_SEND_FD", [11] = "HOST_NOTIFIER", [12] = "INFLIGHT_SHMFD", [13] = "RESET_DEVICE", [14] = "INBAND_NOTIFICATIONS", [15] = "CONFIGURE_MEM_SLOTS", [16] = "STATUS", [17] = "XEN_MMAP", [18] = "SHARED_OBJECT", [19] = "DEVICE_STATE", [20] = "GET_VRING_BASE_INFLIGHT", [21] = "GPA_ADDRESSES", [22] = "SHMEM", [23] = "GET_VRING_BASE_SKIP_DRAIN" },
   STATUS_BITS = { [0] = "ACKNOWLEDGE", [1] = "DRIVER", [2] = "DRIVER_OK", [3] = "FEATURES_OK", [6] = "NEEDS_RESET", [7] = "FAILED" },
   IOTLB_TYPES = { [1] = "MISS", [2] = "UPDATE", [3] = "INVALIDATE", [4] = "ACCESS_FAIL", [5] = "BATCH_BEGIN", [6] = "BATCH_END" },
@@ -109,6 +123,16 @@ local DEVICE_FEATURES = {
   net = { [0] = "CSUM", [1] = "GUEST_CSUM", [2] = "CTRL_GUEST_OFFLOADS", [3] = "MTU", [5] = "MAC", [6] = "GSO", [7] = "GUEST_TSO4", [8] = "GUEST_TSO6", [9] = "GUEST_ECN", [10] = "GUEST_UFO", [11] = "HOST_TSO4", [12] = "HOST_TSO6", [13] = "HOST_ECN", [14] = "HOST_UFO", [15] = "MRG_RXBUF", [16] = "STATUS", [17] = "CTRL_VQ", [18] = "CTRL_RX", [19] = "CTRL_VLAN", [20] = "CTRL_RX_EXTRA", [21] = "GUEST_ANNOUNCE", [22] = "MQ", [23] = "CTRL_MAC_ADDR", [52] = "VQ_NOTF_COAL", [53] = "NOTF_COAL", [54] = "GUEST_USO4", [55] = "GUEST_USO6", [56] = "HOST_USO", [57] = "HASH_REPORT", [59] = "GUEST_HDRLEN", [60] = "RSS", [61] = "RSC_EXT", [62] = "STANDBY", [63] = "SPEED_DUPLEX" },
   fs = { [0] = "NOTIFICATION" },
   scsi = { [0] = "INOUT", [1] = "HOTPLUG", [2] = "CHANGE", [3] = "T10_PI" },
+  gpu = { [0] = "VIRGL", [1] = "EDID", [2] = "RESOURCE_UUID", [3] = "RESOURCE_BLOB", [4] = "CONTEXT_INIT" },
+  vsock = { [0] = "STREAM", [1] = "SEQPACKET" },
+  i2c = { [0] = "ZERO_LENGTH_REQUEST" },
+  gpio = { [0] = "IRQ" },
+  rng = {  },
+  sound = { [0] = "CTLS" },
+  input = {  },
+  can = { [0] = "CAN_CLASSIC", [1] = "CAN_FD", [2] = "LATE_TX_ACK", [3] = "RTR_FRAMES" },
+  scmi = { [0] = "P2A_CHANNELS", [1] = "SHARED_MEMORY" },
+  crypto = { [0] = "REVISION_1", [1] = "CIPHER_STATELESS_MODE", [2] = "HASH_STATELESS_MODE", [3] = "MAC_STATELESS_MODE", [4] = "AEAD_STATELESS_MODE", [5] = "AKCIPHER_STATELESS_MODE" },
 }
 
 -- Config space by device: { name, offset, size, on the summary line }.
@@ -117,6 +141,13 @@ local DEVICE_CONFIG = {
   net = { { "mac", 0, 6, true }, { "status", 6, 2, true }, { "max_virtqueue_pairs", 8, 2, true }, { "mtu", 10, 2, true }, { "speed", 12, 4, false }, { "duplex", 16, 1, false }, { "rss_max_key_size", 17, 1, false }, { "rss_max_indirection_table_length", 18, 2, false }, { "supported_hash_types", 20, 4, false } },
   fs = { { "tag", 0, 36, true }, { "num_request_queues", 36, 4, true }, { "notify_buf_size", 40, 4, false } },
   scsi = { { "num_queues", 0, 4, true }, { "seg_max", 4, 4, false }, { "max_sectors", 8, 4, false }, { "cmd_per_lun", 12, 4, false }, { "event_info_size", 16, 4, false }, { "sense_size", 20, 4, false }, { "cdb_size", 24, 4, false }, { "max_channel", 28, 2, false }, { "max_target", 30, 2, true }, { "max_lun", 32, 4, true } },
+  gpu = { { "events_read", 0, 4, true }, { "events_clear", 4, 4, false }, { "num_scanouts", 8, 4, true }, { "num_capsets", 12, 4, true } },
+  vsock = { { "guest_cid", 0, 8, true } },
+  gpio = { { "ngpio", 0, 2, true }, { "gpio_names_size", 4, 4, true } },
+  sound = { { "jacks", 0, 4, true }, { "streams", 4, 4, true }, { "chmaps", 8, 4, true }, { "controls", 12, 4, false } },
+  input = { { "select", 0, 1, true }, { "subsel", 1, 1, true }, { "size", 2, 1, true }, { "u", 8, 128, false } },
+  can = { { "status", 0, 2, true } },
+  crypto = { { "status", 0, 4, true }, { "max_dataqueues", 4, 4, true }, { "crypto_services", 8, 4, true }, { "cipher_algo_l", 12, 4, false }, { "cipher_algo_h", 16, 4, false }, { "hash_algo", 20, 4, false }, { "mac_algo_l", 24, 4, false }, { "mac_algo_h", 28, 4, false }, { "aead_algo", 32, 4, false }, { "max_cipher_key_len", 36, 4, false }, { "max_auth_key_len", 40, 4, false }, { "akcipher_algo", 44, 4, false }, { "max_size", 48, 8, false } },
 }
 
 -- Struct layouts: { field key, size in bytes } in wire order.
@@ -172,6 +203,7 @@ F["u64"] = ProtoField.uint64("vhost_user.u64", "Value", base.DEC, nil)
 F["ack"] = ProtoField.uint64("vhost_user.ack", "Ack (0 = success)", base.DEC, nil)
 F["features"] = ProtoField.uint64("vhost_user.features", "Virtio features", base.HEX, nil)
 F["features.bit"] = ProtoField.uint8("vhost_user.features.bit", "Feature bit", base.DEC, VALUES.VIRTIO_FEATURES)
+F["features.name"] = ProtoField.string("vhost_user.features.name", "Feature name")
 F["protocol_features"] = ProtoField.uint64("vhost_user.protocol_features", "Protocol features", base.HEX, nil)
 F["protocol_features.bit"] = ProtoField.uint8("vhost_user.protocol_features.bit", "Protocol feature bit", base.DEC, VALUES.PROTOCOL_FEATURES)
 F["status"] = ProtoField.uint64("vhost_user.status", "Device status", base.HEX, nil)
@@ -302,6 +334,49 @@ F["config.scsi.cdb_size"] = ProtoField.uint32("vhost_user.config.scsi.cdb_size",
 F["config.scsi.max_channel"] = ProtoField.uint16("vhost_user.config.scsi.max_channel", "Max channel", base.DEC, nil)
 F["config.scsi.max_target"] = ProtoField.uint16("vhost_user.config.scsi.max_target", "Max target", base.DEC, nil)
 F["config.scsi.max_lun"] = ProtoField.uint32("vhost_user.config.scsi.max_lun", "Max lun", base.DEC, nil)
+F["config.gpu.events_read"] = ProtoField.uint32("vhost_user.config.gpu.events_read", "Events read", base.DEC, nil)
+F["config.gpu.events_clear"] = ProtoField.uint32("vhost_user.config.gpu.events_clear", "Events clear", base.DEC, nil)
+F["config.gpu.num_scanouts"] = ProtoField.uint32("vhost_user.config.gpu.num_scanouts", "Num scanouts", base.DEC, nil)
+F["config.gpu.num_capsets"] = ProtoField.uint32("vhost_user.config.gpu.num_capsets", "Num capsets", base.DEC, nil)
+F["config.vsock.guest_cid"] = ProtoField.uint64("vhost_user.config.vsock.guest_cid", "Guest cid", base.DEC, nil)
+F["config.gpio.ngpio"] = ProtoField.uint16("vhost_user.config.gpio.ngpio", "Ngpio", base.DEC, nil)
+F["config.gpio.gpio_names_size"] = ProtoField.uint32("vhost_user.config.gpio.gpio_names_size", "Gpio names size", base.DEC, nil)
+F["config.sound.jacks"] = ProtoField.uint32("vhost_user.config.sound.jacks", "Jacks", base.DEC, nil)
+F["config.sound.streams"] = ProtoField.uint32("vhost_user.config.sound.streams", "Streams", base.DEC, nil)
+F["config.sound.chmaps"] = ProtoField.uint32("vhost_user.config.sound.chmaps", "Chmaps", base.DEC, nil)
+F["config.sound.controls"] = ProtoField.uint32("vhost_user.config.sound.controls", "Controls", base.DEC, nil)
+F["config.input.select"] = ProtoField.uint8("vhost_user.config.input.select", "Select", base.DEC, nil)
+F["config.input.subsel"] = ProtoField.uint8("vhost_user.config.input.subsel", "Subsel", base.DEC, nil)
+F["config.input.size"] = ProtoField.uint8("vhost_user.config.input.size", "Size", base.DEC, nil)
+F["config.input.u"] = ProtoField.string("vhost_user.config.input.u", "U")
+F["config.can.status"] = ProtoField.uint16("vhost_user.config.can.status", "Status", base.DEC, nil)
+F["config.crypto.status"] = ProtoField.uint32("vhost_user.config.crypto.status", "Status", base.DEC, nil)
+F["config.crypto.max_dataqueues"] = ProtoField.uint32("vhost_user.config.crypto.max_dataqueues", "Max dataqueues", base.DEC, nil)
+F["config.crypto.crypto_services"] = ProtoField.uint32("vhost_user.config.crypto.crypto_services", "Crypto services", base.DEC, nil)
+F["config.crypto.cipher_algo_l"] = ProtoField.uint32("vhost_user.config.crypto.cipher_algo_l", "Cipher algo l", base.DEC, nil)
+F["config.crypto.cipher_algo_h"] = ProtoField.uint32("vhost_user.config.crypto.cipher_algo_h", "Cipher algo h", base.DEC, nil)
+F["config.crypto.hash_algo"] = ProtoField.uint32("vhost_user.config.crypto.hash_algo", "Hash algo", base.DEC, nil)
+F["config.crypto.mac_algo_l"] = ProtoField.uint32("vhost_user.config.crypto.mac_algo_l", "Mac algo l", base.DEC, nil)
+F["config.crypto.mac_algo_h"] = ProtoField.uint32("vhost_user.config.crypto.mac_algo_h", "Mac algo h", base.DEC, nil)
+F["config.crypto.aead_algo"] = ProtoField.uint32("vhost_user.config.crypto.aead_algo", "Aead algo", base.DEC, nil)
+F["config.crypto.max_cipher_key_len"] = ProtoField.uint32("vhost_user.config.crypto.max_cipher_key_len", "Max cipher key len", base.DEC, nil)
+F["config.crypto.max_auth_key_len"] = ProtoField.uint32("vhost_user.config.crypto.max_auth_key_len", "Max auth key len", base.DEC, nil)
+F["config.crypto.akcipher_algo"] = ProtoField.uint32("vhost_user.config.crypto.akcipher_algo", "Akcipher algo", base.DEC, nil)
+F["config.crypto.max_size"] = ProtoField.uint64("vhost_user.config.crypto.max_size", "Max size", base.DEC, nil)
+F["features.bit.blk"] = ProtoField.uint8("vhost_user.features.bit", "Feature bit", base.DEC, VALUES.VIRTIO_FEATURES_BLK)
+F["features.bit.net"] = ProtoField.uint8("vhost_user.features.bit", "Feature bit", base.DEC, VALUES.VIRTIO_FEATURES_NET)
+F["features.bit.fs"] = ProtoField.uint8("vhost_user.features.bit", "Feature bit", base.DEC, VALUES.VIRTIO_FEATURES_FS)
+F["features.bit.scsi"] = ProtoField.uint8("vhost_user.features.bit", "Feature bit", base.DEC, VALUES.VIRTIO_FEATURES_SCSI)
+F["features.bit.gpu"] = ProtoField.uint8("vhost_user.features.bit", "Feature bit", base.DEC, VALUES.VIRTIO_FEATURES_GPU)
+F["features.bit.vsock"] = ProtoField.uint8("vhost_user.features.bit", "Feature bit", base.DEC, VALUES.VIRTIO_FEATURES_VSOCK)
+F["features.bit.i2c"] = ProtoField.uint8("vhost_user.features.bit", "Feature bit", base.DEC, VALUES.VIRTIO_FEATURES_I2C)
+F["features.bit.gpio"] = ProtoField.uint8("vhost_user.features.bit", "Feature bit", base.DEC, VALUES.VIRTIO_FEATURES_GPIO)
+F["features.bit.rng"] = ProtoField.uint8("vhost_user.features.bit", "Feature bit", base.DEC, VALUES.VIRTIO_FEATURES_RNG)
+F["features.bit.sound"] = ProtoField.uint8("vhost_user.features.bit", "Feature bit", base.DEC, VALUES.VIRTIO_FEATURES_SOUND)
+F["features.bit.input"] = ProtoField.uint8("vhost_user.features.bit", "Feature bit", base.DEC, VALUES.VIRTIO_FEATURES_INPUT)
+F["features.bit.can"] = ProtoField.uint8("vhost_user.features.bit", "Feature bit", base.DEC, VALUES.VIRTIO_FEATURES_CAN)
+F["features.bit.scmi"] = ProtoField.uint8("vhost_user.features.bit", "Feature bit", base.DEC, VALUES.VIRTIO_FEATURES_SCMI)
+F["features.bit.crypto"] = ProtoField.uint8("vhost_user.features.bit", "Feature bit", base.DEC, VALUES.VIRTIO_FEATURES_CRYPTO)
 -- END GENERATED
 
 local fields = {}
@@ -404,16 +479,21 @@ local function struct_size(entries)
   return size
 end
 
--- Lists the set bits of a u64 under its item, named from `names` (and the device's names).
-local function add_bits(item, buf, key, names, device_names)
+-- Lists the set bits of a u64 under its item, named from `names`; with a device, by the
+-- field of that device (the same filter name, its value names the device's bits too), and
+-- with `name_key`, each bit's name as a hidden string field (filters by name).
+local function add_bits(item, buf, key, names, device, name_key)
   local words = {}
+  local field = device and F[key .. "." .. device] or F[key]
+  local values = device and VALUES["VIRTIO_FEATURES_" .. device:upper()] or names
   for _, bit in ipairs(set_bits(buf, 0, 8)) do
-    local sub = item:add(F[key], buf(math.floor(bit / 8), 1), bit)
-    local name = names[bit] or (device_names and device_names[bit])
-    if device_names and device_names[bit] and not names[bit] then
-      sub:append_text(" (" .. device_names[bit] .. ")")
+    local range = buf(math.floor(bit / 8), 1)
+    item:add(field, range, bit)
+    local name = values[bit] or ("bit" .. bit)
+    if name_key then
+      item:add(F[name_key], range, name):set_hidden()
     end
-    words[#words + 1] = name or ("bit" .. bit)
+    words[#words + 1] = name
   end
   return table.concat(words, "|")
 end
@@ -453,22 +533,23 @@ D.log_reply = function(buf, tree, ctx)
   return D.ack(buf, tree, ctx)
 end
 
-local function feature_decoder(layout, key, names, with_device)
+local function feature_decoder(layout, key, names, name_key)
   return function(buf, tree, ctx)
     if buf:len() < 8 then
       return 0, false, nil
     end
     local item = tree:add_le(F[STRUCTS[layout][1][1]], buf(0, 8))
-    local device_names = with_device and DEVICE_FEATURES[ctx.device or ""] or nil
-    local words = add_bits(item, buf, key, names, device_names)
+    local device = name_key and DEVICE_FEATURES[ctx.device or ""] and ctx.device or nil
+    local words = add_bits(item, buf, key, names, device, name_key)
     return 8, true, hex64(buf, 0) .. (words ~= "" and " " .. words or "")
   end
 end
 
-D.virtio_features = feature_decoder("virtio_features", "features.bit", VALUES.VIRTIO_FEATURES, true)
+D.virtio_features = feature_decoder("virtio_features", "features.bit", VALUES.VIRTIO_FEATURES,
+  "features.name")
 D.protocol_features = feature_decoder("protocol_features", "protocol_features.bit",
-  VALUES.PROTOCOL_FEATURES, false)
-local status_decoder = feature_decoder("status", "status.bit", VALUES.STATUS_BITS, false)
+  VALUES.PROTOCOL_FEATURES, nil)
+local status_decoder = feature_decoder("status", "status.bit", VALUES.STATUS_BITS, nil)
 D.status = function(buf, tree, ctx)
   local off, ok, text = status_decoder(buf, tree, ctx)
   if ok and num64(buf, 0) == 0 then
@@ -687,9 +768,13 @@ D.config = function(buf, tree, ctx)
     name_of(VALUES.CONFIG_FLAGS, buf(8, 4):le_uint(), "flags="))
   if buf:len() > 12 then
     tree:add(F["config.region"], buf(12))
-    local named = add_device_config(buf, tree, buf(0, 4):le_uint(), ctx and ctx.device)
     local data = buf(12):bytes()
-    if data:tohex():find("[^0]") then
+    -- A window of zeros is GET_CONFIG's request (offset, size, flags and size zero
+    -- bytes): it names no device field, or a blk request would read "capacity 0".
+    local zeros = not data:tohex():find("[^0]")
+    local named = not zeros and add_device_config(buf, tree, buf(0, 4):le_uint(),
+      ctx and ctx.device) or nil
+    if not zeros then
       if named then
         text = text .. " " .. named
       else

@@ -31,11 +31,11 @@ from vhtrace.protocol.framing import pack_header, unpack_header
 from vhtrace.protocol.spec import HEADER_SIZE, MAX_PAYLOAD, Channel, Side
 from vhtrace.replay.answers import Answer, answer
 from vhtrace.replay.fds import FdFactory
-from vhtrace.replay.links import connect_unix
 from vhtrace.replay.memsource import MemorySource
 from vhtrace.replay.memsource import _region as memory_region
 from vhtrace.replay.plan import SessionPlan
 from vhtrace.replay.session import LoopOptions, SessionRunner, UnknownRequest
+from vhtrace.wire import connect_unix
 
 SETTLE = 0.002
 """After the back-end hung up: how long to wait for it to turn out dead (a crash). A

@@ -30,7 +30,7 @@ from typing import Any
 
 from vhtrace.fuzz import rings
 from vhtrace.fuzz.case import Case, Message, Template, build
-from vhtrace.protocol import payloads, spec
+from vhtrace.protocol import payloads, spec, virtio
 from vhtrace.protocol.framing import unpack_header
 from vhtrace.protocol.spec import HEADER_SIZE, Channel
 
@@ -166,7 +166,7 @@ def aimed_values(message: Message, path: str, value: int, template: Template) ->
     if leaf == "index":
         out += [queues, queues + 1, spec.VRING_IDX_MASK, spec.MAX_VRINGS - 1, spec.MAX_VRINGS]
     elif leaf == "num" and message.name == "SET_VRING_NUM":
-        out += [0, 3, 255, spec.MAX_QUEUE_SIZE, spec.MAX_QUEUE_SIZE + 1, 0xFFFF, 0x10000]
+        out += [0, 3, 255, virtio.MAX_QUEUE_SIZE, virtio.MAX_QUEUE_SIZE + 1, 0xFFFF, 0x10000]
     elif leaf == "num" and message.name in ("SET_VRING_BASE", "SET_VRING_ENABLE"):
         out += [2, 0xFFFF, 0x8000, 0x10000, 0x80008000]
     elif leaf in ("desc_user_addr", "avail_user_addr", "used_user_addr", "log_guest_addr"):

@@ -13,12 +13,11 @@ it. This module only builds attacks (pure); ``driver.RingFds`` applies them.
 from __future__ import annotations
 
 import random
-import struct
 from dataclasses import dataclass
 
-from vhtrace.memory.descriptors import DESC_SIZE, F_INDIRECT, F_NEXT, F_WRITE
+from vhtrace.protocol.virtio import DESC, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE, DESC_SIZE
 
-_DESC = struct.Struct("<QIHH")
+F_NEXT, F_WRITE, F_INDIRECT = DESC_F_NEXT, DESC_F_WRITE, DESC_F_INDIRECT
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,7 @@ class RingAttack:
 
 
 def desc(addr: int, length: int, flags: int, nxt: int) -> bytes:
-    return _DESC.pack(addr & (1 << 64) - 1, length & 0xFFFFFFFF, flags, nxt & 0xFFFF)
+    return DESC.pack(addr & (1 << 64) - 1, length & 0xFFFFFFFF, flags, nxt & 0xFFFF)
 
 
 def craft(rng: random.Random, setup: RingSetup, regions: list[tuple[int, int]]) -> RingAttack:

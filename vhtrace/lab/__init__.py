@@ -6,12 +6,15 @@ whose /init runs a shell snippet (:mod:`~vhtrace.lab.guest`), starts a back-end
 and reads back the ``VHT:key=value`` markers the guest printed. QEMU's chardev socket and
 the back-end's socket are separate paths, so a recording proxy can be put in between.
 :mod:`~vhtrace.lab.qmp` and :mod:`~vhtrace.lab.migration` drive postcopy migrations.
+:mod:`~vhtrace.lab.dpdk` drives dpdk-testpmd as either peer (virtio-user, vhost PMD), no
+guest needed.
 
 Programs are found by looking (Debian 12 or 13); :func:`missing` says in words what is
 absent, for ``pytest.skip``. Standard library only.
 """
 
 from vhtrace.lab.backends import Backend, BackendError, StorageDaemon, Virtiofsd, virtiofsd_flavor
+from vhtrace.lab.dpdk import PortStats, Testpmd, TestpmdError, VhostPmd, VirtioUser
 from vhtrace.lab.guest import (
     Initramfs,
     Markers,
@@ -39,13 +42,18 @@ __all__ = [
     "Markers",
     "MigrationError",
     "MigrationResult",
+    "PortStats",
     "Qemu",
     "QemuConfig",
     "QemuError",
     "QmpClient",
     "QmpError",
     "StorageDaemon",
+    "Testpmd",
+    "TestpmdError",
+    "VhostPmd",
     "VhostUserDevice",
+    "VirtioUser",
     "Virtiofsd",
     "Workspace",
     "build_command",

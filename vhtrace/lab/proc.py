@@ -18,10 +18,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-#: Unix socket paths longer than this do not fit in sockaddr_un.sun_path.
-MAX_SOCKET_PATH = 107
-
-_SO_ACCEPTCON = 0x10000  # /proc/net/unix "Flags" bit of a listening socket
+from vhtrace.wire import SUN_PATH_MAX as MAX_SOCKET_PATH
+from vhtrace.wire import is_listening
 
 
 class LabError(RuntimeError):
@@ -37,29 +35,6 @@ def check_socket_path(path: Path) -> Path:
             f"{path} (use a short directory under /tmp)"
         )
     return path
-
-
-def is_listening(path: Path) -> bool:
-    """True if some process listens on the unix socket at ``path`` (via /proc/net/unix)."""
-    target = os.path.abspath(path)
-    try:
-        with open("/proc/net/unix") as f:
-            next(f, None)
-            for line in f:
-                fields = line.split(None, 7)
-                if (
-                    len(fields) == 8
-                    and fields[7].rstrip("\n") == target
-                    and int(fields[3], 16) & _SO_ACCEPTCON
-                ):
-                    return True
-    except OSError:
-        # No procfs view: fall back to "a socket file exists".
-        try:
-            return stat.S_ISSOCK(os.stat(path).st_mode)
-        except OSError:
-            return False
-    return False
 
 
 def remove_stale_socket(path: Path) -> None:
@@ -214,16 +189,20 @@ class LabProcess:
         *,
         name: str,
         env: Mapping[str, str] | None = None,
+        stdin_pipe: bool = False,
     ) -> None:
         self.argv = [str(a) for a in argv]
         self.log_path = Path(log_path)
         self.name = name
         self.env = dict(env) if env is not None else None
+        self.stdin_pipe = stdin_pipe
         self.proc: subprocess.Popen[bytes] | None = None
         self._folder: RepeatFolder | None = None
 
     def start(self) -> None:
-        """Launch the program; stdin is /dev/null, stdout and stderr go to the log."""
+        """Launch the program; stdout and stderr go to the log.
+
+        stdin is /dev/null, or a pipe :meth:`send` writes to (an interactive program)."""
         if self.proc is not None:
             raise RuntimeError(f"{self.name} already started")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -234,7 +213,7 @@ class LabProcess:
                 log.flush()
                 self.proc = subprocess.Popen(
                     self.argv,
-                    stdin=subprocess.DEVNULL,
+                    stdin=subprocess.PIPE if self.stdin_pipe else subprocess.DEVNULL,
                     stdout=log,
                     stderr=write_end,
                     start_new_session=True,
@@ -247,6 +226,16 @@ class LabProcess:
             os.close(write_end)
         self._folder = RepeatFolder(read_end, self.log_path)
         self._folder.start()
+
+    def send(self, text: str) -> None:
+        """Write ``text`` to the program's stdin (started with ``stdin_pipe``)."""
+        if self.proc is None or self.proc.stdin is None:
+            raise RuntimeError(f"{self.name} has no stdin pipe")
+        try:
+            self.proc.stdin.write(text.encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            raise LabError(self.describe_failure(f"stdin closed before {text.strip()!r}")) from None
 
     def _drain(self, timeout: float = 2.0) -> None:
         """Let the stderr copier finish after the program ended, so the log is complete."""

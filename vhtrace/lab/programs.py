@@ -4,7 +4,8 @@ Machines run Debian 12 or 13, so nothing here relies on a fixed path or version:
 program is looked up on PATH and in the few places Debian installs it, and the kernel is
 the newest /boot/vmlinuz-* that has a matching /lib/modules directory. Every lookup can be
 overridden with an environment variable (``VHTRACE_QEMU``, ``VHTRACE_QSD``,
-``VHTRACE_VIRTIOFSD``, ``VHTRACE_QEMU_IMG``, ``VHTRACE_BUSYBOX``, ``VHTRACE_KERNEL``) so a
+``VHTRACE_VIRTIOFSD``, ``VHTRACE_QEMU_IMG``, ``VHTRACE_BUSYBOX``, ``VHTRACE_KERNEL``,
+``VHTRACE_TESTPMD``) so a
 developer can point the lab at a self-built QEMU.
 
 :func:`missing` turns absent pieces into human-readable reasons, so a test can say
@@ -31,10 +32,20 @@ INSTALL_HINTS: dict[str, str] = {
         "qemu-system-common on Debian 12)"
     ),
     "qemu-img": "qemu-img not found (apt-get install qemu-utils)",
+    "testpmd": "dpdk-testpmd not found (apt-get install dpdk-dev)",
+    "ovs-dpdk": (
+        "Open vSwitch with DPDK not found: ovs-vswitchd-dpdk, ovsdb-server, ovs-vsctl, "
+        "ovs-ofctl (apt-get install openvswitch-switch-dpdk)"
+    ),
     "busybox": "a static busybox not found (apt-get install busybox-static)",
     "kernel": (
         "no guest kernel: no readable /boot/vmlinuz-* with a matching /lib/modules/<version> "
         "(apt-get install linux-image-amd64)"
+    ),
+    "hugepages": (
+        "no 2 MiB hugepages for DPDK: run as root (the lab reserves them and mounts "
+        "hugetlbfs), or reserve 300 in /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages "
+        "and mount hugetlbfs"
     ),
     "userfaultfd": (
         "userfaultfd unavailable for postcopy: run as root or set vm.unprivileged_userfaultfd=1"
@@ -104,6 +115,22 @@ def find_qemu_img() -> Path | None:
     return _first_program("VHTRACE_QEMU_IMG", ["qemu-img"], ["/usr/bin/qemu-img"])
 
 
+def find_testpmd() -> Path | None:
+    """dpdk-testpmd: DPDK's virtio-user front-end and vhost PMD back-end in one program."""
+    return _first_program("VHTRACE_TESTPMD", ["dpdk-testpmd"], ["/usr/bin/dpdk-testpmd"])
+
+
+def find_ovs_dpdk() -> Path | None:
+    """Debian's DPDK build of ovs-vswitchd (openvswitch-switch-dpdk), with the OVS tools."""
+    vswitchd = _first_program(
+        "VHTRACE_OVS_VSWITCHD",
+        ["ovs-vswitchd-dpdk"],
+        ["/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk"],
+    )
+    tools = all(shutil.which(t) for t in ("ovsdb-server", "ovsdb-tool", "ovs-vsctl", "ovs-ofctl"))
+    return vswitchd if tools else None
+
+
 def find_busybox() -> Path | None:
     """A statically linked busybox: the whole guest userland of the initramfs."""
     override = _env_path("VHTRACE_BUSYBOX")
@@ -166,21 +193,36 @@ def userfaultfd_available() -> bool:
         return False
 
 
+def hugepages_available() -> bool:
+    """DPDK's memory: root can reserve 2 MiB hugepages; else enough must be free already."""
+    if os.geteuid() == 0:
+        return True
+    try:
+        free = int(Path("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages").read_text())
+    except (OSError, ValueError):
+        return False
+    return free >= 300
+
+
 _FINDERS = {
     "qemu": find_qemu,
     "qsd": find_qsd,
     "virtiofsd": find_virtiofsd,
     "qemu-img": find_qemu_img,
     "busybox": find_busybox,
+    "testpmd": find_testpmd,
+    "ovs-dpdk": find_ovs_dpdk,
     "kernel": find_kernel,
     "userfaultfd": userfaultfd_available,
+    "hugepages": hugepages_available,
 }
 
 
 def missing(*needs: str) -> list[str]:
     """Reasons why the named pieces (default: all of ALL_NEEDS) are unusable; empty if none.
 
-    Names: qemu, qsd, virtiofsd, qemu-img, busybox, kernel, userfaultfd.
+    Names: qemu, qsd, virtiofsd, qemu-img, busybox, testpmd, ovs-dpdk, kernel, userfaultfd,
+    hugepages.
     """
     wanted = needs or ALL_NEEDS
     unknown = [n for n in wanted if n not in _FINDERS]
@@ -225,6 +267,16 @@ def virtiofsd() -> Path:
 def qemu_img() -> Path:
     """Path of qemu-img, or LabUnavailable with an install hint."""
     return _need(find_qemu_img, "qemu-img")
+
+
+def testpmd() -> Path:
+    """Path of dpdk-testpmd, or LabUnavailable with an install hint."""
+    return _need(find_testpmd, "testpmd")
+
+
+def ovs_dpdk() -> Path:
+    """Path of ovs-vswitchd-dpdk, or LabUnavailable with an install hint."""
+    return _need(find_ovs_dpdk, "ovs-dpdk")
 
 
 def busybox() -> Path:

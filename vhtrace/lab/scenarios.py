@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from vhtrace.lab import guest, images
+from vhtrace.lab.dpdk import PortStats, Testpmd, VhostPmd, VirtioUser
 from vhtrace.lab.guest import Markers
 from vhtrace.lab.migration import MigrationResult, postcopy_migrate
 from vhtrace.lab.qemu import Qemu, VhostUserDevice
@@ -250,6 +251,73 @@ def postcopy_mock(lab: Workspace) -> Outcome:
     return _migrate(lab, initrd, src_mock.socket, dst_mock.socket, dst_mock.log_text)
 
 
+# --------------------------------------------------------------------------- DPDK
+
+DPDK_PACKETS = 500
+"""Packets each testpmd must have received and sent before a DPDK scenario ends."""
+
+
+def loop_packets(frontend: Testpmd, backend: Testpmd,
+                 packets: int = DPDK_PACKETS) -> tuple[PortStats, PortStats]:  # fmt: skip
+    """Both testpmds forwarding (the front-end injects a first burst), until each has
+    received and sent ``packets``; their counters (front-end, back-end)."""
+    backend.start_forwarding()
+    frontend.start_forwarding(tx_first=True)
+    return (
+        frontend.wait_packets(rx=packets, tx=packets, timeout=60),
+        backend.wait_packets(rx=packets, tx=packets, timeout=60),
+    )
+
+
+def dpdk_loop(lab: Workspace, *, packed: bool = False, queues: int = 1,
+              name: str = "dpdk") -> Outcome:  # fmt: skip
+    """DPDK virtio-user -> vhtrace record -> DPDK vhost PMD, packets looped between them.
+
+    No guest: two io-forwarding testpmds pass packets back and forth through the rings,
+    then the virtio-user one quits (the session ends) and the PMD. Notes: ``frontend``,
+    ``backend`` (their PortStats), ``exits`` (each program's exit status)."""
+    backend = lab.testpmd(VhostPmd(lab.sock("vhost"), queues=queues), name="vhost")
+    proxy = lab.record(lab.sock("front"), backend.socket, name=name)
+    frontend = lab.testpmd(VirtioUser(proxy.frontend, queues=queues, packed_vq=packed),
+                           name="virtio-user")  # fmt: skip
+    fe_stats, be_stats = loop_packets(frontend, backend)
+    exits = {"virtio-user": frontend.quit(), "vhost": backend.quit(), "record": proxy.interrupt()}
+    return Outcome(proxy.trace, None, proxy, None,
+                   {"frontend": fe_stats, "backend": be_stats, "exits": exits})  # fmt: skip
+
+
+def dpdk_reconnect(lab: Workspace, *, runs: int = 2) -> Outcome:
+    """virtio-user listens (``server=1``), the vhost PMD connects (``client=1``) through
+    the recorder (--connect-frontend/--listen-backend); the PMD quits and a new one comes,
+    ``runs`` times: one session each, virtio-user taking every PMD back.
+
+    Notes: ``frontend`` (virtio-user's counters after each run), ``backends``, ``exits``."""
+    front = lab.sock("vu-server")
+    # A listening virtio-user prompts only once a back-end came: launch it, no more.
+    frontend = lab.testpmd(VirtioUser(front, server=True), name="virtio-user", start=False)
+    frontend.launch()
+    proxy = lab.record(front, lab.sock("pmd"), name="dpdk-reconnect", backend_connects=True)
+    fe_counts, be_counts, exits = [], [], {}
+    for run in range(1, runs + 1):
+        backend = lab.testpmd(VhostPmd(proxy.backend, client=True), name=f"vhost-{run}")
+        if run == 1:
+            frontend.wait_ready()
+        else:
+            frontend.stop_forwarding()  # the packets in flight went with the old PMD
+        before = frontend.stats()
+        backend.start_forwarding()
+        frontend.start_forwarding(tx_first=True)
+        be_counts.append(backend.wait_packets(rx=DPDK_PACKETS, tx=DPDK_PACKETS, timeout=60))
+        fe_counts.append(frontend.wait_packets(rx=before.rx_packets + DPDK_PACKETS,
+                                               tx=before.tx_packets + DPDK_PACKETS,
+                                               timeout=60))  # fmt: skip
+        exits[backend.name] = backend.quit()
+    exits["virtio-user"] = frontend.quit()
+    exits["record"] = proxy.interrupt()
+    return Outcome(proxy.trace, None, proxy, None,
+                   {"frontend": fe_counts, "backends": be_counts, "exits": exits})  # fmt: skip
+
+
 SCENARIOS = {
     "qemu-qsd-blk": blk_io,
     "qemu-virtiofsd": virtiofs_io,
@@ -257,6 +325,9 @@ SCENARIOS = {
     "qemu-qsd-postcopy-dst": postcopy,
     "qemu-mockbackend-postcopy-dst": postcopy_mock,
     "qemu-listens-mockbackend-connects": frontend_listens,
+    "dpdk-virtio-user-vhost-pmd": dpdk_loop,
+    "dpdk-virtio-user-vhost-pmd-packed": lambda lab: dpdk_loop(lab, packed=True),
+    "dpdk-vhost-pmd-reconnect": dpdk_reconnect,
 }
 
 

@@ -18,7 +18,9 @@ from typing import Any, Self
 
 from vhtrace.lab import guest
 from vhtrace.lab.backends import Backend, StorageDaemon, Virtiofsd
+from vhtrace.lab.dpdk import Port, Testpmd
 from vhtrace.lab.guest import Initramfs
+from vhtrace.lab.ovs import OvsDpdk
 from vhtrace.lab.qemu import Qemu, QemuConfig, VhostUserDevice
 from vhtrace.lab.recording import RecordingProxy
 
@@ -34,7 +36,7 @@ class Workspace:
         self.socket_dir = (
             Path(tempfile.mkdtemp(prefix="vht-", dir="/tmp")) if socket_dir is None else socket_dir
         )
-        self._started: list[Qemu | Backend | RecordingProxy] = []
+        self._started: list[Qemu | Backend | RecordingProxy | Testpmd | OvsDpdk] = []
 
     def path(self, name: str) -> Path:
         """A file in the data directory (images, logs, shared dirs)."""
@@ -101,6 +103,21 @@ class Workspace:
         )
         self._started.append(daemon)
         return daemon.start()
+
+    def testpmd(self, port: Port, *, name: str = "testpmd", start: bool = True,
+                **options: Any) -> Testpmd:  # fmt: skip
+        """A dpdk-testpmd with the vhost-user ``port`` (virtio-user or vhost PMD), log
+        ``<name>.log``; started (prompting, listening if it listens) unless ``start=False``."""
+        pmd = Testpmd(port, self.path(f"{name}.log"), name=name, **options)
+        self._started.append(pmd)
+        return pmd.start() if start else pmd
+
+    def ovs(self, *, name: str = "ovs", client_of: Path | None = None) -> OvsDpdk:
+        """A started private OVS-DPDK with one vhost-user port that loops packets back;
+        it listens on ``.socket`` unless ``client_of`` (a listening front-end) is given."""
+        switch = OvsDpdk(self.socket_dir / name, self.data_dir, client_of=client_of, name=name)
+        self._started.append(switch)
+        return switch.start()
 
     def mockbackend(
         self,

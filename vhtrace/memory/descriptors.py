@@ -13,29 +13,11 @@ a table that is not in memory) becomes a *problem* string in the result.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from vhtrace.protocol import spec
-
-DESC_SIZE = 16
-F_NEXT = 0x1
-F_WRITE = 0x2
-F_INDIRECT = 0x4
-F_AVAIL = 1 << 7
-"""Packed rings: the driver's availability bit."""
-F_USED = 1 << 15
-"""Packed rings: the device's used bit."""
-MAX_QUEUE_SIZE = spec.MAX_QUEUE_SIZE
-
-_FLAG_NAMES = (
-    (F_NEXT, "NEXT"),
-    (F_WRITE, "WRITE"),
-    (F_INDIRECT, "INDIRECT"),
-    (F_AVAIL, "AVAIL"),
-    (F_USED, "USED"),
-)
+from vhtrace.protocol import virtio
+from vhtrace.protocol.virtio import DESC, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE, DESC_SIZE
 
 
 class MemoryReader(Protocol):
@@ -58,22 +40,18 @@ class Desc:
 
     @property
     def write(self) -> bool:
-        return bool(self.flags & F_WRITE)
+        return bool(self.flags & DESC_F_WRITE)
 
     @property
     def indirect(self) -> bool:
-        return bool(self.flags & F_INDIRECT)
+        return bool(self.flags & DESC_F_INDIRECT)
 
     @property
     def has_next(self) -> bool:
-        return bool(self.flags & F_NEXT)
+        return bool(self.flags & DESC_F_NEXT)
 
     def flag_text(self) -> str:
-        names = [name for bit, name in _FLAG_NAMES if self.flags & bit]
-        rest = self.flags & ~sum(bit for bit, _ in _FLAG_NAMES)
-        if rest:
-            names.append(f"0x{rest:x}")
-        return "|".join(names) or "-"
+        return virtio.desc_flag_text(self.flags)
 
 
 @dataclass(slots=True)
@@ -101,7 +79,7 @@ class Chain:
 def parse_split_descs(data: bytes, count: int) -> list[Desc]:
     """``count`` split descriptors (le64 addr, le32 len, le16 flags, le16 next) from ``data``."""
     count = min(count, len(data) // DESC_SIZE)
-    return [Desc(i, *struct.unpack_from("<QIHH", data, i * DESC_SIZE)) for i in range(count)]
+    return [Desc(i, *DESC.unpack_from(data, i * DESC_SIZE)) for i in range(count)]
 
 
 def parse_packed_descs(data: bytes, count: int) -> list[Desc]:
@@ -109,7 +87,7 @@ def parse_packed_descs(data: bytes, count: int) -> list[Desc]:
     count = min(count, len(data) // DESC_SIZE)
     out = []
     for i in range(count):
-        addr, length, ident, flags = struct.unpack_from("<QIHH", data, i * DESC_SIZE)
+        addr, length, ident, flags = DESC.unpack_from(data, i * DESC_SIZE)
         out.append(Desc(i, addr, length, flags, ident))
     return out
 

@@ -4,21 +4,10 @@ The area is shared between the back-end and the front-end so that a back-end
 that crashes and reconnects can resubmit what it had taken from the rings and
 not completed. The spec leaves its layout to the back-end; the one in use is
 libvhost-user's, which the spec also describes (docs/interop/vhost-user.rst,
-"Inflight I/O tracking"). Checked against libvhost-user's sources:
-
-* one queue region per queue, queue ``i`` at ``i * vu_inflight_queue_size(qs)``
-  where ``vu_inflight_queue_size(qs) = ALIGN_UP(sizeof(VuDescStateSplit) * qs +
-  sizeof(uint16_t), 64)`` (INFLIGHT_ALIGNMENT 64); the 16-byte region header
-  fits in the alignment slack;
-* split region (``VuVirtqInflight``): ``u64 features; u16 version; u16
-  desc_num; u16 last_batch_head; u16 used_idx;`` then ``VuDescStateSplit
-  desc[desc_num]`` = ``{u8 inflight; u8 padding[5]; u16 next; u64 counter}``;
-* packed region (spec only, libvhost-user has none): ``u64 features; u16
-  version; u16 desc_num; u16 free_head; u16 old_free_head; u16 used_idx; u16
-  old_used_idx; u8 used_wrap_counter; u8 old_used_wrap_counter; u8 padding[7];``
-  then 32-byte ``DescStatePacked`` entries (at offset 32, the C alignment).
-  No implementation fixes the packed region size: it is taken as
-  ``mmap_size / num_queues``.
+"Inflight I/O tracking"); its layouts are in :mod:`vhtrace.protocol.virtio`. One
+region per queue: split regions are ``vu_inflight_queue_size(queue_size)`` bytes
+apart; no implementation fixes the packed region size, so it is taken as
+``mmap_size / num_queues``.
 
 On reconnect libvhost-user writes ``desc[last_batch_head].inflight = 0`` when
 the saved used_idx differs from the ring's: a ``last_batch_head >= desc_num``
@@ -27,26 +16,16 @@ makes that an out-of-bounds write into the shared area (bad-inputs #16).
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
 
-INFLIGHT_ALIGNMENT = 64
-SPLIT_HEADER = 16
-SPLIT_DESC = 16
-PACKED_HEADER = 32
-PACKED_DESC = 32
-VERSION = 1
-MAX_QUEUES = 0x8000
-MAX_QUEUE_SIZE = 32768
-
-
-def align_up(value: int, alignment: int) -> int:
-    return (value + alignment - 1) // alignment * alignment
-
-
-def queue_region_size(queue_size: int) -> int:
-    """libvhost-user's ``vu_inflight_queue_size``: bytes per split queue region."""
-    return align_up(SPLIT_DESC * queue_size + 2, INFLIGHT_ALIGNMENT)
+from vhtrace.protocol import spec, virtio
+from vhtrace.protocol.virtio import (
+    INFLIGHT_PACKED_DESC,
+    INFLIGHT_PACKED_HEADER,
+    INFLIGHT_SPLIT_DESC,
+    INFLIGHT_SPLIT_HEADER,
+    MAX_QUEUE_SIZE,
+)
 
 
 @dataclass(slots=True)
@@ -100,18 +79,18 @@ def decode_inflight(
     if num_queues <= 0 or queue_size <= 0:
         problems.append(f"{num_queues} queues of size {queue_size}: nothing to decode")
         return area
-    if num_queues > MAX_QUEUES:
-        problems.append(f"{num_queues} queues: decoding the first {MAX_QUEUES}")
-        num_queues = MAX_QUEUES
+    if num_queues > spec.MAX_VRINGS:
+        problems.append(f"{num_queues} queues: decoding the first {spec.MAX_VRINGS}")
+        num_queues = spec.MAX_VRINGS
     if queue_size > MAX_QUEUE_SIZE:
         problems.append(f"queue size {queue_size} above {MAX_QUEUE_SIZE}")
         queue_size = MAX_QUEUE_SIZE
     if packed:
         size = len(data) // num_queues
-        needed = PACKED_HEADER + PACKED_DESC * queue_size
+        needed = virtio.inflight_packed_desc_offset(queue_size)
     else:
-        size = queue_region_size(queue_size)
-        needed = SPLIT_HEADER + SPLIT_DESC * queue_size
+        size = virtio.inflight_queue_region_size(queue_size)
+        needed = virtio.inflight_split_desc_offset(queue_size)
     area.region_size = size
     if size < needed:
         problems.append(
@@ -134,8 +113,8 @@ def _check_header(queue: InflightQueue, queue_size: int, capacity: int) -> int:
     """How many descriptor states to read; problems noted."""
     if not queue.initialised:
         return 0
-    if queue.version != VERSION:
-        queue.problems.append(f"version {queue.version}, expected {VERSION}")
+    if queue.version != virtio.INFLIGHT_VERSION:
+        queue.problems.append(f"version {queue.version}, expected {virtio.INFLIGHT_VERSION}")
     if queue.desc_num != queue_size:
         queue.problems.append(f"desc_num {queue.desc_num}, the queue size is {queue_size}")
     count = min(queue.desc_num, capacity)
@@ -147,11 +126,14 @@ def _check_header(queue: InflightQueue, queue_size: int, capacity: int) -> int:
 
 
 def _split_queue(index: int, offset: int, region: bytes, queue_size: int) -> InflightQueue:
-    if len(region) < SPLIT_HEADER:
+    if len(region) < INFLIGHT_SPLIT_HEADER.size:
         return InflightQueue(index, offset, 0, 0, 0, 0, problems=["region too small"])
-    features, version, desc_num, last_batch_head, used_idx = struct.unpack_from("<QHHHH", region)
+    features, version, desc_num, last_batch_head, used_idx = INFLIGHT_SPLIT_HEADER.unpack_from(
+        region
+    )
     queue = InflightQueue(index, offset, features, version, desc_num, used_idx, last_batch_head)
-    count = _check_header(queue, queue_size, (len(region) - SPLIT_HEADER) // SPLIT_DESC)
+    capacity = (len(region) - INFLIGHT_SPLIT_HEADER.size) // INFLIGHT_SPLIT_DESC.size
+    count = _check_header(queue, queue_size, capacity)
     if queue.initialised and last_batch_head >= desc_num:
         queue.batch_head_out_of_range = True
         queue.problems.append(
@@ -159,7 +141,8 @@ def _split_queue(index: int, offset: int, region: bytes, queue_size: int) -> Inf
             "libvhost-user writes desc[last_batch_head] out of bounds (bad-inputs #16)"
         )
     for i in range(count):
-        flag, nxt, counter = struct.unpack_from("<B5xHQ", region, SPLIT_HEADER + SPLIT_DESC * i)
+        at = virtio.inflight_split_desc_offset(i)
+        flag, nxt, counter = INFLIGHT_SPLIT_DESC.unpack_from(region, at)
         if flag == 1:
             queue.inflight.append(InflightDesc(i, counter, nxt))
         elif flag:
@@ -169,7 +152,7 @@ def _split_queue(index: int, offset: int, region: bytes, queue_size: int) -> Inf
 
 
 def _packed_queue(index: int, offset: int, region: bytes, queue_size: int) -> InflightQueue:
-    if len(region) < PACKED_HEADER:
+    if len(region) < INFLIGHT_PACKED_HEADER.size:
         return InflightQueue(index, offset, 0, 0, 0, 0, problems=["region too small"])
     (
         features,
@@ -181,7 +164,7 @@ def _packed_queue(index: int, offset: int, region: bytes, queue_size: int) -> In
         old_used_idx,
         used_wrap,
         old_used_wrap,
-    ) = struct.unpack_from("<QHHHHHHBB", region)
+    ) = INFLIGHT_PACKED_HEADER.unpack_from(region)
     queue = InflightQueue(
         index,
         offset,
@@ -197,15 +180,16 @@ def _packed_queue(index: int, offset: int, region: bytes, queue_size: int) -> In
             "old_used_wrap_counter": old_used_wrap,
         },
     )
-    count = _check_header(queue, queue_size, (len(region) - PACKED_HEADER) // PACKED_DESC)
+    capacity = (len(region) - INFLIGHT_PACKED_HEADER.size) // INFLIGHT_PACKED_DESC.size
+    count = _check_header(queue, queue_size, capacity)
     if queue.initialised:
         for name, value in (("free_head", free_head), ("old_free_head", old_free_head)):
             if value >= max(desc_num, 1):
                 queue.problems.append(f"{name} {value} >= desc_num {desc_num}")
     for i in range(count):
-        at = PACKED_HEADER + PACKED_DESC * i
-        flag, nxt, last, num, counter, ident, flags, length, addr = struct.unpack_from(
-            "<BxHHHQHHIQ", region, at
+        at = virtio.inflight_packed_desc_offset(i)
+        flag, nxt, last, num, counter, ident, flags, length, addr = (
+            INFLIGHT_PACKED_DESC.unpack_from(region, at)
         )
         if flag == 1:
             saved = {

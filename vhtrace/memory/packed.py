@@ -15,25 +15,17 @@ marked used (in flight) and the chains available after it (pending).
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
 
 from vhtrace.memory.descriptors import (
-    DESC_SIZE,
-    F_AVAIL,
-    F_INDIRECT,
-    F_NEXT,
-    F_USED,
-    MAX_QUEUE_SIZE,
     Chain,
     Desc,
     MemoryReader,
     parse_packed_descs,
     read_indirect,
 )
-from vhtrace.protocol import spec
-
-EVENT_FLAGS = {0: "enable", 1: "disable", 2: "desc"}
+from vhtrace.protocol import spec, virtio
+from vhtrace.protocol.virtio import DESC_F_INDIRECT, DESC_F_NEXT, DESC_SIZE, EVENT, MAX_QUEUE_SIZE
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +52,10 @@ class PackedRing:
     problems: list[str] = field(default_factory=list)
 
     def is_available(self, desc: Desc, wrap: bool) -> bool:
-        return bool(desc.flags & F_AVAIL) == wrap and bool(desc.flags & F_USED) != wrap
+        return virtio.packed_available(desc.flags, wrap)
 
     def is_used(self, desc: Desc, wrap: bool) -> bool:
-        return bool(desc.flags & F_AVAIL) == wrap and bool(desc.flags & F_USED) == wrap
+        return virtio.packed_used(desc.flags, wrap)
 
 
 def decode_packed(
@@ -79,19 +71,19 @@ def decode_packed(
     ring = PackedRing(size, problems=problems)
     if size == 0:
         return ring
-    if desc % 16:
-        problems.append(f"desc 0x{desc:x} not 16-byte aligned")
+    if desc % virtio.DESC_ALIGN:
+        problems.append(f"desc 0x{desc:x} not {virtio.DESC_ALIGN}-byte aligned")
     data = memory.read(desc, DESC_SIZE * size)
     if data is None:
         problems.append(f"descriptor ring 0x{desc:x} not in guest memory")
     else:
         ring.descs = parse_packed_descs(data, size)
     for name, addr in (("driver", driver), ("device", device)):
-        area = memory.read(addr, 4)
+        area = memory.read(addr, EVENT.size)
         if area is None:
             problems.append(f"{name} event area 0x{addr:x} not in guest memory")
             continue
-        value = struct.unpack("<HH", area)
+        value = EVENT.unpack(area)
         if name == "driver":
             ring.driver_event = value
         else:
@@ -129,7 +121,7 @@ def walk_packed(
                 break
             chain = Chain(slot)
         steps += 1
-        if desc.flags & F_INDIRECT:
+        if desc.flags & DESC_F_INDIRECT:
             if chain.indirect is not None or chain.buffers:
                 chain.problems.append(f"desc {slot}: indirect table not alone in its chain")
             chain.indirect = desc
@@ -139,7 +131,7 @@ def walk_packed(
         slot += 1
         if slot == num:
             slot, wrap = 0, not wrap
-        if not desc.flags & F_NEXT:
+        if not desc.flags & DESC_F_NEXT:
             chains.append(chain)
             chain = None
     if chain is not None:

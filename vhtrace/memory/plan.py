@@ -23,12 +23,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from vhtrace.memory import split
-from vhtrace.memory.descriptors import DESC_SIZE, Chain, Desc, MemoryReader, read_indirect
+from vhtrace.memory.descriptors import Chain, Desc, MemoryReader, read_indirect
 from vhtrace.memory.packed import PackedBase, PackedRing, decode_packed, slots_between, walk_packed
 from vhtrace.memory.pages import PAGE_SIZE, pages_spanning
 from vhtrace.memory.split import SplitRing, decode_split
 from vhtrace.memory.translate import RegionLike, to_gpa
+from vhtrace.protocol import virtio
 
 MAX_EXTENT_PAGES = 1 << 16
 """Pages per extent record at most (256 MiB): keeps every record far below the reader's cap."""
@@ -69,11 +69,7 @@ def ring_config(
     if ring.num is None or ring.desc is None or ring.avail is None or ring.used is None:
         return None
     num = ring.num
-    sizes = (
-        (DESC_SIZE * num, 4, 4)
-        if packed
-        else (DESC_SIZE * num, split.avail_size(num, event_idx), split.used_size(num, event_idx))
-    )
+    sizes = virtio.ring_sizes(num, packed, event_idx)
     config: dict[str, Any] = {
         "index": ring.index,
         "num": num,
@@ -206,11 +202,8 @@ def ring_parts(view: RingView) -> list[tuple[str, int, int]]:
     event_idx = bool(config.get("event_idx"))
     packed = config.get("layout") == "packed"
     parts = []
-    for name, size in (
-        ("desc", DESC_SIZE * num),
-        ("avail", 4 if packed else split.avail_size(num, event_idx)),
-        ("used", 4 if packed else split.used_size(num, event_idx)),
-    ):
+    sizes = virtio.ring_sizes(num, packed, event_idx)
+    for name, size in zip(("desc", "avail", "used"), sizes, strict=True):
         gpa = config.get(f"{name}_gpa")
         if gpa is not None and num > 0:
             parts.append((f"{name}:{index}", gpa, size))

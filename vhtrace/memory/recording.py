@@ -23,7 +23,8 @@ from vhtrace.memory.capture import SnapshotOptions, SnapshotResult, Snapshotter
 from vhtrace.memory.hold import DEFAULT_HOLD_SECONDS, Hold
 from vhtrace.memory.plan import DEFAULT_BUFFER_LIMIT
 from vhtrace.memory.store import PageIndex
-from vhtrace.protocol.conversation import Conversation, Role
+from vhtrace.protocol.conversation import Conversation
+from vhtrace.protocol.effects import AreaPassed, MemoryReplaced, RegionAdded, RegionRemoved
 from vhtrace.protocol.findings import Finding, Severity
 from vhtrace.protocol.spec import Channel
 from vhtrace.trace.records import MessageRecord
@@ -33,6 +34,10 @@ SEVERITIES = {"inflight-batch-head": Severity.ERROR}
 """Snapshot finding codes that are errors; the others are warnings."""
 MAX_FINDINGS = 16
 """Findings written per snapshot at most (the snapshot record keeps more)."""
+
+
+_AREA_NAMES = {"inflight": "inflight area", "log": "dirty log"}
+"""AreaPassed.area in the words of snapshot findings."""
 
 
 @dataclass
@@ -141,7 +146,7 @@ class MemoryRecorder:
         fields = analysis.fields
         if analysis.channel is not Channel.MAIN or fields is None:
             return
-        name, role = analysis.name, analysis.role
+        name = analysis.name
         memory = self.sessions.get(record.session)
         problems: list[str] = []
 
@@ -151,39 +156,34 @@ class MemoryRecorder:
                 memory = self.sessions[record.session] = SessionMemory()
             return memory
 
-        if role is Role.REQUEST and name == "SET_MEM_TABLE":
-            table = session_memory()
-            table.clear_regions()
-            for position, region in enumerate(fields.get("regions", ())):
-                fd = fds[position] if position < len(fds) else None
-                meta = metas[position] if position < len(metas) else None
-                if fd is not None:
-                    kept.add(position)
-                problem = table.add_region(region, fd, record.seq, meta)
+        for effect in analysis.effects:
+            if isinstance(effect, MemoryReplaced):
+                table = session_memory()
+                table.clear_regions()
+                for position, region in enumerate(fields.get("regions", ())):
+                    fd = fds[position] if position < len(fds) else None
+                    meta = metas[position] if position < len(metas) else None
+                    if fd is not None:
+                        kept.add(position)
+                    problem = table.add_region(region, fd, record.seq, meta)
+                    if problem:
+                        problems.append(
+                            f"region {position} (gpa 0x{region['guest_phys_addr']:x}): {problem}"
+                        )
+            elif isinstance(effect, RegionAdded) and effect.fd is not None and fds:
+                kept.add(effect.fd)
+                problem = session_memory().add_region(
+                    fields, fds[effect.fd], record.seq, metas[effect.fd]
+                )
                 if problem:
-                    problems.append(
-                        f"region {position} (gpa 0x{region['guest_phys_addr']:x}): {problem}"
-                    )
-        elif role is Role.REQUEST and name == "ADD_MEM_REG" and fds:
-            kept.add(0)
-            problem = session_memory().add_region(fields, fds[0], record.seq, metas[0])
-            if problem:
-                problems.append(f"region gpa 0x{fields['guest_phys_addr']:x}: {problem}")
-        elif role is Role.REQUEST and name == "REM_MEM_REG" and memory is not None:
-            memory.remove_region(fields)
-        elif fds and (
-            (role is Role.REPLY and name == "GET_INFLIGHT_FD")
-            or (role is Role.REQUEST and name == "SET_INFLIGHT_FD")
-        ):
-            kept.add(0)
-            problem = session_memory().set_area("inflight", fields, fds[0], record.seq)
-            if problem:
-                problems.append(f"inflight area: {problem}")
-        elif role is Role.REQUEST and name == "SET_LOG_BASE" and fds:
-            kept.add(0)
-            problem = session_memory().set_area("log", fields, fds[0], record.seq)
-            if problem:
-                problems.append(f"dirty log: {problem}")
+                    problems.append(f"region gpa 0x{fields['guest_phys_addr']:x}: {problem}")
+            elif isinstance(effect, RegionRemoved) and memory is not None:
+                memory.remove_region(fields)
+            elif isinstance(effect, AreaPassed) and len(fds) > effect.fd:
+                kept.add(effect.fd)
+                problem = session_memory().set_area(effect.area, fields, fds[effect.fd], record.seq)
+                if problem:
+                    problems.append(f"{_AREA_NAMES[effect.area]}: {problem}")
         for text in problems:
             self.report(
                 record.session, Finding(record.seq, name, "snapshot-map", text, Severity.WARNING)

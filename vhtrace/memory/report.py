@@ -121,7 +121,9 @@ def _addr(config: dict[str, Any], name: str) -> str:
         return "?"
     if gpa is None:
         return f"0x{given:x} ({space}: not translated)"
-    if space == "gpa" or gpa == given:
+    if space == "gpa":  # GPA_ADDRESSES: the front-end gave guest-physical addresses
+        return f"0x{gpa:x} (gpa)"
+    if gpa == given:
         return f"0x{gpa:x}"
     return f"0x{gpa:x} ({space} 0x{given:x})"
 

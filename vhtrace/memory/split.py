@@ -18,30 +18,23 @@ import struct
 from dataclasses import dataclass, field
 
 from vhtrace.memory.descriptors import (
-    DESC_SIZE,
-    MAX_QUEUE_SIZE,
     Chain,
     Desc,
     MemoryReader,
     parse_split_descs,
     walk_split_chain,
 )
-
-AVAIL_F_NO_INTERRUPT = 0x1
-USED_F_NO_NOTIFY = 0x1
-INDEX_MASK = 0xFFFF
-
-
-def desc_table_size(num: int) -> int:
-    return DESC_SIZE * num
-
-
-def avail_size(num: int, event_idx: bool = True) -> int:
-    return 4 + 2 * num + (2 if event_idx else 0)
-
-
-def used_size(num: int, event_idx: bool = True) -> int:
-    return 4 + 8 * num + (2 if event_idx else 0)
+from vhtrace.protocol import virtio
+from vhtrace.protocol.virtio import (
+    INDEX_MASK,
+    MAX_QUEUE_SIZE,
+    RING_HEADER,
+    U16,
+    USED_ELEM,
+    avail_size,
+    desc_table_size,
+    used_size,
+)
 
 
 @dataclass(slots=True)
@@ -123,7 +116,12 @@ def decode_split(
     ring = SplitRing(num, event_idx, problems=problems)
     if num == 0:
         return ring
-    for name, addr, align in (("desc", desc, 16), ("avail", avail, 2), ("used", used, 4)):
+    alignments = (
+        ("desc", desc, virtio.DESC_ALIGN),
+        ("avail", avail, virtio.AVAIL_ALIGN),
+        ("used", used, virtio.USED_ALIGN),
+    )
+    for name, addr, align in alignments:
         if addr % align:
             problems.append(f"{name} 0x{addr:x} not {align}-byte aligned")
     data = memory.read(desc, desc_table_size(num))
@@ -137,19 +135,20 @@ def decode_split(
     if data is None:
         problems.append(f"avail ring 0x{avail:x} not in guest memory")
     else:
-        ring.avail_flags, ring.avail_idx = struct.unpack_from("<HH", data)
-        ring.avail_ring = list(struct.unpack_from(f"<{num}H", data, 4))
+        ring.avail_flags, ring.avail_idx = RING_HEADER.unpack_from(data)
+        ring.avail_ring = list(struct.unpack_from(f"<{num}H", data, virtio.avail_entry_offset(0)))
         if event_idx:
-            ring.used_event = struct.unpack_from("<H", data, 4 + 2 * num)[0]
+            ring.used_event = U16.unpack_from(data, virtio.used_event_offset(num))[0]
     data = memory.read(used, used_size(num, event_idx))
     if data is None:
         problems.append(f"used ring 0x{used:x} not in guest memory")
     else:
-        ring.used_flags, ring.used_idx = struct.unpack_from("<HH", data)
-        words = struct.unpack_from(f"<{2 * num}I", data, 4)
-        ring.used_ring = list(zip(words[0::2], words[1::2], strict=True))
+        ring.used_flags, ring.used_idx = RING_HEADER.unpack_from(data)
+        ring.used_ring = list(
+            USED_ELEM.iter_unpack(data[virtio.used_elem_offset(0) :][: USED_ELEM.size * num])
+        )
         if event_idx:
-            ring.avail_event = struct.unpack_from("<H", data, 4 + 8 * num)[0]
+            ring.avail_event = U16.unpack_from(data, virtio.avail_event_offset(num))[0]
     _check_indices(ring)
     return ring
 

@@ -24,15 +24,13 @@ from typing import Any
 
 from vhtrace.protocol import spec
 from vhtrace.protocol.conversation import Analysis, Role
+from vhtrace.protocol.effects import RingEnabled, RingStarted, RingStopped
 from vhtrace.protocol.spec import Channel, Side
 from vhtrace.protocol.state import ConversationState
 
 DEFAULT = "start,stop"
 RequestKey = tuple[str, int]
 """(channel value, request id)."""
-
-_START = frozenset({"SET_VRING_KICK", "SET_VRING_ENABLE"})
-_STOP = frozenset({"GET_VRING_BASE", "GET_VRING_BASE_SKIP_DRAIN"})
 
 
 class TriggerError(ValueError):
@@ -138,15 +136,13 @@ def after(
 ) -> list[tuple[str, int | None]]:
     """(trigger, ring index) of what fires once a message has been analysed."""
     fired: list[tuple[str, int | None]] = []
-    fields = analysis.fields
-    name, role = analysis.name, analysis.role
-    main = analysis.channel is Channel.MAIN
-    if triggers.start and main and role is Role.REQUEST and name in _START and fields:
-        ring = state.rings.get(fields["index"])
-        if ring is not None and _starts(name, fields, ring, state):
-            fired.append(("start", fields["index"]))
-    if triggers.stop and main and role is Role.REPLY and name in _STOP and fields:
-        fired.append(("stop", fields["index"]))
+    role = analysis.role
+    for effect in analysis.effects if triggers.start or triggers.stop else ():
+        if triggers.start and isinstance(effect, RingStarted | RingEnabled):
+            if _goes_live(effect, state):
+                fired.append(("start", effect.index))
+        elif triggers.stop and isinstance(effect, RingStopped):
+            fired.append(("stop", effect.index))
     if triggers.after:
         key = (analysis.channel.value, request)
         if key in triggers.after and (
@@ -156,8 +152,12 @@ def after(
     return fired
 
 
-def _starts(name: str, fields: dict[str, Any], ring: Any, state: ConversationState) -> bool:
-    if name == "SET_VRING_KICK":
+def _goes_live(effect: RingStarted | RingEnabled, state: ConversationState) -> bool:
+    """Whether the ring of ``effect`` is now live: started (kicked) and, where
+    VHOST_USER_F_PROTOCOL_FEATURES makes rings start disabled, enabled too."""
+    if isinstance(effect, RingStarted):
+        ring = state.rings.get(effect.index)
         needs_enable = state.has_virtio(spec.VIRTIO_F_PROTOCOL_FEATURES)
-        return not needs_enable or ring.enabled is True
-    return fields.get("num") == 1 and ring.started
+        return ring is not None and (not needs_enable or ring.enabled is True)
+    ring = state.rings.get(effect.index)
+    return effect.enabled and ring is not None and ring.started

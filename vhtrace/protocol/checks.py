@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from vhtrace.protocol import spec
+from vhtrace.protocol import spec, virtio
 from vhtrace.protocol.findings import Severity
 from vhtrace.protocol.payloads import (
     CRYPTO_ASYM_MAX_KEY,
@@ -41,7 +41,7 @@ def warning(code: str, text: str) -> Problem:
 # Enum members read for most messages, as module globals: in Python 3.11 reading a member
 # off its enum class (``Fds.NONE``) is an unspecialised lookup, ten times a global's cost.
 _ERROR, _WARNING = Severity.ERROR, Severity.WARNING
-_NO_FDS, _ONE_FD, _OPTIONAL_FD = Fds.NONE, Fds.ONE, Fds.OPTIONAL
+_NO_FDS, _ONE_FD, _OPTIONAL_FD, _TOLERATED_FD = Fds.NONE, Fds.ONE, Fds.OPTIONAL, Fds.TOLERATED
 _PER_REGION, _IF_LOG_SHMFD = Fds.PER_REGION, Fds.IF_LOG_SHMFD
 
 
@@ -126,7 +126,7 @@ def expected_fds(rule: Fds, fields: Fields | None, state: ConversationState) -> 
         return 0, 0
     if rule is _ONE_FD:
         return 1, 1
-    if rule is _OPTIONAL_FD:
+    if rule is _OPTIONAL_FD or rule is _TOLERATED_FD:
         return 0, 1
     if rule is _IF_LOG_SHMFD:
         n = 1 if state.has_protocol(ProtocolFeature.LOG_SHMFD) else 0
@@ -155,6 +155,8 @@ def check_fds(
             wanted = "none"
         plural = "fd" if count == 1 else "fds"
         problems.append(error("fd-count", f"carries {count} {plural}, {name} takes {wanted}"))
+    elif rule is _TOLERATED_FD and count:
+        problems.append(warning("fd-tolerated", f"carries an fd: {spec.REM_MEM_REG_FD_NOTE}"))
     if count > spec.MAX_FDS:
         problems.append(
             error(
@@ -236,8 +238,8 @@ def _check_queue_size(num: int, state: ConversationState, what: str) -> list[Pro
     """bad-inputs #10: num 0, not a power of two, or above 32768."""
     if num == 0:
         return [error("ring-size", f"{what} 0")]
-    if num > spec.MAX_QUEUE_SIZE:
-        return [error("ring-size", f"{what} {num} is above {spec.MAX_QUEUE_SIZE}")]
+    if num > virtio.MAX_QUEUE_SIZE:
+        return [error("ring-size", f"{what} {num} is above {virtio.MAX_QUEUE_SIZE}")]
     if num & (num - 1) and not state.has_virtio(spec.VIRTIO_F_RING_PACKED):
         return [error("ring-size", f"{what} {num} is not a power of two (split ring)")]
     return []
@@ -494,10 +496,19 @@ def check_ring_index_only(fields: Fields, state: ConversationState) -> list[Prob
 
 def check_get_vring_base(fields: Fields, state: ConversationState) -> list[Problem]:
     """The request's ``num`` is reserved and must be 0 (vhost-user.rst, GET_VRING_BASE and
-    GET_VRING_BASE_SKIP_DRAIN: "num is reserved and must be 0"; QEMU sends 0)."""
+    GET_VRING_BASE_SKIP_DRAIN: "num is reserved and must be 0"; QEMU sends 0). DPDK
+    virtio-user sends whatever its stack held: virtio_user_destroy_queue() sets only
+    ``state.index`` (drivers/net/virtio/virtio_user/virtio_user_dev.c, DPDK 38f72e500b),
+    as the traces/dpdk-* recordings show. A warning: back-ends ignore the value."""
     problems = check_ring_index(fields["index"], state)
     if fields["num"]:
-        problems.append(warning("reserved-num", f"num {fields['num']}: reserved, must be 0"))
+        problems.append(
+            warning(
+                "reserved-num",
+                f"num {fields['num']}: reserved, must be 0 (DPDK virtio-user leaves it "
+                "uninitialized; back-ends ignore it)",
+            )
+        )
     return problems
 
 
@@ -508,6 +519,35 @@ def check_vring_fd(fields: Fields, state: ConversationState) -> list[Problem]:
             error(
                 "ring-index",
                 f"u64 {_hex(fields['reserved'])}: bits above the index and NOFD are reserved",
+            )
+        )
+    return problems
+
+
+def check_vring_kick(fields: Fields, state: ConversationState) -> list[Problem]:
+    """SET_VRING_KICK starts the ring: with STATUS, the features must be FEATURES_OK by
+    then (issue 16: "with STATUS, SET_FEATURES is followed by GET_STATUS then
+    SET_STATUS(FEATURES_OK)", which is QEMU's sequence). Real front-ends differ in order
+    (both recorded in tests/fixtures/status/), so only the outcome is checked: QEMU's
+    vhost_user_set_features() sends GET_STATUS, then
+    SET_STATUS with FEATURES_OK added unless the device already has it (hw/virtio/
+    vhost-user.c vhost_user_add_status(), qemu/qemu 019fbfa4bcd2); DPDK virtio-user sends
+    SET_FEATURES, SET_STATUS(...FEATURES_OK), then GET_STATUS, and at DRIVER_OK a second
+    SET_FEATURES with no new status before the kicks (drivers/net/virtio/virtio_user_ethdev.c
+    virtio_user_set_status(), virtio_user/vhost_user.c, DPDK 38f72e500b, Jul 2026)."""
+    problems = check_vring_fd(fields, state)
+    if (
+        state.features_acked is not None
+        and not state.started_without_features_ok  # said once per SET_FEATURES
+        and state.has_protocol(ProtocolFeature.STATUS)
+        and not (state.status or 0) & spec.VIRTIO_STATUS_FEATURES_OK
+    ):
+        status = "no status set" if state.status is None else f"status {_hex(state.status)}"
+        problems.append(
+            warning(
+                "features-ok",
+                f"ring {fields['index']} starts with STATUS negotiated but FEATURES_OK not set "
+                f"({status}): SET_FEATURES should be followed by SET_STATUS(FEATURES_OK)",
             )
         )
     return problems
@@ -728,6 +768,30 @@ def check_iotlb(fields: Fields, state: ConversationState) -> list[Problem]:
     return problems
 
 
+def check_frontend_iotlb(fields: Fields, state: ConversationState) -> list[Problem]:
+    """The front-end's IOTLB update maps an IOVA to memory it shared: ``uaddr`` lies in a
+    region, as a front-end virtual address, or as a guest-physical one with GPA_ADDRESSES
+    (vhost-user.rst, GPA_ADDRESSES: "the IOTLB uaddr is a guest physical address"; the
+    back-end's own IOTLB_MSG, a miss, keeps the user-address meaning and is not checked)."""
+    problems = check_iotlb(fields, state)
+    if fields["type"] != _IOTLB_UPDATE or not state.regions or not fields["size"]:
+        return problems
+    space = "gpa" if state.has_protocol(ProtocolFeature.GPA_ADDRESSES) else "uaddr"
+    uaddr, size = fields["uaddr"], fields["size"]
+    if not any(region.contains(uaddr, size, space) for region in state.regions):
+        what = "guest-physical address (GPA_ADDRESSES)" if space == "gpa" else "user address"
+        problems.append(
+            warning(
+                "iotlb-uaddr",
+                f"UPDATE uaddr {_hex(uaddr)} + {size} is in no memory region as a {what}",
+            )
+        )
+    return problems
+
+
+_IOTLB_UPDATE = next(kind for kind, name in IOTLB_TYPES.items() if name == "UPDATE")
+
+
 def check_device_state(fields: Fields, state: ConversationState) -> list[Problem]:
     problems: list[Problem] = []
     if fields["direction"] not in (0, 1):
@@ -744,6 +808,28 @@ def check_host_notifier(fields: Fields, state: ConversationState) -> list[Proble
             warning(
                 "host-notifier-size",
                 f"size {fields['size']}: QEMU requires the host page size ({spec.PAGE_SIZE})",
+            )
+        )
+    return problems
+
+
+_QEMU_UNHANDLED = " or ".join(
+    f"{spec.request_name(spec.Channel.BACKEND, request)} ({request})"
+    for request in sorted(spec.QEMU_UNHANDLED_BACKEND_REQUESTS)
+)
+
+
+def check_backend_vring_notification(fields: Fields, state: ConversationState) -> list[Problem]:
+    """Back-end VRING_CALL / VRING_ERR: in the spec, but a QEMU front-end refuses them
+    (spec.QEMU_UNHANDLED_BACKEND_REQUESTS: its back-end channel answers -EINVAL)."""
+    problems = check_ring_index(fields["index"], state)
+    if state.frontend == spec.FRONTEND_QEMU:
+        problems.append(
+            error(
+                "frontend-unsupported",
+                f"QEMU's back-end channel does not handle {_QEMU_UNHANDLED}: it "
+                "answers -EINVAL (a u64 1 ack) and the guest is never notified "
+                "(hw/virtio/vhost-user.c backend_read()); use the ring's call/err eventfd",
             )
         )
     return problems
@@ -803,7 +889,7 @@ _REQUEST_CHECKS: dict[tuple[spec.Channel, str], Check] = {
     (spec.Channel.MAIN, "SET_VRING_BASE"): check_vring_base,
     (spec.Channel.MAIN, "GET_VRING_BASE"): check_get_vring_base,
     (spec.Channel.MAIN, "GET_VRING_BASE_SKIP_DRAIN"): check_get_vring_base,
-    (spec.Channel.MAIN, "SET_VRING_KICK"): check_vring_fd,
+    (spec.Channel.MAIN, "SET_VRING_KICK"): check_vring_kick,
     (spec.Channel.MAIN, "SET_VRING_CALL"): check_vring_fd,
     (spec.Channel.MAIN, "SET_VRING_ERR"): check_vring_fd,
     (spec.Channel.MAIN, "SET_VRING_ENABLE"): check_vring_enable,
@@ -814,13 +900,17 @@ _REQUEST_CHECKS: dict[tuple[spec.Channel, str], Check] = {
     (spec.Channel.MAIN, "CREATE_CRYPTO_SESSION"): check_crypto,
     (spec.Channel.MAIN, "GET_INFLIGHT_FD"): check_get_inflight,
     (spec.Channel.MAIN, "SET_INFLIGHT_FD"): check_set_inflight,
-    (spec.Channel.MAIN, "IOTLB_MSG"): check_iotlb,
+    (spec.Channel.MAIN, "IOTLB_MSG"): check_frontend_iotlb,
     (spec.Channel.MAIN, "SET_DEVICE_STATE_FD"): check_device_state,
     (spec.Channel.MAIN, "NET_SET_MTU"): check_mtu,
     (spec.Channel.BACKEND, "IOTLB_MSG"): check_iotlb,
     (spec.Channel.BACKEND, "VRING_HOST_NOTIFIER_MSG"): check_host_notifier,
-    (spec.Channel.BACKEND, "VRING_CALL"): check_ring_index_only,
-    (spec.Channel.BACKEND, "VRING_ERR"): check_ring_index_only,
+    **{
+        (spec.Channel.BACKEND, spec.request_name(spec.Channel.BACKEND, request)): (
+            check_backend_vring_notification
+        )
+        for request in sorted(spec.QEMU_UNHANDLED_BACKEND_REQUESTS)
+    },
     (spec.Channel.BACKEND, "SHMEM_MAP"): check_shmem_map,
     (spec.Channel.BACKEND, "SHMEM_UNMAP"): check_shmem_map,
 }

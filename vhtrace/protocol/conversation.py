@@ -37,6 +37,18 @@ from typing import Any, NamedTuple
 
 from vhtrace.protocol import checks, payloads, spec
 from vhtrace.protocol.checks import error, warning
+from vhtrace.protocol.effects import (
+    AreaPassed,
+    ChannelOpened,
+    DeviceReset,
+    Effect,
+    MemoryReplaced,
+    RegionAdded,
+    RegionRemoved,
+    RingEnabled,
+    RingStarted,
+    RingStopped,
+)
 from vhtrace.protocol.findings import Finding
 from vhtrace.protocol.payloads import Decoded, PayloadContext
 from vhtrace.protocol.spec import Channel, Fds, ProtocolFeature, Reply, RequestSpec, Side
@@ -100,6 +112,8 @@ class Analysis:
     answers: int | None = None
     """For a reply: the number of the request it answers."""
     findings: list[Finding] = field(default_factory=list)
+    effects: tuple[Effect, ...] = ()
+    """What the message changed (memory, rings, channels): see :mod:`.effects`."""
 
     @property
     def fields(self) -> dict[str, Any] | None:
@@ -119,8 +133,10 @@ class Analysis:
 class Conversation:
     """The protocol state of one connection, fed by the messages of both directions."""
 
-    def __init__(self, device: spec.DeviceType | None = None) -> None:
-        self.state = ConversationState(device=device)
+    def __init__(self, device: spec.DeviceType | None = None, frontend: str | None = None) -> None:
+        """``device`` names virtio feature bits; ``frontend`` is the session context's
+        front-end (``spec.FRONTEND_QEMU`` or None: unknown, see vhtrace.protocol.peers)."""
+        self.state = ConversationState(device=device, frontend=frontend)
         self.pending: dict[Channel, deque[Pending]] = {
             Channel.MAIN: deque(),
             Channel.BACKEND: deque(),
@@ -213,7 +229,9 @@ class Conversation:
             self._add(analysis, problems)
         effect = plan.effect
         if effect is not None and fields is not None:
-            effect(state, msg, fields)
+            analysis.effects = effect(state, msg, fields) or ()
+        if fd_count and row.opens is not None:
+            analysis.effects += (ChannelOpened(row.opens),)
         return analysis
 
     def _cut_header(self, msg: WireMessage) -> Analysis:
@@ -395,6 +413,10 @@ class Conversation:
             effect = _REPLY_EFFECTS.get(name)
             if effect is not None:
                 problems += effect(state, msg, fields, pending_fields)
+                if name in _RING_STOPS:
+                    analysis.effects = (RingStopped(fields["index"], fields["num"]),)
+            if fd_count and name == "GET_INFLIGHT_FD":
+                analysis.effects = (AreaPassed("inflight"),)
             if pending.kind == "postcopy":
                 problems += self._postcopy_reply(msg, pending, fields, pending_fields)
         if problems:
@@ -475,6 +497,10 @@ class Conversation:
 Fields = dict[str, Any]
 
 
+Effects = tuple[Effect, ...] | None
+"""What a state change returns: the effects the analysis reports (None: nothing to say)."""
+
+
 def _set_features(state: ConversationState, msg: WireMessage, fields: Fields) -> None:
     state.set_features(fields["features"])
 
@@ -493,24 +519,33 @@ def _region(fields: Fields, seq: int) -> Region:
     )
 
 
-def _set_mem_table(state: ConversationState, msg: WireMessage, fields: Fields) -> None:
+def _set_mem_table(state: ConversationState, msg: WireMessage, fields: Fields) -> Effects:
     state.regions = [_region(region, msg.seq) for region in fields["regions"]]
+    return (MemoryReplaced(tuple(state.regions)),)
 
 
-def _add_mem_reg(state: ConversationState, msg: WireMessage, fields: Fields) -> None:
+def _add_mem_reg(state: ConversationState, msg: WireMessage, fields: Fields) -> Effects:
+    region = _region(fields, msg.seq)
     if len(state.regions) < spec.MAX_RAM_SLOTS:
-        state.regions.append(_region(fields, msg.seq))
+        state.regions.append(region)
+    return (RegionAdded(region, 0 if msg.fd_count else None),)
 
 
-def _rem_mem_reg(state: ConversationState, msg: WireMessage, fields: Fields) -> None:
+def _rem_mem_reg(state: ConversationState, msg: WireMessage, fields: Fields) -> Effects:
     key = (fields["guest_phys_addr"], fields["userspace_addr"], fields["memory_size"])
     state.regions = [
         r for r in state.regions if (r.guest_phys_addr, r.userspace_addr, r.memory_size) != key
     ]
+    return (RegionRemoved(_region(fields, msg.seq)),)
 
 
-def _set_log_base(state: ConversationState, msg: WireMessage, fields: Fields) -> None:
+def _set_log_base(state: ConversationState, msg: WireMessage, fields: Fields) -> Effects:
     state.log_base = (fields["mmap_size"], fields["mmap_offset"])
+    return (AreaPassed("log"),) if msg.fd_count else None
+
+
+def _set_inflight_fd(state: ConversationState, msg: WireMessage, fields: Fields) -> Effects:
+    return (AreaPassed("inflight"),) if msg.fd_count else None
 
 
 def _set_vring_num(state: ConversationState, msg: WireMessage, fields: Fields) -> None:
@@ -529,10 +564,15 @@ def _set_vring_base(state: ConversationState, msg: WireMessage, fields: Fields) 
     state.ring(fields["index"]).base = fields["num"]
 
 
-def _set_vring_kick(state: ConversationState, msg: WireMessage, fields: Fields) -> None:
+def _set_vring_kick(state: ConversationState, msg: WireMessage, fields: Fields) -> Effects:
     ring = state.ring(fields["index"])
     ring.kick = "nofd" if fields["nofd"] else "fd"
-    ring.started, ring.num_seq = True, None
+    ring.started, ring.num_seq = True, None  # the ring starts here, not at its first kick
+    if state.has_protocol(ProtocolFeature.STATUS) and not (
+        (state.status or 0) & spec.VIRTIO_STATUS_FEATURES_OK
+    ):
+        state.started_without_features_ok = True
+    return (RingStarted(fields["index"]),)
 
 
 def _set_vring_call(state: ConversationState, msg: WireMessage, fields: Fields) -> None:
@@ -543,8 +583,9 @@ def _set_vring_err(state: ConversationState, msg: WireMessage, fields: Fields) -
     state.ring(fields["index"]).err = "nofd" if fields["nofd"] else "fd"
 
 
-def _set_vring_enable(state: ConversationState, msg: WireMessage, fields: Fields) -> None:
-    state.ring(fields["index"]).enabled = bool(fields["num"])
+def _set_vring_enable(state: ConversationState, msg: WireMessage, fields: Fields) -> Effects:
+    state.ring(fields["index"]).enabled = enabled = bool(fields["num"])
+    return (RingEnabled(fields["index"], enabled),)
 
 
 def _set_backend_req_fd(state: ConversationState, msg: WireMessage, fields: Fields) -> None:
@@ -567,9 +608,10 @@ def _set_status(state: ConversationState, msg: WireMessage, fields: Fields) -> N
     state.status = fields["status"]
 
 
-def _reset(state: ConversationState, msg: WireMessage, fields: Fields) -> None:
+def _reset(state: ConversationState, msg: WireMessage, fields: Fields) -> Effects:
     for ring in state.rings.values():
         ring.started, ring.enabled = False, None
+    return (DeviceReset(),)
 
 
 _REQUEST_EFFECTS = {
@@ -579,6 +621,7 @@ _REQUEST_EFFECTS = {
     "ADD_MEM_REG": _add_mem_reg,
     "REM_MEM_REG": _rem_mem_reg,
     "SET_LOG_BASE": _set_log_base,
+    "SET_INFLIGHT_FD": _set_inflight_fd,
     "SET_VRING_NUM": _set_vring_num,
     "SET_VRING_ADDR": _set_vring_addr,
     "SET_VRING_BASE": _set_vring_base,
@@ -688,7 +731,8 @@ _REPLY_EFFECTS = {
 # Tables the analysis reads per message
 # --------------------------------------------------------------------------
 
-_REQUESTER = {channel: spec.requester(channel) for channel in Channel}
+_RING_STOPS = frozenset({"GET_VRING_BASE", "GET_VRING_BASE_SKIP_DRAIN"})
+_REQUESTER = {channel: spec.requester(channel) for channel in spec.FRAMED_CHANNELS}
 MAX_PENDING = 1024
 """Replies owed beyond this are not tracked (a peer must not make us allocate without bound)."""
 _DECODED: dict[tuple[str, bytes, PayloadContext], Decoded] = {}
@@ -726,7 +770,7 @@ class _RequestPlan:
     may_owe_reply: bool
     """A reply may be owed without NEED_REPLY (its reply is not just an ack)."""
     check: checks.Check | None
-    effect: Callable[[ConversationState, WireMessage, Fields], None] | None
+    effect: Callable[[ConversationState, WireMessage, Fields], Effects] | None
 
 
 def _plans(channel: Channel) -> dict[int, _RequestPlan]:
@@ -745,7 +789,7 @@ def _plans(channel: Channel) -> dict[int, _RequestPlan]:
     }
 
 
-_REQUEST_PLANS = {channel: _plans(channel) for channel in Channel}
+_REQUEST_PLANS = {channel: _plans(channel) for channel in spec.FRAMED_CHANNELS}
 
 # Enum members read for every message, as module globals: in Python 3.11 reading a member
 # off its enum class (``Channel.MAIN``) is an unspecialised lookup, ten times a global's cost.

@@ -64,6 +64,36 @@ LAYOUTS: dict[DeviceType, tuple[ConfigField, ...]] = {
         ("cdb_size", 24, "I"), ("max_channel", 28, "H"), ("max_target", 30, "H", True),
         ("max_lun", 32, "I", True),
     ),
+    # struct virtio_gpu_config (5.7.4)
+    DeviceType.GPU: _fields(
+        ("events_read", 0, "I", True), ("events_clear", 4, "I"), ("num_scanouts", 8, "I", True),
+        ("num_capsets", 12, "I", True),
+    ),
+    # struct virtio_vsock_config (5.10.4)
+    DeviceType.VSOCK: _fields(("guest_cid", 0, "Q", True)),
+    # struct virtio_gpio_config (5.18.4)
+    DeviceType.GPIO: _fields(("ngpio", 0, "H", True), ("gpio_names_size", 4, "I", True)),
+    # struct virtio_snd_config (5.14.4); controls only with CTLS
+    DeviceType.SOUND: _fields(
+        ("jacks", 0, "I", True), ("streams", 4, "I", True), ("chmaps", 8, "I", True),
+        ("controls", 12, "I"),
+    ),
+    # struct virtio_input_config (5.8.4): select/subsel choose what the union holds
+    DeviceType.INPUT: _fields(
+        ("select", 0, "B", True), ("subsel", 1, "B", True), ("size", 2, "B", True),
+        ("u", 8, "128s"),
+    ),
+    # struct virtio_can_config (virtio-can draft)
+    DeviceType.CAN: _fields(("status", 0, "H", True)),
+    # struct virtio_crypto_config (5.9.4)
+    DeviceType.CRYPTO: _fields(
+        ("status", 0, "I", True), ("max_dataqueues", 4, "I", True),
+        ("crypto_services", 8, "I", True), ("cipher_algo_l", 12, "I"), ("cipher_algo_h", 16, "I"),
+        ("hash_algo", 20, "I"), ("mac_algo_l", 24, "I"), ("mac_algo_h", 28, "I"),
+        ("aead_algo", 32, "I"), ("max_cipher_key_len", 36, "I"), ("max_auth_key_len", 40, "I"),
+        ("akcipher_algo", 44, "I"), ("max_size", 48, "Q"),
+    ),
+    # rng, i2c and scmi have no device configuration (virtio 1.2 5.4.4, 5.16.4, 5.17.4)
 }
 # fmt: on
 

@@ -64,6 +64,15 @@ class Frame:
         return self.header + self.payload
 
     @classmethod
+    def parse(cls, raw: bytes, fds: tuple[int, ...] = ()) -> Frame:
+        """The frame of a message's bytes (a recorded one: its payload may be short of
+        its size field); ValueError if the 12-byte header is not whole."""
+        if len(raw) < HEADER_SIZE:
+            raise ValueError(f"{len(raw)} bytes: a message header is {HEADER_SIZE}")
+        request, flags, size = _HEADER.unpack_from(raw)
+        return cls(request, flags, size, bytes(raw[HEADER_SIZE:]), tuple(fds))
+
+    @classmethod
     def build(
         cls, request: int, flags: int, payload: bytes = b"", fds: tuple[int, ...] = ()
     ) -> Frame:

@@ -53,9 +53,6 @@ MAX_RAM_SLOTS = 512
 MAX_CONFIG_SIZE = 256
 """VHOST_USER_MAX_CONFIG_SIZE in QEMU, libvhost-user and DPDK."""
 
-MAX_QUEUE_SIZE = 32768
-"""Largest virtqueue size (split rings must also be a power of two)."""
-
 MAX_VRINGS = 0x8000
 """The largest ring count any implementation accepts (rust-vmm's VHOST_USER_MAX_VRINGS)."""
 
@@ -97,6 +94,19 @@ class Channel(enum.StrEnum):
     """The front-end's connection to the back-end (front-end requests)."""
     BACKEND = "backend"
     """The socketpair passed with SET_BACKEND_REQ_FD (back-end requests)."""
+    GPU = "gpu"
+    """The socket passed with GPU_SET_SOCKET: the vhost-user-gpu protocol, not framed here."""
+    DEVICE_STATE = "device-state"
+    """The pipe passed with SET_DEVICE_STATE_FD: a byte stream of the device's state."""
+
+    @property
+    def framed(self) -> bool:
+        """True for the channels that carry vhost-user messages (header + payload)."""
+        return self in FRAMED_CHANNELS
+
+
+FRAMED_CHANNELS = (Channel.MAIN, Channel.BACKEND)
+"""The channels of vhost-user frames; the others are streams relayed and recorded as bytes."""
 
 
 class Side(enum.StrEnum):
@@ -191,12 +201,23 @@ def protocol_feature(name_or_bit: str | int) -> ProtocolFeature:
 
 
 class DeviceType(enum.StrEnum):
-    """Device types whose virtio feature bits vhtrace names."""
+    """Device types whose virtio feature bits vhtrace names (the vhost-user back-ends
+    users meet: QEMU's, DPDK's, rust-vmm's vhost-device-*)."""
 
     BLK = "blk"
     NET = "net"
     FS = "fs"
     SCSI = "scsi"
+    GPU = "gpu"
+    VSOCK = "vsock"
+    I2C = "i2c"
+    GPIO = "gpio"
+    RNG = "rng"
+    SOUND = "sound"
+    INPUT = "input"
+    CAN = "can"
+    SCMI = "scmi"
+    CRYPTO = "crypto"
 
 
 VIRTIO_F_PROTOCOL_FEATURES = 30
@@ -285,6 +306,30 @@ DEVICE_VIRTIO_FEATURES: dict[DeviceType, dict[int, str]] = {
     },
     DeviceType.FS: {0: "NOTIFICATION"},
     DeviceType.SCSI: {0: "INOUT", 1: "HOTPLUG", 2: "CHANGE", 3: "T10_PI"},
+    # virtio 1.3, "Feature bits" of each device; CAN from the virtio-can draft (1.4).
+    DeviceType.GPU: {
+        0: "VIRGL",
+        1: "EDID",
+        2: "RESOURCE_UUID",
+        3: "RESOURCE_BLOB",
+        4: "CONTEXT_INIT",
+    },
+    DeviceType.VSOCK: {0: "STREAM", 1: "SEQPACKET"},
+    DeviceType.I2C: {0: "ZERO_LENGTH_REQUEST"},
+    DeviceType.GPIO: {0: "IRQ"},
+    DeviceType.RNG: {},
+    DeviceType.SOUND: {0: "CTLS"},
+    DeviceType.INPUT: {},
+    DeviceType.CAN: {0: "CAN_CLASSIC", 1: "CAN_FD", 2: "LATE_TX_ACK", 3: "RTR_FRAMES"},
+    DeviceType.SCMI: {0: "P2A_CHANNELS", 1: "SHARED_MEMORY"},
+    DeviceType.CRYPTO: {
+        0: "REVISION_1",
+        1: "CIPHER_STATELESS_MODE",
+        2: "HASH_STATELESS_MODE",
+        3: "MAC_STATELESS_MODE",
+        4: "AEAD_STATELESS_MODE",
+        5: "AKCIPHER_STATELESS_MODE",
+    },
 }
 
 VIRTIO_STATUS_BITS: dict[int, str] = {
@@ -295,6 +340,8 @@ VIRTIO_STATUS_BITS: dict[int, str] = {
     6: "NEEDS_RESET",
     7: "FAILED",
 }
+VIRTIO_STATUS_FEATURES_OK = 1 << 3
+"""The status bit a driver sets once the device accepted its features (bit 3 above)."""
 
 
 def virtio_feature_name(bit: int, device: DeviceType | None = None) -> str:
@@ -303,7 +350,7 @@ def virtio_feature_name(bit: int, device: DeviceType | None = None) -> str:
     Device bits (0-23, 50 and up) have a name only when the device type is known."""
     if bit in COMMON_VIRTIO_FEATURES:
         return COMMON_VIRTIO_FEATURES[bit]
-    if device is not None and bit in DEVICE_VIRTIO_FEATURES[device]:
+    if device is not None and bit in DEVICE_VIRTIO_FEATURES.get(device, {}):
         return DEVICE_VIRTIO_FEATURES[device][bit]
     return f"bit{bit}"
 
@@ -344,12 +391,28 @@ def flag_names(flags: int) -> list[str]:
 # --------------------------------------------------------------------------
 
 
+REM_MEM_REG_FD_NOTE = (
+    "REM_MEM_REG should carry none (the spec; a back-end must close one it gets); "
+    "QEMU 5.1 to 6.x sent the region's fd, QEMU 7.2 sends none"
+)
+"""What a fd on REM_MEM_REG means. The spec (vhost-user.rst, REM_MEM_REG) says the
+front-end should send no fd but may, for compatibility, and the back-end must close it.
+QEMU's send_remove_regions() wrote the message with ``vhost_user_write(dev, msg, &fd, 1)``
+from its introduction in 5.1 (the patch adding ADD/REM_MEM_REG, and a later 6.x copy of
+hw/virtio/vhost-user.c read here, where fill_msg_region() takes an offset); qemu/qemu
+019fbfa4bcd2 writes it with ``vhost_user_write(dev, msg, NULL, 0)``, and QEMU 7.2 (Debian
+12) sends none: recorded here, tests/fixtures/qemu-rem-mem-reg/. Allowed, so a warning
+whoever sends it: an fd means an old front-end."""
+
+
 class Fds(enum.Enum):
     """How many file descriptors ride with a message."""
 
     NONE = "none"
     ONE = "one"
     OPTIONAL = "zero or one"
+    TOLERATED = "none (one tolerated: the back-end must close it)"
+    """The spec wants none, allows one for old front-ends (REM_MEM_REG)."""
     PER_REGION = "one per region"
     UNLESS_NOFD = "one unless the NOFD bit is set"
     IF_LOG_SHMFD = "one if LOG_SHMFD was negotiated"
@@ -413,7 +476,7 @@ class RequestSpec:
     sets_need_reply: bool = False
     """The spec says the front-end always sets NEED_REPLY on it (POSTCOPY_LISTEN/END,
     IOTLB_MSG: vhost-user.rst, "the front-end always sets NEED_REPLY"; QEMU does)."""
-    opens: str | None = None
+    opens: Channel | None = None
     """The fd it carries opens another channel: 'backend' (the back-end channel, same
     framing), 'gpu' (the vhost-user-gpu protocol) or 'device-state' (a byte stream).
     A recording proxy interposes on such fds to see what travels over them."""
@@ -462,7 +525,7 @@ FRONTEND_REQUESTS: tuple[RequestSpec, ...] = (
     RequestSpec(19, "SEND_RARP", Channel.MAIN, "rarp_mac", gate=_p(PF.RARP)),
     RequestSpec(20, "NET_SET_MTU", Channel.MAIN, "u64", gate=_p(PF.NET_MTU), per_device=True),
     RequestSpec(21, "SET_BACKEND_REQ_FD", Channel.MAIN, "empty", fds=Fds.ONE,
-                gate=_p(PF.BACKEND_REQ), aliases=("SET_SLAVE_REQ_FD",), opens="backend"),
+                gate=_p(PF.BACKEND_REQ), aliases=("SET_SLAVE_REQ_FD",), opens=Channel.BACKEND),
     RequestSpec(22, "IOTLB_MSG", Channel.MAIN, "iotlb", reply=Reply.ALWAYS, sets_need_reply=True,
                 gate=Gate(virtio_acked=VIRTIO_F_ACCESS_PLATFORM)),
     RequestSpec(23, "SET_VRING_ENDIAN", Channel.MAIN, "vring_endian", gate=_p(PF.CROSS_ENDIAN)),
@@ -486,7 +549,7 @@ FRONTEND_REQUESTS: tuple[RequestSpec, ...] = (
                 gate=_p(PF.INFLIGHT_SHMFD)),
     RequestSpec(32, "SET_INFLIGHT_FD", Channel.MAIN, "inflight", fds=Fds.ONE,
                 gate=_p(PF.INFLIGHT_SHMFD)),
-    RequestSpec(33, "GPU_SET_SOCKET", Channel.MAIN, "empty", fds=Fds.ONE, opens="gpu"),
+    RequestSpec(33, "GPU_SET_SOCKET", Channel.MAIN, "empty", fds=Fds.ONE, opens=Channel.GPU),
     RequestSpec(34, "RESET_DEVICE", Channel.MAIN, "empty", gate=_p(PF.RESET_DEVICE),
                 per_device=True),
     RequestSpec(35, "VRING_KICK", Channel.MAIN, "vring_index", gate=_p(PF.INBAND_NOTIFICATIONS)),
@@ -494,8 +557,8 @@ FRONTEND_REQUESTS: tuple[RequestSpec, ...] = (
                 reply_payload="u64", gate=_p(PF.CONFIGURE_MEM_SLOTS)),
     RequestSpec(37, "ADD_MEM_REG", Channel.MAIN, "mem_region", fds=Fds.ONE, reply=Reply.POSTCOPY,
                 postcopy_payload="mem_region", gate=_p(PF.CONFIGURE_MEM_SLOTS), per_device=True),
-    RequestSpec(38, "REM_MEM_REG", Channel.MAIN, "mem_region", fds=Fds.OPTIONAL,
-                gate=_p(PF.CONFIGURE_MEM_SLOTS), per_device=True),
+    RequestSpec(38, "REM_MEM_REG", Channel.MAIN, "mem_region", fds=Fds.TOLERATED,
+                gate=_p(PF.CONFIGURE_MEM_SLOTS), per_device=True, notes=REM_MEM_REG_FD_NOTE),
     RequestSpec(39, "SET_STATUS", Channel.MAIN, "status", gate=_p(PF.STATUS)),
     RequestSpec(40, "GET_STATUS", Channel.MAIN, "empty", reply=Reply.ALWAYS,
                 reply_payload="status", gate=_p(PF.STATUS)),
@@ -506,7 +569,7 @@ FRONTEND_REQUESTS: tuple[RequestSpec, ...] = (
                       " with 'Failed to get dmabuf fd' without it (hw/virtio/vhost-user.c)"),
     RequestSpec(42, "SET_DEVICE_STATE_FD", Channel.MAIN, "device_state", fds=Fds.ONE,
                 reply=Reply.ALWAYS, reply_payload="device_state_result", reply_fds=Fds.OPTIONAL,
-                gate=_p(PF.DEVICE_STATE), opens="device-state", reply_fd_kind="pipe"),
+                gate=_p(PF.DEVICE_STATE), opens=Channel.DEVICE_STATE, reply_fd_kind="pipe"),
     RequestSpec(43, "CHECK_DEVICE_STATE", Channel.MAIN, "empty", reply=Reply.ALWAYS,
                 reply_payload="u64", gate=_p(PF.DEVICE_STATE)),
     RequestSpec(44, "GET_SHMEM_CONFIG", Channel.MAIN, "empty", reply=Reply.ALWAYS,
@@ -584,3 +647,19 @@ def lookup_request(name: str) -> tuple[Channel, int] | None:
 
 FEATURE_OF_FDS_ON_BACKEND_CHANNEL = ProtocolFeature.BACKEND_SEND_FD
 """fds on the back-end channel need BACKEND_SEND_FD."""
+
+# --------------------------------------------------------------------------
+# What QEMU as the front-end does not do as the spec has it
+# --------------------------------------------------------------------------
+
+FRONTEND_QEMU = "qemu"
+"""The session context's name for a QEMU front-end (see vhtrace.protocol.peers)."""
+
+QEMU_UNHANDLED_BACKEND_REQUESTS: frozenset[int] = frozenset({4, 5})
+"""Back-end requests QEMU's back-end channel refuses: VRING_CALL (4) and VRING_ERR (5).
+
+The spec defines them (under INBAND_NOTIFICATIONS), but QEMU's VhostUserBackendRequest
+enum stops at 1-3 and 6-8 (and 9-10 on mst's ``next``), and ``backend_read()`` answers any
+other id with "Received unexpected msg type" and ret = -EINVAL, i.e. a failure ack (u64 1)
+when NEED_REPLY is set (QEMU hw/virtio/vhost-user.c, commit 019fbfa4bcd2 as stored, and
+mst's ``next``, Sep 2026): the notification never reaches the guest."""

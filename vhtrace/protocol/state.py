@@ -73,6 +73,9 @@ class ConversationState:
     """Everything negotiated and configured on one connection."""
 
     device: DeviceType | None = None
+    frontend: str | None = None
+    """Who the front-end is, when the session context says (``spec.FRONTEND_QEMU``):
+    findings about what one front-end does not implement need it."""
     features_offered: int | None = None
     """The back-end's GET_FEATURES reply."""
     features_acked: int | None = None
@@ -92,6 +95,10 @@ class ConversationState:
     """GET_INFLIGHT_FD requests since a ring last stopped (GET_VRING_BASE reply)."""
     log_base: tuple[int, int] | None = None
     status: int | None = None
+    """The device status as last set (SET_STATUS) or read (GET_STATUS reply)."""
+    started_without_features_ok: bool = False
+    """With STATUS, a ring started (SET_VRING_KICK) while the status lacked FEATURES_OK,
+    since the last SET_FEATURES (so that this is reported once, not once per ring)."""
     _context: PayloadContext | None = None
 
     def has_protocol(self, bit: ProtocolFeature) -> bool:
@@ -115,6 +122,12 @@ class ConversationState:
 
     def set_features(self, features: int) -> None:
         self.features_acked = features
+        self.started_without_features_ok = False
+        self._context = None
+
+    def set_device(self, device: DeviceType) -> None:
+        """The device type, learnt after the start (inferred from the messages)."""
+        self.device = device
         self._context = None
 
     def set_protocol_features(self, features: int) -> None:

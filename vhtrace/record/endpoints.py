@@ -92,7 +92,7 @@ DEVICE_OF_QEMU_DEVICE = {
     "vhost-user-vsock": "vsock",
     "vhost-user-i2c": "i2c",
     "vhost-user-gpio": "gpio",
-    "vhost-user-snd": "snd",
+    "vhost-user-snd": "sound",
     "vhost-user-scmi": "scmi",
 }
 

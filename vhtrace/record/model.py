@@ -100,3 +100,5 @@ class ProxyConfig:
     """Snapshot triggers whose before:NAME messages wait for the snapshot."""
     hold_seconds: float = DEFAULT_HOLD_SECONDS
     """The longest a message waits for its before:NAME snapshot."""
+    device: str | None = None
+    """The user's --device: named in every session-start, over any inference."""

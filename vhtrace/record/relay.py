@@ -72,7 +72,7 @@ from vhtrace.protocol.framing import (
     unpack_header,
 )
 from vhtrace.protocol.spec import Channel, Side
-from vhtrace.record import endpoints
+from vhtrace.record import device_hint, endpoints
 from vhtrace.record.model import Endpoint, Held, Outgoing, ProxyConfig, Session
 from vhtrace.record.recorder import Recorder, now_ns
 from vhtrace.trace import format as fmt
@@ -237,6 +237,9 @@ class Proxy:
         }
         if device:
             info["device"] = device
+        # issue 12: the device type without QEMU, and how it was known (device_hint.py)
+        info.update(device_hint.session_device(info, device, self.config.device))
+        device = info.get("device")
         if self.config.strict:
             session.conversation = Conversation(
                 spec.DeviceType(device) if device in set(spec.DeviceType) else None

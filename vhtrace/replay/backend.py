@@ -26,12 +26,12 @@ from vhtrace.protocol.conversation import Role
 from vhtrace.protocol.spec import HEADER_SIZE, Channel, Side
 from vhtrace.replay.answers import Answer, RecordedReply, answer
 from vhtrace.replay.fds import FdFactory
-from vhtrace.replay.links import connect_unix, listen_unix
 from vhtrace.replay.options import Loaded, ReplayInputError, ReplayOptions, load
 from vhtrace.replay.player import Player
 from vhtrace.replay.report import ReplayResult
 from vhtrace.replay.session import POLL, LoopOptions, SessionRunner, UnknownPolicy, UnknownRequest
 from vhtrace.replay.shadow import Shadow
+from vhtrace.wire import connect_unix, listen_unix
 
 
 def recorded_replies(loaded: Loaded) -> dict[tuple[Channel, int], list[RecordedReply]]:
@@ -85,8 +85,8 @@ def serve_backend(
         if not connect:
             try:
                 listener = listen_unix(path)
-            except OSError as exc:
-                result.error = f"cannot listen on {path}: {exc}"
+            except OSError as exc:  # EndpointError names the path and the cause
+                result.error = f"cannot listen: {exc}"
                 return result
         if on_ready is not None:
             on_ready(str(path))

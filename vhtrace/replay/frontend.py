@@ -12,12 +12,12 @@ import threading
 
 from vhtrace.protocol.spec import Side
 from vhtrace.replay.fds import FdFactory
-from vhtrace.replay.links import connect_unix
 from vhtrace.replay.memsource import SnapshotSource
 from vhtrace.replay.options import ReplayInputError, ReplayOptions, load
 from vhtrace.replay.player import Player
 from vhtrace.replay.report import ReplayResult
 from vhtrace.replay.session import LoopOptions, SessionRunner
+from vhtrace.wire import connect_unix
 
 
 def replay_frontend(

@@ -34,7 +34,7 @@ import enum
 from collections import deque
 from dataclasses import dataclass, field
 
-from vhtrace.protocol.spec import Channel
+from vhtrace.protocol.spec import FRAMED_CHANNELS, Channel
 from vhtrace.replay.compare import Difference, MessageView, closest, compare, counted
 from vhtrace.replay.plan import SessionPlan, Step
 from vhtrace.replay.report import Check, Divergence, Kind, Status
@@ -70,7 +70,7 @@ class Player:
         self.loose = loose
         self.keep_going = keep_going
         self._ours: deque[Step] = deque(plan.ours)
-        self._expected: dict[Channel, list[Step]] = {channel: [] for channel in Channel}
+        self._expected: dict[Channel, list[Step]] = {channel: [] for channel in FRAMED_CHANNELS}
         for step in plan.theirs:
             self._expected[step.channel].append(step)
         self._by_seq = {step.seq: step for step in plan.steps}

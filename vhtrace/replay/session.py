@@ -28,10 +28,12 @@ from dataclasses import dataclass
 
 from vhtrace import fdinfo
 from vhtrace.protocol import spec
+from vhtrace.protocol.connection import Connection
+from vhtrace.protocol.connection import Received as LiveMessage
 from vhtrace.protocol.conversation import Conversation, Pending, Role, WireMessage
 from vhtrace.protocol.findings import Severity
-from vhtrace.protocol.framing import Frame, pack_header, unpack_header
-from vhtrace.protocol.spec import HEADER_SIZE, Channel, Side
+from vhtrace.protocol.framing import Frame
+from vhtrace.protocol.spec import Channel, Side
 from vhtrace.replay.answers import Answer
 from vhtrace.replay.compare import view
 from vhtrace.replay.fds import FdFactory
@@ -97,17 +99,21 @@ class SessionRunner:
         self.tap = tap
         self.stop = stop or threading.Event()
         device = plan.steps[0].view.context.device if plan.steps else None
-        self.conversation = Conversation(device)
+        self.connection = Connection(self.play, device)
+        """The live conversation: what we send and what the peer sends, both channels."""
         self.selector = selectors.DefaultSelector()
         self.links: dict[Channel, Link] = {}
         self.extra: list[socket.socket | int] = []
         """Other ends we hold until the session ends."""
         self.result = SessionResult(plan.session, planned=len(plan.steps), notes=list(plan.notes))
-        self.live_seq = 0
         self.main_closed = False
         self.start = 0.0
         self._send_at: float | None = None
-        self._add_link(Link(main, Channel.MAIN))
+        self._add_link(Link(main, Channel.MAIN, self.connection))
+
+    @property
+    def conversation(self) -> Conversation:
+        return self.connection.conversation
 
     # -- the loop ------------------------------------------------------------------
 
@@ -220,30 +226,14 @@ class SessionRunner:
         for index, m in enumerate(made):
             if m.kept is not None:
                 self._keep(step, step.fds[index], m.kept, m.kept_kind)
-        self._analyse_sent(step.channel, step.raw, len(made))
+        self.connection.sending(Frame.parse(step.raw, tuple(m.fd for m in made)), step.channel)
         self.player.sent(step)
-
-    def _analyse_sent(self, channel: Channel, raw: bytes, fd_count: int) -> None:
-        self.live_seq += 1
-        request, flags, size = unpack_header(raw)
-        wire = WireMessage(
-            self.live_seq,
-            channel,
-            self.play,
-            request,
-            flags,
-            size,
-            raw[HEADER_SIZE:],
-            fd_count,
-            len(raw) == HEADER_SIZE + size,
-        )
-        self.conversation.analyse(wire)
 
     def _keep(self, step: Step, meta: dict, kept: socket.socket | int, kind: str | None) -> None:
         """Our end of a channel we passed the other end of."""
         opens = meta.get("interposed") or _opens(step.channel, step.view.request, step.view.role)
         if opens == "backend" and isinstance(kept, socket.socket):
-            self._add_link(Link(kept, Channel.BACKEND))
+            self._add_link(Link(kept, Channel.BACKEND, self.connection))
         elif opens == "gpu" and isinstance(kept, socket.socket):
             self._add_stream(kept.detach(), "gpu", None)
         elif kind in ("pipe-read", "pipe-write") and isinstance(kept, int):
@@ -257,26 +247,15 @@ class SessionRunner:
         if isinstance(target, StreamEnd):
             self._read_stream(target)
             return
-        frames, eof = target.read()
-        for frame in frames:
-            self._on_frame(target.channel, frame)
+        messages, eof = target.read()
+        for received in messages:
+            self._on_received(received)
         if eof:
             self._on_eof(target)
 
-    def _on_frame(self, channel: Channel, frame: Frame) -> None:
-        self.live_seq += 1
-        wire = WireMessage(
-            self.live_seq,
-            channel,
-            self.peer,
-            frame.request,
-            frame.flags,
-            frame.size,
-            frame.payload,
-            len(frame.fds),
-            not frame.oversized,
-        )
-        analysis = self.conversation.analyse(wire)
+    def _on_received(self, message: LiveMessage) -> None:
+        frame, wire, analysis = message.frame, message.wire, message.analysis
+        channel = wire.channel
         metas = tuple(fdinfo.describe(fd) for fd in frame.fds)
         live = view(wire, analysis, metas)
         for finding in analysis.findings:
@@ -316,7 +295,7 @@ class SessionRunner:
             return
         fd, meta = fds.pop(0), metas[0]
         if opens == "backend" and meta.get("kind") == "socket":
-            self._add_link(Link(socket.socket(fileno=fd), Channel.BACKEND))
+            self._add_link(Link(socket.socket(fileno=fd), Channel.BACKEND, self.connection))
         elif opens == "gpu":
             self._add_stream(fd, "gpu", None)
         elif opens == "device-state" and meta.get("kind") == "pipe":
@@ -339,11 +318,11 @@ class SessionRunner:
             self.player.not_in_trace(received, handled=answer.how)
             return
         link = self.links[wire.channel]
-        raw = pack_header(wire.request, spec.REPLY_FLAGS, len(answer.payload)) + answer.payload
         made = [self.factory.make(meta, seq=0, index=i) for i, meta in enumerate(answer.fds)]
         send_fds = [m.fd for m in made] + list(answer.pass_fds)
+        reply = Frame.build(wire.request, spec.REPLY_FLAGS, answer.payload, tuple(send_fds))
         try:
-            link.send(raw, send_fds)
+            link.send(reply.raw, reply.fds)
         except OSError as exc:
             self.result.notes.append(f"could not answer live request {wire.request}: {exc}")
             self.player.not_in_trace(received, handled=None)
@@ -355,7 +334,7 @@ class SessionRunner:
                     _close(m.fd)
                 if m.kept is not None:
                     self.extra.append(m.kept)
-        self._analyse_sent(wire.channel, raw, len(send_fds))
+        self.connection.sending(reply, wire.channel)
         self.player.not_in_trace(received, handled=answer.how)
 
     def _on_eof(self, link: Link) -> None:

@@ -22,13 +22,14 @@ import time
 from collections import deque
 
 from vhtrace.protocol import spec
-from vhtrace.protocol.conversation import Conversation, WireMessage
+from vhtrace.protocol.connection import Connection
+from vhtrace.protocol.conversation import WireMessage
 from vhtrace.protocol.framing import Frame, pack_header
 from vhtrace.protocol.spec import Channel, Side
 from vhtrace.replay.answers import Answer
-from vhtrace.replay.links import Link, connect_unix
+from vhtrace.replay.links import Link
 from vhtrace.replay.session import UnknownRequest
-from vhtrace.wire import close_fds
+from vhtrace.wire import close_fds, connect_unix
 
 REPLY_TIMEOUT = 5.0
 KEEP_REPLIES = 64
@@ -39,10 +40,10 @@ class Shadow:
     """A connection to a real back-end that follows the live front-end's requests."""
 
     def __init__(self, sock: socket.socket, path: str) -> None:
-        self.link = Link(sock, Channel.MAIN)
+        self.connection = Connection(Side.FRONTEND)
+        """The shadow's own conversation (its numbering is not the live front-end's)."""
+        self.link = Link(sock, Channel.MAIN, self.connection)
         self.path = path
-        self.conversation = Conversation()
-        self.seq = 0
         self.owed: deque[int] = deque()
         """Our numbers of the forwarded requests whose replies the shadow owes, in order."""
         self.replies: dict[int, Frame] = {}
@@ -68,21 +69,19 @@ class Shadow:
             passed = theirs
         else:
             passed = None
-        raw = pack_header(wire.request, wire.flags, wire.size) + wire.payload
+        frame = Frame(wire.request, wire.flags, wire.size, wire.payload, tuple(send_fds))
         try:
-            self.link.send(raw, send_fds)
+            self.link.send(frame.raw, frame.fds)
         except OSError:
             self.link.close()
             return
         finally:
             if passed is not None:
                 passed.close()
-        self.seq += 1
-        self._by_live[wire.seq] = self.seq
-        shadow_wire = wire._replace(seq=self.seq, fd_count=len(send_fds))
-        self.conversation.analyse(shadow_wire)
-        if any(p.seq == self.seq for p in self.conversation.pending[Channel.MAIN]):
-            self.owed.append(self.seq)
+        own = self.connection.sending(frame).seq
+        self._by_live[wire.seq] = own
+        if any(p.seq == own for p in self.connection.conversation.pending[Channel.MAIN]):
+            self.owed.append(own)
         self._drain(0.0)
 
     def policy(self, request: UnknownRequest) -> Answer | None:
@@ -112,21 +111,10 @@ class Shadow:
         readable, _, _ = select.select([self.link.sock], [], [], timeout)
         if not readable:
             return
-        frames, eof = self.link.read()
-        for frame in frames:
-            self.seq += 1
-            wire = WireMessage(
-                self.seq,
-                Channel.MAIN,
-                Side.BACKEND,
-                frame.request,
-                frame.flags,
-                frame.size,
-                frame.payload,
-                len(frame.fds),
-            )
-            analysis = self.conversation.analyse(wire)
-            answered = analysis.answers
+        messages, eof = self.link.read()
+        for received in messages:
+            frame = received.frame
+            answered = received.analysis.answers
             if answered is not None and answered in self.owed:
                 self.owed.remove(answered)
                 self.replies[answered] = frame
@@ -143,7 +131,7 @@ class Shadow:
         self._channel_ends.append(sock)
 
         def run() -> None:
-            link = Link(sock, Channel.BACKEND)
+            link = Link(sock, Channel.BACKEND, Connection(Side.FRONTEND))
             while not link.closed:
                 try:
                     readable, _, _ = select.select([sock], [], [], 0.5)
@@ -151,8 +139,9 @@ class Shadow:
                     return
                 if not readable:
                     continue
-                frames, eof = link.read()
-                for frame in frames:
+                messages, eof = link.read()
+                for received in messages:
+                    frame = received.frame
                     close_fds(frame.fds)
                     if frame.flags & spec.FLAG_NEED_REPLY:
                         with contextlib.suppress(OSError):

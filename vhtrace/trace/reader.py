@@ -20,7 +20,7 @@ import zstandard
 
 from vhtrace import __version__
 from vhtrace.protocol.findings import Finding
-from vhtrace.protocol.spec import Channel, Side
+from vhtrace.protocol.spec import FRAMED_CHANNELS, Side
 from vhtrace.trace import format as fmt
 from vhtrace.trace.records import (
     EndRecord,
@@ -336,7 +336,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
 }
 """The types of each record's fields, in order (msgpack arrays read as tuples)."""
 _new_tuple = tuple.__new__
-_MESSAGE_CHANNELS = frozenset(c.value for c in Channel)
+_MESSAGE_CHANNELS = frozenset(c.value for c in FRAMED_CHANNELS)
 _SENDERS = frozenset(s.value for s in Side)
 
 

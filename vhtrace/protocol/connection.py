@@ -1,0 +1,212 @@
+"""One vhost-user connection as one party speaks it: bytes and fds in, events out.
+
+This is h11's ``Connection`` for vhost-user, and the only layer the shells (replay,
+the mock back-end, fuzz) read and write through. It owns, for one connection:
+
+* a :class:`~vhtrace.protocol.framing.Framer` per channel we read (the main socket,
+  the back-end channel): :meth:`Connection.receive_data` takes what one ``recvmsg``
+  returned and gives back whole messages, each with the fds that came with it;
+* the :class:`~vhtrace.protocol.conversation.Conversation` that both directions feed,
+  so that every message, received or sent, is numbered, decoded and checked once, in
+  wire order, with the same state (features, regions, rings) behind it.
+
+It does no I/O: the caller reads and writes the sockets, and closes the fds an event
+hands back as nobody's (:class:`StrayFds`). A shell never builds a ``WireMessage``
+or drives a framer itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from vhtrace.protocol import messages
+from vhtrace.protocol.conversation import Analysis, Conversation, WireMessage
+from vhtrace.protocol.findings import Finding
+from vhtrace.protocol.framing import Frame, Framer, OversizedData
+from vhtrace.protocol.payloads import PayloadContext
+from vhtrace.protocol.spec import MAX_PAYLOAD, Channel, DeviceType, Side
+from vhtrace.protocol.state import ConversationState
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A whole message the peer sent, analysed. Its fds now belong to the caller."""
+
+    frame: Frame
+    wire: WireMessage
+    """The header fields as the conversation read them."""
+    analysis: Analysis
+
+    @property
+    def seq(self) -> int:
+        return self.analysis.seq
+
+    @property
+    def channel(self) -> Channel:
+        return self.analysis.channel
+
+    @property
+    def name(self) -> str:
+        return self.analysis.name
+
+    @property
+    def fds(self) -> tuple[int, ...]:
+        return self.frame.fds
+
+
+@dataclass(frozen=True, slots=True)
+class StrayFds:
+    """fds that no message owns (they came inside an oversized payload): close them."""
+
+    fds: tuple[int, ...]
+    channel: Channel
+
+
+@dataclass(frozen=True, slots=True)
+class Truncated:
+    """The stream ended inside a message: what was left, and its fds (close them)."""
+
+    channel: Channel
+    description: str
+    fds: tuple[int, ...]
+
+
+Event = Received | StrayFds
+
+
+def wire_view(seq: int, channel: Channel, sender: Side, frame: Frame) -> WireMessage:
+    """The conversation's view of a frame: the one place a frame becomes a WireMessage."""
+    return WireMessage(
+        seq,
+        channel,
+        sender,
+        frame.request,
+        frame.flags,
+        frame.size,
+        frame.payload,
+        len(frame.fds),
+        not frame.oversized and frame.size == len(frame.payload),
+    )
+
+
+class Connection:
+    """The protocol state of one connection, from the side of ``our_side``.
+
+    Messages are numbered in the order they are received or sent (1, 2, ...), both
+    channels and both directions together, as a trace numbers them."""
+
+    def __init__(
+        self,
+        our_side: Side,
+        device: DeviceType | None = None,
+        max_payload: int = MAX_PAYLOAD,
+    ) -> None:
+        self.our_side = our_side
+        self.peer_side = Side.BACKEND if our_side is Side.FRONTEND else Side.FRONTEND
+        self.conversation = Conversation(device)
+        self._max_payload = max_payload
+        self._framers: dict[Channel, Framer] = {}
+        self.seq = 0
+        """Number of the last message received or sent."""
+
+    @property
+    def state(self) -> ConversationState:
+        """What the conversation has established so far (features, regions, rings)."""
+        return self.conversation.state
+
+    @property
+    def context(self) -> PayloadContext:
+        """How payloads read now (negotiated features, device type)."""
+        return self.conversation.state.payload_context()
+
+    # -- receiving ------------------------------------------------------------------
+
+    def bytes_wanted(self, channel: Channel = Channel.MAIN) -> int:
+        """How much to ask the next recvmsg for: never past the current message's end,
+        so the fds the kernel hands out with a read belong to one message."""
+        return self._framer(channel).bytes_wanted()
+
+    def receive_data(
+        self, data: bytes, fds: Sequence[int] = (), channel: Channel = Channel.MAIN
+    ) -> list[Event]:
+        """Feed what one recvmsg returned (``data`` not empty; b'' is :meth:`eof`)."""
+        framer = self._framer(channel)
+        framer.feed(data, tuple(fds))
+        events: list[Event] = []
+        for event in framer.events():
+            if isinstance(event, Frame):
+                events.append(self._received(channel, event))
+            elif isinstance(event, OversizedData) and event.fds:
+                events.append(StrayFds(event.fds, channel))
+            # OversizedStart: its fds come back with the final Frame
+        return events
+
+    def in_message(self, channel: Channel = Channel.MAIN) -> bool:
+        """True while part of a message on ``channel`` has been read."""
+        framer = self._framers.get(channel)
+        return framer is not None and framer.in_message
+
+    def eof(self, channel: Channel = Channel.MAIN) -> Truncated | None:
+        """The peer closed ``channel``: what was left of an unfinished message, if any."""
+        framer = self._framers.pop(channel, None)
+        leftover = framer.eof() if framer is not None else None
+        if leftover is None:
+            return None
+        return Truncated(channel, leftover.describe(), leftover.fds)
+
+    def _received(self, channel: Channel, frame: Frame) -> Received:
+        self.seq += 1
+        wire = wire_view(self.seq, channel, self.peer_side, frame)
+        return Received(frame, wire, self.conversation.analyse(wire))
+
+    def _framer(self, channel: Channel) -> Framer:
+        framer = self._framers.get(channel)
+        if framer is None:
+            if not channel.framed:
+                raise ValueError(f"the {channel} channel is not framed")
+            framer = self._framers[channel] = Framer(self._max_payload)
+        return framer
+
+    # -- sending --------------------------------------------------------------------
+
+    def send(
+        self,
+        name: str | int,
+        fields: dict[str, Any] | None = None,
+        *,
+        fds: Sequence[int] = (),
+        channel: Channel = Channel.MAIN,
+        reply: bool = False,
+        need_reply: bool = False,
+        layout: str | None = None,
+    ) -> tuple[Frame, Analysis]:
+        """A message of ours, encoded from its fields and analysed as sent: the frame to
+        write (header, payload and fds) and what it says."""
+        frame = messages.build(
+            name,
+            fields,
+            channel=channel,
+            reply=reply,
+            need_reply=need_reply,
+            layout=layout,
+            fds=tuple(fds),
+            ctx=self.context,
+        )
+        return frame, self.sending(frame, channel)
+
+    def sending(self, frame: Frame, channel: Channel = Channel.MAIN) -> Analysis:
+        """Analyse a frame of ours built elsewhere (recorded bytes replayed, a fault's
+        hand-made header): sent messages take their number and move the state."""
+        return self._analyse(channel, self.our_side, frame)
+
+    # -- the end --------------------------------------------------------------------
+
+    def close(self, why: str = "the connection closed") -> list[Finding]:
+        """The connection ended: every reply still owed becomes a finding."""
+        return self.conversation.close(why)
+
+    def _analyse(self, channel: Channel, sender: Side, frame: Frame) -> Analysis:
+        self.seq += 1
+        return self.conversation.analyse(wire_view(self.seq, channel, sender, frame))
