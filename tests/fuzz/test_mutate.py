@@ -11,7 +11,7 @@ import pytest
 
 from vhtrace.fuzz import rings
 from vhtrace.fuzz.campaign import load_template
-from vhtrace.fuzz.case import Case, Message
+from vhtrace.fuzz.case import Case, Message, build
 from vhtrace.fuzz.mutate import (
     FAMILIES,
     field_mutation,
@@ -175,3 +175,11 @@ def test_ring_attacks_are_malformed_chains_in_every_way(template) -> None:
         if "past the queue size" in attack.what and "avail" in attack.what:
             assert attack.head >= 128
     assert len(kinds) >= 9 and sum(kinds.values()) == 300  # every shape of malformed chain
+
+
+def test_a_field_that_is_not_there_is_no_mutation() -> None:
+    """A SET_MEM_TABLE whose table was emptied by an earlier mutation has no regions.0."""
+    empty = payloads.encode("mem_table", {"nregions": 0, "padding": 0, "regions": []})
+    message = Message(build(5, 1, empty), layout="mem_table")
+    assert field_mutation(message, "regions.0.guest_phys_addr", 0x1000) is None
+    assert field_mutation(message, "no_such_field", 1) is None

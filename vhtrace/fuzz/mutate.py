@@ -120,7 +120,10 @@ def field_mutation(message: Message, path: str, value: int) -> Message | None:
     if fields is None or message.layout is None:
         return None
     layout, ctx = message.layout, message.context
-    new_fields = set_path(fields, path, value)
+    try:
+        new_fields = set_path(fields, path, value)
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None  # no such field in this payload (a table with fewer regions...)
     # derived readings (next_avail of a split vring base) are recomputed from the raw field
     for derived in ("next_avail", "reserved", "last_avail_idx", "used_idx"):
         if layout == "vring_base" and path != derived:
