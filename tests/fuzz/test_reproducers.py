@@ -39,11 +39,10 @@ def test_every_reproducer_says_what_it_reproduces() -> None:
     for name in IN_REAL_PROGRAMS:
         with TraceReader(FOUND / name) as reader:
             fuzz = reader.header["fuzz"]
-            assert fuzz["minimized"] is True and fuzz["signature"].split()[0] in ("crash", "panic")
-            assert fuzz["backend"].split()[0].rsplit("/", 1)[-1] in (
-                "qemu-storage-daemon",
-                "virtiofsd",
-            )
+            assert fuzz["signature"].split()[0] in ("crash", "panic")
+            programs = ("qemu-storage-daemon", "virtiofsd", "dpdk-testpmd")
+            words = [w.rsplit("/", 1)[-1] for w in fuzz["backend"].split()]
+            assert set(programs) & set(words), name
 
 
 def _mock(lab: Workspace, name: str):
