@@ -145,6 +145,11 @@ class RecorderLink:
         self.recorder.writer.forget()  # the recorder's process writes it now
 
     @property
+    def pid(self) -> int:
+        """The recorder's process (0 with ``host="thread"`` or once it is gone)."""
+        return self._pid
+
+    @property
     def memory(self) -> Any:
         """The recorder's snapshot state (``host="thread"`` only: tests look at it)."""
         if self.host != "thread":
@@ -244,7 +249,10 @@ class RecorderLink:
                 self._blocked = True
                 return
             except OSError as exc:
-                self._gone(f"the recorder stopped reading ({exc.strerror or exc})")
+                self.read()  # its last words (Failed) may be waiting
+                if not self.dead:
+                    reason = self._exit_reason() or f"the recorder stopped reading ({exc.strerror})"
+                    self._gone(reason)
                 return
             close_fds(fds)  # the kernel has its copies now
             self._queued_fds -= len(fds)
@@ -279,7 +287,7 @@ class RecorderLink:
                 reason = ""
             if not data:
                 if not self.dead and not self.finished:
-                    self._gone(reason or self._exit_reason())
+                    self._gone(self._exit_reason() or reason or "the recorder is gone")
                 break
             self._unpacker.feed(data)
             for fields in self._unpacker:
@@ -350,30 +358,36 @@ class RecorderLink:
         self._queued = self._queued_fds = 0
 
     def _gone(self, reason: str) -> None:
-        """The recorder went away without saying why: say it here, keep relaying."""
-        first = self._first_message_queued()
+        """The recorder went away without saying why: say it here, keep relaying.
+
+        What it had been sent but not yet written is lost with it: the trace shows how far
+        it got (it has no end record)."""
         self._dead()
         if self.stats.failed:
             return
         self.stats.failed = reason
-        self.stats.unrecorded_from = first
-        where = f"; nothing recorded from message #{first} on" if first is not None else ""
-        print(f"vhtrace: recording failed: {reason}{where}; relaying goes on", file=sys.stderr)
+        print(f"vhtrace: recording failed: {reason}; nothing more is recorded; relaying goes on",
+              file=sys.stderr)  # fmt: skip
 
-    def _first_message_queued(self) -> int | None:
-        return next((seq for _, _, seq in self._out if seq is not None), None)
-
-    def _exit_reason(self) -> str:
-        if self._pid:
-            with contextlib.suppress(ChildProcessError):
+    def _exit_reason(self, wait: float = 0.2) -> str:
+        """How the recorder's process ended ('' if it has not, or is not ours)."""
+        deadline = time.monotonic() + wait
+        while self._pid:
+            try:
                 pid, status = os.waitpid(self._pid, os.WNOHANG)
-                if pid:
-                    self._pid = 0
-                    if os.WIFSIGNALED(status):
-                        name = signal.Signals(os.WTERMSIG(status)).name
-                        return f"the recorder process was killed ({name})"
-                    return f"the recorder process exited ({os.WEXITSTATUS(status)})"
-        return "the recorder process is gone"
+            except ChildProcessError:
+                return ""
+            if not pid:
+                if time.monotonic() >= deadline:
+                    return ""
+                time.sleep(0.01)
+                continue
+            self._pid = 0
+            if os.WIFSIGNALED(status):
+                name = signal.Signals(os.WTERMSIG(status)).name
+                return f"the recorder process was killed ({name})"
+            return f"the recorder process exited ({os.WEXITSTATUS(status)})"
+        return ""
 
     def _report_drops(self) -> None:
         count, self._dropped_unreported = self._dropped_unreported, 0
