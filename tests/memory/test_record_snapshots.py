@@ -258,7 +258,7 @@ def test_memory_fds_are_kept_while_needed_and_closed_after(tmp_path: Path, guest
     )
     memory = harness.recorder.memory
     assert memory is not None
-    wait_for(lambda: len(memory.sessions[1].regions) == 1)
+    wait_for(lambda: 1 in memory.sessions and len(memory.sessions[1].regions) == 1)
     fe.close()
     be.close()
     harness.wait_sessions_ended(1)

@@ -20,7 +20,9 @@ Which request opens which channel is a fact of the protocol table
 (``RequestSpec.opens``); this module only acts on it.
 
 Reads never go past the end of the current message (``Framer.bytes_wanted``),
-so the fds of a read belong to one message, and a message is forwarded in one
+unless a peek shows that what is waiting carries no fds at all (a burst of
+messages is then read at once), so the fds of a read belong to one message, and
+a message is forwarded in one
 ``sendmsg`` with the same bytes and the same fds in the same order: only the
 fds of the channels above are substituted by equivalent ones of ours, which
 the trace notes. An oversized message is passed through in pieces as it
@@ -88,12 +90,18 @@ from vhtrace.trace import format as fmt
 from vhtrace.trace.records import EventRecord, FindingRecord, MessageRecord, StreamRecord
 from vhtrace.wire import READ_LIMIT, close_fds, recv_chunk
 
+_CTRUNC, _SOL_SOCKET, _SCM_RIGHTS = (int(socket.MSG_CTRUNC), int(socket.SOL_SOCKET),
+                                     int(socket.SCM_RIGHTS))  # fmt: skip
 PAUSE_BYTES = 1 << 20
 """Stop reading a source while its destination has this much unsent."""
 PAUSE_FDS = 1024
 """... or keeps this many fds open for unsent messages (fds are bounded like bytes)."""
 READ_BURST = 64
 """Reads at most from one endpoint before the others get their turn."""
+BURST_BYTES = 16 << 10
+"""The most read at once of messages without fds (a peek has shown there are none)."""
+FLUSH_EVERY = 32
+"""Messages of one read forwarded before the first of them are sent."""
 MAX_IOV = 256
 """Messages coalesced into one sendmsg at most."""
 RETRY_INTERVAL = 0.1
@@ -183,7 +191,10 @@ class Proxy:
                 # Read on while a message is half read (its rest is most likely there) or
                 # more is waiting: a burst goes out in few sendmsgs (_flush_dirty).
                 for _ in range(READ_BURST):
-                    if not self._read(endpoint) or not _can_read(endpoint):
+                    if not self._read(endpoint):
+                        break
+                    self._flush_dirty()
+                    if not _can_read(endpoint):
                         break
                     half_read = endpoint.framer is not None and endpoint.framer.in_message
                     if not half_read and not _waiting(endpoint.fd):
@@ -356,6 +367,10 @@ class Proxy:
         """One read, and what it completes; False if there was nothing to read."""
         wanted = endpoint.framer.bytes_wanted() if endpoint.framer else READ_LIMIT
         try:
+            framed = endpoint.framer is not None and endpoint.sock is not None
+            if framed and _waiting(endpoint.fd) > wanted:
+                assert endpoint.sock is not None
+                wanted = max(wanted, _fd_free_bytes(endpoint.sock))
             if endpoint.is_socket:
                 assert endpoint.sock is not None
                 data, fds, truncated = recv_chunk(endpoint.sock, wanted)
@@ -380,9 +395,11 @@ class Proxy:
             self._stream(endpoint, data, fds, mono, wall)
             return True
         endpoint.framer.feed(data, fds)
-        for event in endpoint.framer.events():
+        for count, event in enumerate(endpoint.framer.events(), 1):
             if endpoint.closed:
                 break
+            if count % FLUSH_EVERY == 0:
+                self._flush_dirty()  # a burst read at once starts going out at once
             if isinstance(event, Frame):
                 self._frame(endpoint, event, mono, wall)
             elif isinstance(event, OversizedStart):
@@ -942,6 +959,26 @@ def _can_read(endpoint: Endpoint) -> bool:
 
 
 _INT = struct.Struct("i")
+_PEEK = int(socket.MSG_PEEK | socket.MSG_CMSG_CLOEXEC)
+_CMSG_SPACE = socket.CMSG_SPACE(spec.SCM_MAX_FD * _INT.size)
+
+
+def _fd_free_bytes(sock: socket.socket) -> int:
+    """How many of the bytes waiting carry no fds (0 if the first of them do).
+
+    A peek stops after the first chunk that carries fds (the kernel's rule, and it
+    hands out copies of them, closed here): if it brings none, none of what it saw
+    has any, and reading all of it at once keeps every fd on its message."""
+    try:
+        data, ancdata, msg_flags, _ = sock.recvmsg(BURST_BYTES, _CMSG_SPACE, _PEEK)
+    except OSError:
+        return 0
+    if not ancdata and not msg_flags & _CTRUNC:
+        return len(data)
+    for level, kind, payload in ancdata:
+        if level == _SOL_SOCKET and kind == _SCM_RIGHTS:
+            close_fds(array.array("i", payload[: len(payload) - len(payload) % _INT.size]))
+    return 0
 
 
 def _waiting(fd: int) -> int:
