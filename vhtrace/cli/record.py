@@ -237,6 +237,6 @@ def run(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
         recorder.stop()
     common.warn(recorder.stats.summary_line(args.write))
-    if recorder.failed:
+    if recorder.failed or recorder.stats.failed_sessions:
         return common.EXIT_FOUND
     return common.EXIT_OK

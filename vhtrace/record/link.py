@@ -324,20 +324,23 @@ class RecorderLink:
             self._gone(f"the recorder did not finish the trace within {timeout:g} s")
         self.stats.dropped = max(self.stats.dropped, self.dropped)
         self.join()
+        self.sock.close()
 
     def join(self, timeout: float | None = None) -> None:
+        """Wait for the recorder to end (it ends on Stop, on a failure, or when killed)."""
         if self._thread is not None:
             self._thread.join(timeout)
         elif self._pid:
             if self.dead and not self.finished:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(self._pid, signal.SIGKILL)
+            deadline = None if timeout is None else time.monotonic() + timeout
             with contextlib.suppress(ChildProcessError):
-                os.waitpid(self._pid, 0)
+                while not os.waitpid(self._pid, 0 if deadline is None else os.WNOHANG)[0]:
+                    if time.monotonic() >= deadline:  # type: ignore[operator]
+                        return
+                    time.sleep(0.01)
             self._pid = 0
-        self.sock.close()
-        if self._theirs.fileno() >= 0 and self.host == "process":
-            self._theirs.close()
 
     def is_alive(self) -> bool:
         if self._thread is not None:

@@ -47,6 +47,9 @@ class RecorderStats:
     """Messages per channel."""
     stream_bytes: Counter[str] = field(default_factory=Counter)
     sessions: int = 0
+    """Sessions the trace names (started, or failed to reach the other side): as show lists."""
+    failed_sessions: int = 0
+    """... of which could not reach the other side."""
     errors: int = 0
     warnings: int = 0
     dropped: int = 0
@@ -61,8 +64,10 @@ class RecorderStats:
         counted = render.counted
         findings = counted(self.errors + self.warnings, "finding")
         text = (
-            f"{counted(total, 'message')} ({per_channel}), {counted(self.sessions, 'session')}, "
-            f"{findings} ({counted(self.errors, 'error')}, {counted(self.warnings, 'warning')})"
+            f"{counted(total, 'message')} ({per_channel}), {counted(self.sessions, 'session')}"
+            + (f" ({self.failed_sessions} FAILED)" if self.failed_sessions else "")
+            + f", {findings} ({counted(self.errors, 'error')}, "
+            f"{counted(self.warnings, 'warning')})"
         )
         if self.stream_bytes:
             text += ", streams " + ", ".join(f"{c} {n} B" for c, n in self.stream_bytes.items())
@@ -79,6 +84,7 @@ class RecorderStats:
             "messages": dict(self.messages),
             "stream_bytes": dict(self.stream_bytes),
             "sessions": self.sessions,
+            "failed_sessions": self.failed_sessions,
             "errors": self.errors,
             "warnings": self.warnings,
             "dropped": self.dropped,
@@ -92,6 +98,7 @@ class RecorderStats:
             Counter(data.get("messages", {})),
             Counter(data.get("stream_bytes", {})),
             int(data.get("sessions", 0)),
+            int(data.get("failed_sessions", 0)),
             int(data.get("errors", 0)),
             int(data.get("warnings", 0)),
             int(data.get("dropped", 0)),
@@ -116,6 +123,7 @@ class Recorder:
         self.print_to = print_to
         self.on_finding = on_finding
         self.stats = RecorderStats()
+        self._sessions: set[int] = set()
         self.last_seq = 0
         """The last message number recorded."""
         self.current_seq: int | None = None
@@ -211,9 +219,12 @@ class Recorder:
     def _event(self, record: EventRecord) -> None:
         self.writer.write(record)
         session, event = record.session, record.event
-        if event == "session-start":
+        if event in ("session-start", "session-failed") and session not in self._sessions:
+            self._sessions.add(session)
             self.stats.sessions += 1
-        elif event in ("session-end", "session-failed") and self.memory is not None:
+        if event == "session-failed":
+            self.stats.failed_sessions += 1
+        if event in ("session-end", "session-failed") and self.memory is not None:
             self._guarded(session, self.memory.session_ended, session)
         for item in self.analyser.feed(record):
             for finding in getattr(item, "findings", ()):
