@@ -61,7 +61,6 @@ import selectors
 import socket
 import struct
 import sys
-import termios
 import time
 from collections.abc import Callable
 from typing import Any
@@ -188,16 +187,13 @@ class Proxy:
             if mask & selectors.EVENT_WRITE and not endpoint.closed:
                 self._flush(endpoint)
             if mask & selectors.EVENT_READ and not endpoint.closed:
-                # Read on while a message is half read (its rest is most likely there) or
-                # more is waiting: a burst goes out in few sendmsgs (_flush_dirty).
+                # Read on while a message is half read (its rest is most likely there).
                 for _ in range(READ_BURST):
                     if not self._read(endpoint):
                         break
                     self._flush_dirty()
-                    if not _can_read(endpoint):
-                        break
-                    half_read = endpoint.framer is not None and endpoint.framer.in_message
-                    if not half_read and not _waiting(endpoint.fd):
+                    framer = endpoint.framer
+                    if not _can_read(endpoint) or framer is None or not framer.in_message:
                         break
 
     def _run_timers(self) -> float:
@@ -367,10 +363,10 @@ class Proxy:
         """One read, and what it completes; False if there was nothing to read."""
         wanted = endpoint.framer.bytes_wanted() if endpoint.framer else READ_LIMIT
         try:
-            framed = endpoint.framer is not None and endpoint.sock is not None
-            if framed and _waiting(endpoint.fd) > wanted:
-                assert endpoint.sock is not None
-                wanted = max(wanted, _fd_free_bytes(endpoint.sock))
+            framer, sock = endpoint.framer, endpoint.sock
+            if framer is not None and sock is not None and not framer.in_message:
+                # At a message boundary: all that is waiting at once if none of it has fds.
+                wanted = max(wanted, _fd_free_bytes(sock))
             if endpoint.is_socket:
                 assert endpoint.sock is not None
                 data, fds, truncated = recv_chunk(endpoint.sock, wanted)
@@ -979,14 +975,6 @@ def _fd_free_bytes(sock: socket.socket) -> int:
         if level == _SOL_SOCKET and kind == _SCM_RIGHTS:
             close_fds(array.array("i", payload[: len(payload) - len(payload) % _INT.size]))
     return 0
-
-
-def _waiting(fd: int) -> int:
-    """Bytes waiting to be read on ``fd`` (FIONREAD: cheaper than a read that fails)."""
-    try:
-        return _INT.unpack(fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
-    except OSError:
-        return 0
 
 
 def _nothing() -> None:
