@@ -21,7 +21,7 @@ answers a release with :class:`Answer`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -32,9 +32,9 @@ MAX_ITEM_BYTES = 64 << 20
 """The largest item a reader accepts (a message is at most a few MiB)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Relayed:
-    """A message or stream chunk as it crossed the wire, and its fds."""
+class Relayed(NamedTuple):
+    """A message or stream chunk as it crossed the wire, and its fds (a tuple: one is made
+    per message, on the relay's path)."""
 
     record: MessageRecord | StreamRecord
     """``fds`` here: the relay's note on each fd, in order."""

@@ -73,6 +73,8 @@ _FD_SIZE = array.array("i").itemsize
 _CMSG_SPACE = socket.CMSG_SPACE(SCM_MAX_FD * _FD_SIZE)
 
 Host = Literal["process", "thread"]
+_RECORDS = (Relayed, EventRecord, FindingRecord)
+"""Items that may wait for a batch (the others are control items: sent at once)."""
 
 
 class RecorderLink:
@@ -183,9 +185,7 @@ class RecorderLink:
         self._out.append([memoryview(data), fds, seq])
         self._queued += len(data)
         self._queued_fds += len(fds)
-        if not isinstance(item, Relayed | EventRecord | FindingRecord) or (
-            isinstance(item, Relayed) and item.hold
-        ):
+        if not isinstance(item, _RECORDS) or (isinstance(item, Relayed) and item.hold):
             self._urgent = True  # the recorder acts on it (a hold, a snapshot, an answer)
         elif self._due is None:
             self._due = time.monotonic() + self.send_delay

@@ -79,6 +79,8 @@ class Policy:
             why = self.malformed(conversation, seq, channel, sender, frame)
             if why:
                 return Decision(drop=why)
+        if not frame.fds and self.hold is None:
+            return FORWARD  # only an fd opens a channel; only a trigger holds
         interpose = opens(channel, sender, frame)
         if interpose is not None:
             problem = channels.wrong_fd(interpose, fd_meta(frame.fds[0]))

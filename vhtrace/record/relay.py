@@ -164,9 +164,12 @@ class Proxy:
                 link_wait = self.recorder.timeout(time.monotonic())
                 if link_wait is not None:
                     timeout = min(timeout, link_wait)
+                # Forwarded messages go out last, right before the loop sleeps: the peer
+                # woken by them then has the CPU (a unix socket's wake-up is a sync one)
+                # instead of waiting for the relay's bookkeeping.
+                self._flush_dirty()
                 for key, mask in self.selector.select(timeout):
                     self._dispatch(key, mask)
-                    self._flush_dirty()
                 self._hand_over()
         finally:
             self._shutdown()
@@ -191,12 +194,13 @@ class Proxy:
                 for _ in range(READ_BURST):
                     if not self._read(endpoint):
                         break
-                    self._flush_dirty()
                     framer = endpoint.framer
                     if not _can_read(endpoint) or framer is None or not framer.in_message:
                         break
 
     def _run_timers(self) -> float:
+        if not self._timers:
+            return 1.0
         now = time.monotonic()
         due = [t for t in self._timers if t[0] <= now]
         self._timers = [t for t in self._timers if t[0] > now]
@@ -391,11 +395,13 @@ class Proxy:
             self._stream(endpoint, data, fds, mono, wall)
             return True
         endpoint.framer.feed(data, fds)
-        for count, event in enumerate(endpoint.framer.events(), 1):
+        events = endpoint.framer.events()
+        # A burst goes out in groups of FLUSH_EVERY messages, several per sendmsg.
+        for count, event in enumerate(events, 1):
             if endpoint.closed:
                 break
             if count % FLUSH_EVERY == 0:
-                self._flush_dirty()  # a burst read at once starts going out at once
+                self._flush_dirty()
             if isinstance(event, Frame):
                 self._frame(endpoint, event, mono, wall)
             elif isinstance(event, OversizedStart):
@@ -609,12 +615,13 @@ class Proxy:
                                       array.array("i", out.fds))]  # fmt: skip
                     # Whole messages without fds ride along: fds stay on their first byte.
                     parts = [out.data]
-                    size = len(out.data)
-                    for later in itertools.islice(endpoint.outbox, 1, MAX_IOV):
-                        if later.fds or size + len(later.data) > PAUSE_BYTES:
-                            break
-                        parts.append(later.data)
-                        size += len(later.data)
+                    if len(endpoint.outbox) > 1:
+                        size = len(out.data)
+                        for later in itertools.islice(endpoint.outbox, 1, MAX_IOV):
+                            if later.fds or size + len(later.data) > PAUSE_BYTES:
+                                break
+                            parts.append(later.data)
+                            size += len(later.data)
                     sent = endpoint.sock.sendmsg(parts, ancillary)
                 else:
                     sent = os.write(endpoint.fd, out.data)
