@@ -72,6 +72,10 @@ READ_BYTES = 1 << 18
 _FD_SIZE = array.array("i").itemsize
 _CMSG_SPACE = socket.CMSG_SPACE(SCM_MAX_FD * _FD_SIZE)
 
+RECORDER_NICE = 5
+"""The recorder's process is niced: on a machine short of CPUs the relay and the peers get
+them first; the recorder catches up when they wait (its queue is bounded)."""
+
 Host = Literal["process", "thread"]
 _RECORDS = (Relayed, EventRecord, FindingRecord)
 """Items that may wait for a batch (the others are control items: sent at once)."""
@@ -132,6 +136,8 @@ class RecorderLink:
             try:
                 for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
                     signal.signal(sig, signal.SIG_IGN)  # the relay tells it when to stop
+                with contextlib.suppress(OSError):
+                    os.nice(RECORDER_NICE)  # background work: the relay and peers go first
                 _close_all_but(keep)
                 serve(self._theirs, self.recorder)
                 code = 0
