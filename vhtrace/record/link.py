@@ -69,6 +69,8 @@ MAX_IOV = 512
 POLL_INTERVAL = 0.05
 """How often the recorder looks at its timers (every:SECONDS, the writer's flush)."""
 READ_BYTES = 1 << 18
+FILL_READS = 16
+"""Reads the recorder makes per wake-up at most (then it records what it got)."""
 _FD_SIZE = array.array("i").itemsize
 _CMSG_SPACE = socket.CMSG_SPACE(SCM_MAX_FD * _FD_SIZE)
 
@@ -93,6 +95,8 @@ class RecorderLink:
         self.host = host
         self.sock, self._theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.setblocking(False)
+        self._bell = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        """Rung after each batch: the recorder waits on it, not on the socket (see serve)."""
         self._out: deque[list[Any]] = deque()
         """[data, fds, message number] not yet sent, in order."""
         self._queued = 0
@@ -122,11 +126,12 @@ class RecorderLink:
     def start(self) -> None:
         """Start the recorder (its process, or its thread)."""
         if self.host == "thread":
-            self._thread = threading.Thread(target=serve, args=(self._theirs, self.recorder),
+            self._thread = threading.Thread(target=serve,
+                                            args=(self._theirs, self.recorder, self._bell),
                                             name="vhtrace-recorder", daemon=True)  # fmt: skip
             self._thread.start()
             return
-        keep = {0, 1, 2, self._theirs.fileno(), *self.recorder.writer.fds()}
+        keep = {0, 1, 2, self._theirs.fileno(), self._bell, *self.recorder.writer.fds()}
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
@@ -139,7 +144,7 @@ class RecorderLink:
                 with contextlib.suppress(OSError):
                     os.nice(RECORDER_NICE)  # background work: the relay and peers go first
                 _close_all_but(keep)
-                serve(self._theirs, self.recorder)
+                serve(self._theirs, self.recorder, self._bell)
                 code = 0
             except BaseException:  # said, then the process ends
                 traceback.print_exc()
@@ -261,6 +266,8 @@ class RecorderLink:
                     self._gone(reason)
                 return
             close_fds(fds)  # the kernel has its copies now
+            with contextlib.suppress(OSError):
+                os.eventfd_write(self._bell, 1)
             self._queued_fds -= len(fds)
             self._queued -= sent
             for index in range(len(parts)):
@@ -331,6 +338,8 @@ class RecorderLink:
         self.stats.dropped = max(self.stats.dropped, self.dropped)
         self.join()
         self.sock.close()
+        with contextlib.suppress(OSError):
+            os.close(self._bell)
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for the recorder to end (it ends on Stop, on a failure, or when killed)."""
@@ -412,22 +421,39 @@ class RecorderLink:
 class _Reader:
     """Items and their fds from the relay, in order."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, bell: int | None = None) -> None:
         self.sock = sock
+        self.bell = bell
         self.unpacker = handoff.unpacker()
         self.fds: deque[int] = deque()
         self.pending: deque[tuple[ToRecorder, list[int]]] = deque()
         self.eof = False
 
     def fill(self, timeout: float | None) -> None:
-        """Read once (waiting up to ``timeout``), unpack what is whole."""
-        if timeout is not None:
-            ready, _, _ = select.select([self.sock], [], [], timeout)
-            if not ready:
-                return
+        """Read what is there (waiting up to ``timeout``; None: block for one read).
+
+        With a timeout it waits on the relay's bell (an eventfd), not on the socket: a
+        socket's wake-up is a "sync" one, which puts the recorder on the relay's CPU,
+        in the way of the relay; an eventfd's lets it run on an idle one. An end of
+        file (the relay killed) is seen at the timeout."""
+        if timeout is None:
+            self._read_once(socket.MSG_CMSG_CLOEXEC)
+            return
+        watched = self.sock.fileno() if self.bell is None else self.bell
+        ready, _, _ = select.select([watched], [], [], timeout)
+        if ready and self.bell is not None:
+            with contextlib.suppress(OSError):
+                os.eventfd_read(self.bell)
+        for _ in range(FILL_READS):
+            if not self._read_once(socket.MSG_CMSG_CLOEXEC | socket.MSG_DONTWAIT):
+                break
+
+    def _read_once(self, flags: int) -> bool:
+        """One recvmsg; False if nothing was there (or the end of file)."""
         try:
-            data, ancdata, _, _ = self.sock.recvmsg(READ_BYTES, _CMSG_SPACE,
-                                                    socket.MSG_CMSG_CLOEXEC)  # fmt: skip
+            data, ancdata, _, _ = self.sock.recvmsg(READ_BYTES, _CMSG_SPACE, flags)
+        except (BlockingIOError, InterruptedError):
+            return False
         except ConnectionResetError:
             data, ancdata = b"", []
         for level, kind, payload in ancdata:
@@ -435,13 +461,14 @@ class _Reader:
                 self.fds.extend(array.array("i", payload[: len(payload) - len(payload) % _FD_SIZE]))
         if not data:
             self.eof = True
-            return
+            return False
         self.unpacker.feed(data)
         for fields in self.unpacker:
             item = handoff.decode(fields)
             count = item.nfds if isinstance(item, Relayed) else 0
             fds = [self.fds.popleft() for _ in range(min(count, len(self.fds)))]
             self.pending.append((item, fds))  # type: ignore[arg-type]
+        return True
 
     def answer(self, hold: int, send: Any) -> bool:
         """Ask the relay whether the held message ``hold`` may go; True if it was held."""
@@ -487,10 +514,10 @@ class RemoteHold:
         return self.released
 
 
-def serve(sock: socket.socket, recorder: Recorder) -> None:
+def serve(sock: socket.socket, recorder: Recorder, bell: int | None = None) -> None:
     """The recorder's loop: items from the relay until Stop (or the relay is gone)."""
     sock.setblocking(True)
-    reader = _Reader(sock)
+    reader = _Reader(sock, bell)
 
     def send(item: FromRecorder) -> None:
         with contextlib.suppress(OSError):
