@@ -19,6 +19,8 @@ VERBS: dict[str, tuple[str, str]] = {
                "draw a trace as a message-sequence chart (one HTML file, or an SVG)"),
     "rings": ("vhtrace.cli.rings", "show the vrings at each shared-memory snapshot"),
     "memory": ("vhtrace.cli.memory", "dump guest memory from a shared-memory snapshot"),
+    "fuzz": ("vhtrace.cli.fuzz",
+             "mutate a trace's front-end side against a back-end it starts; crashes, hangs"),
 }  # fmt: skip
 """verb -> (module with add_parser/run, one-line help)."""
 
