@@ -11,12 +11,17 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from vhtrace import synthetic
-from vhtrace.lab import Workspace, missing
 from vhtrace.trace.writer import TraceWriter, make_header
+
+if TYPE_CHECKING:
+    from vhtrace.lab import Workspace
+
+SYSTEM_TESTS = Path(__file__).resolve().parent / "system"
 
 LAB_DEFAULT_NEEDS = ("qemu", "busybox", "kernel")
 
@@ -37,7 +42,14 @@ def lab_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def lab(request: pytest.FixtureRequest, tmp_path: Path, lab_cache: Path) -> Iterator[Workspace]:
-    """A lab workspace; skips with a named reason when a needed program is missing."""
+    """A lab workspace; skips with a named reason when a needed program is missing.
+
+    Only the real-stack tests under tests/system/ get one: a unit test never starts
+    QEMU or a back-end."""
+    if not request.node.path.is_relative_to(SYSTEM_TESTS):
+        pytest.fail(f"{request.node.nodeid}: the lab is for tests under tests/system/")
+    from vhtrace.lab import Workspace, missing
+
     marker = request.node.get_closest_marker("lab_needs")
     needs = tuple(marker.args) if marker else LAB_DEFAULT_NEEDS
     reasons = missing(*needs)

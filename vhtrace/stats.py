@@ -109,6 +109,9 @@ class TraceStats:
     fds: Counter[str] = field(default_factory=Counter)
     sessions: dict[int, SessionStats] = field(default_factory=dict)
     findings: list[tuple[int, Finding]] = field(default_factory=list)
+    inferred_devices: dict[int, tuple[str, str]] = field(default_factory=dict)
+    """session -> (device, how) for devices told from the messages when the trace read
+    (the ones the recorder knew are in the session-start event)."""
     first_ns: int | None = None
     last_ns: int | None = None
     count_requests: bool = True

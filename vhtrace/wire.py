@@ -29,6 +29,9 @@ MAX_FDS_PER_READ = SCM_MAX_FD
 """SCM_MAX_FD: the most fds the kernel passes in one message."""
 _FD_SIZE = array.array("i").itemsize
 _CMSG_SPACE = socket.CMSG_SPACE(MAX_FDS_PER_READ * _FD_SIZE)
+_CMSG_CLOEXEC, _CTRUNC = int(socket.MSG_CMSG_CLOEXEC), int(socket.MSG_CTRUNC)
+_SOL_SOCKET, _SCM_RIGHTS = int(socket.SOL_SOCKET), int(socket.SCM_RIGHTS)
+"""Plain ints: the socket module's flag enums cost a microsecond per operation."""
 READ_LIMIT = 1 << 16
 
 
@@ -45,15 +48,13 @@ class Chunk(NamedTuple):
 
 def recv_chunk(sock: socket.socket, size: int) -> Chunk:
     """One recvmsg of at most ``size`` bytes, with the fds that came with it."""
-    data, ancdata, msg_flags, _ = sock.recvmsg(
-        min(size, READ_LIMIT), _CMSG_SPACE, socket.MSG_CMSG_CLOEXEC
-    )
+    data, ancdata, msg_flags, _ = sock.recvmsg(min(size, READ_LIMIT), _CMSG_SPACE, _CMSG_CLOEXEC)
     fds: list[int] = []
     for level, kind, payload in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+        if level == _SOL_SOCKET and kind == _SCM_RIGHTS:
             usable = len(payload) - len(payload) % _FD_SIZE
             fds.extend(array.array("i", payload[:usable]))
-    return Chunk(data, fds, bool(msg_flags & socket.MSG_CTRUNC))
+    return Chunk(data, fds, bool(msg_flags & _CTRUNC))
 
 
 def send_all(sock: socket.socket, data: bytes, fds: tuple[int, ...] | list[int] = ()) -> None:

@@ -189,3 +189,20 @@ def test_stats_names_the_qemu_a_negotiated_protocol_bit_needs() -> None:
     assert _needs_qemu(acked) == {"DEVICE_STATE": "8.2", "GPA_ADDRESSES": "11.1"}
     assert _needs_qemu(1 << PF.REPLY_ACK | 1 << PF.STATUS) == {}
     assert _needs_qemu(None) == {}
+
+
+def test_each_session_says_its_device_and_how_it_is_known(run_cli, tmp_path) -> None:
+    """The device the recorder named (session-start), else the one the messages tell."""
+    net_only = 1 << 0 | 1 << 5 | 1 << 15 | 1 << 16 | 1 << 17 | 1 << 22 | 1 << 32
+    told = write_trace(tmp_path / "told.vht", [conversation(features=net_only)], device=None)
+    _, out, _ = run_cli("stats", "--json", told)
+    [session] = json.loads(out)["sessions"]
+    assert session["device"] == {
+        "type": "net",
+        "from": "from the feature bits offered: MQ (bit 22) only net defines",
+    }
+    _, text, _ = run_cli("stats", told)
+    assert "  Device: net (from the feature bits offered: MQ (bit 22) only net defines)" in text
+    unknown = write_trace(tmp_path / "unknown.vht", [conversation(features=1 << 32)], device=None)
+    _, out, _ = run_cli("stats", "--json", unknown)
+    assert json.loads(out)["sessions"][0]["device"] is None

@@ -289,36 +289,3 @@ def test_device_feature_bits_are_named_by_the_traces_device(
     assert filtered(tshark, capture, 'vhost_user.features.name == "FLUSH"') == with_flush
     assert filtered(tshark, capture, "vhost_user.features.bit == 9") == with_flush
     assert filtered(tshark, capture, 'vhost_user.features.name == "RO"') == []  # writable
-
-
-@pytest.mark.system
-@pytest.mark.lab_needs("qemu", "qsd", "qemu-img", "busybox", "kernel")
-def test_a_read_only_disk_filters_by_ro(tshark: Tshark, lab, exported: Callable[..., Path]) -> None:
-    """Real QEMU and a writable=off qemu-storage-daemon export: the back-end offers RO
-    (virtio-blk bit 5), QEMU takes it; `vhost_user.features.name == "RO"` finds exactly the
-    messages vhtrace says carry it, and the tree names bit 5 RO, not Unknown (5)."""
-    from vhtrace.lab import VhostUserDevice, guest, images
-
-    image = images.create_image(lab.path("disk.img"), 16 << 20)
-    daemon = lab.qsd(image, name="qsd-ro", writable=False)
-    front = lab.sock("ro-front")
-    recorder = lab.record(front, daemon.socket, name="record-ro")
-    initrd = lab.initramfs(guest.read_disk_md5(), devices=("blk",))
-    with lab.qemu(initrd, [VhostUserDevice("blk", front)], name="qemu-ro") as vm:
-        vm.finish(timeout=120)
-    assert recorder.interrupt() == 0
-    with TraceReader(recorder.trace) as reader:
-        items = list(analyser_for(reader.header).run(reader))
-    with_ro = [
-        i.record.seq
-        for i in items
-        if isinstance(i, AnalysedMessage)
-        and i.analysis.layout == "virtio_features"
-        and i.analysis.fields
-        and i.analysis.fields["features"] >> 5 & 1
-    ]
-    assert len(with_ro) >= 2, "neither the offer nor QEMU's SET_FEATURES carried RO"
-    capture = exported(recorder.trace)
-    assert filtered(tshark, capture, 'vhost_user.features.name == "RO"') == with_ro
-    tree = tshark(capture, "-Y", f"frame.number == {with_ro[0]}", "-V")
-    assert "Feature bit: RO (5)" in tree and "Unknown (5)" not in tree

@@ -298,7 +298,7 @@ def test_memory_fds_are_kept_while_needed_and_closed_after(tmp_path: Path, guest
     )
     memory = harness.recorder.memory
     assert memory is not None
-    # the recorder thread may not have seen the session yet: wait for it, do not index it
+    # the recorder may not have seen the session yet: wait for it, do not index it
     wait_for(lambda: 1 in memory.sessions and len(memory.sessions[1].regions) == 1)
     fe.close()
     be.close()

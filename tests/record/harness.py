@@ -15,6 +15,7 @@ from pathlib import Path
 from vhtrace.memory.recording import SnapshotConfig
 from vhtrace.protocol.framing import Frame
 from vhtrace.protocol.spec import Side
+from vhtrace.record.link import Host, RecorderLink
 from vhtrace.record.recorder import Recorder
 from vhtrace.record.relay import Proxy, ProxyConfig
 from vhtrace.trace.reader import TraceReader
@@ -65,11 +66,13 @@ class Peer:
 
 
 class ProxyHarness:
-    """Proxy + recorder in this process, listening for the front-end (topology A)."""
+    """Proxy in this process, listening for the front-end (topology A); its recorder in a
+    thread of this process (so tests can look at it) or, with ``host="process"``, in its
+    own process as ``vhtrace record`` has it. Either way over the same socket."""
 
     def __init__(self, directory: Path, *, strict: bool = False, once: bool = False,
-                 backend_connects: bool = False,
-                 snapshots: SnapshotConfig | None = None) -> None:  # fmt: skip
+                 backend_connects: bool = False, snapshots: SnapshotConfig | None = None,
+                 host: Host = "thread") -> None:  # fmt: skip
         self.directory = directory
         self.front_path = str(directory / "front.sock")
         self.back_path = str(directory / "back.sock")
@@ -80,7 +83,10 @@ class ProxyHarness:
         self.server.listen(8)
         self.server.settimeout(5)
         self.writer = TraceWriter(str(self.trace_path), make_header())
-        self.recorder = Recorder(self.writer, snapshots=snapshots)
+        # Records go to the recorder at once (no batching delay): tests look at its state
+        # as soon as the relay has forwarded a message.
+        self.recorder = RecorderLink(Recorder(self.writer, snapshots=snapshots), host,
+                                     send_delay=0.0)  # fmt: skip
         config = ProxyConfig(
             self.front_path,
             self.back_path,
@@ -123,8 +129,7 @@ class ProxyHarness:
         self.stopped = True
         self.proxy.request_stop()
         self.thread.join(10)
-        self.recorder.stop()
-        self.recorder.join(10)
+        self.recorder.stop(timeout=10)
         self.server.close()
 
     def records(self) -> tuple[list[Record], str | None]:

@@ -18,7 +18,7 @@ import pytest
 from tests.record.harness import Peer
 from vhtrace.protocol.messages import build
 from vhtrace.trace.reader import TraceReader
-from vhtrace.trace.records import MessageRecord
+from vhtrace.trace.records import EventRecord, MessageRecord
 
 
 class Recording:
@@ -370,3 +370,44 @@ def test_a_missing_back_end_is_said_at_start_and_live_when_a_session_gives_up(
     qemu.close()
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=15) in (0, 1)
+
+
+def test_failed_sessions_are_counted_as_show_lists_them_and_the_exit_is_1(tmp_path: Path) -> None:
+    front, missing, trace = tmp_path / "f.sock", tmp_path / "nobody.sock", tmp_path / "t.vht"
+    proc = subprocess.Popen([*RECORD, "--listen", str(front), "--connect", str(missing),
+                             "--connect-timeout", "0.2", "-w", str(trace)],
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 10
+    while not (front.exists() and trace.exists()):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    for _ in range(3):
+        qemu = socket.socket(socket.AF_UNIX)
+        qemu.connect(str(front))
+        qemu.settimeout(10)
+        assert qemu.recv(12) == b""  # the session gave up: nobody at the back-end path
+        qemu.close()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=15)
+    summary = err.strip().splitlines()[-1]
+    assert proc.returncode == 1, f"sessions failed: expected exit 1, got {proc.returncode}; {err}"
+    with TraceReader(trace) as reader:
+        sessions = {r.session for r in reader if isinstance(r, EventRecord)}
+    assert sessions == {1, 2, 3}
+    assert f"{len(sessions)} sessions ({len(sessions)} FAILED)" in summary, summary
+
+
+def test_a_second_recorder_probing_the_path_leaves_no_session_in_the_first(
+    tmp_path: Path,
+) -> None:
+    rec = Recording(tmp_path)
+    second = record_once(tmp_path, str(tmp_path / "second.vht"))  # the same --listen path
+    assert second.returncode == 2 and "already listening" in second.stderr, second.stderr
+    rec.server.settimeout(0.5)
+    with pytest.raises(TimeoutError):
+        rec.server.accept()  # the first recorder made no back-end connection
+    code, _, err = rec.finish()
+    assert code == 0, err
+    assert "0 messages (none), 0 sessions" in err.strip().splitlines()[-1], err
+    with TraceReader(rec.trace) as reader:
+        assert not [r for r in reader if isinstance(r, EventRecord)]

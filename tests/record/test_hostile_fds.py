@@ -270,16 +270,16 @@ def test_an_oversized_message_cut_by_eof_keeps_the_oversized_flag(harness: Proxy
 def test_a_dead_recorder_gets_no_more_fds_and_says_where_recording_stopped(
     harness: ProxyHarness,
 ) -> None:
-    original = harness.writer.message
+    original = harness.writer.write
     calls = {"n": 0}
 
-    def disk_full(*args, **kwargs) -> None:
-        calls["n"] += 1
+    def disk_full(record, *args, **kwargs) -> None:
+        calls["n"] += isinstance(record, MessageRecord)
         if calls["n"] == 3:
             raise OSError(28, "No space left on device")
-        original(*args, **kwargs)
+        original(record, *args, **kwargs)
 
-    harness.writer.message = disk_full  # type: ignore[method-assign]
+    harness.writer.write = disk_full  # type: ignore[method-assign]
     fe, be = harness.connect()
     before = None
     for i in range(60):

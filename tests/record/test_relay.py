@@ -296,13 +296,13 @@ def test_a_stalled_trace_writer_does_not_stall_the_relay(harness: ProxyHarness) 
     import threading
 
     release = threading.Event()
-    original = harness.writer.message
+    original = harness.writer.write
 
     def stuck_message(*args, **kwargs) -> None:
         release.wait(20)
         original(*args, **kwargs)
 
-    harness.writer.message = stuck_message  # type: ignore[method-assign]
+    harness.writer.write = stuck_message  # type: ignore[method-assign]
     fe, be = harness.connect()
     for i in range(50):
         fe.send(build("SET_VRING_NUM", {"index": 0, "num": 256}))

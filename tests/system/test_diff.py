@@ -15,8 +15,6 @@ import pytest
 
 from vhtrace.lab import VhostUserDevice, Workspace, guest, images
 
-pytestmark = pytest.mark.system
-
 MiB = 1 << 20
 
 

@@ -10,8 +10,6 @@ import pytest
 from tests.cli.test_follow import SHOW, _lines_of
 from vhtrace.lab import VhostUserDevice, Workspace, guest, images
 
-pytestmark = pytest.mark.system
-
 MiB = 1 << 20
 
 

@@ -15,8 +15,6 @@ import pytest
 
 from vhtrace.lab import Workspace, images
 
-pytestmark = pytest.mark.system
-
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "guest"
 
 

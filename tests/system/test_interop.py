@@ -7,8 +7,6 @@ import pytest
 from vhtrace.lab import interop
 from vhtrace.lab.interop import Cell
 
-pytestmark = pytest.mark.system
-
 
 def test_table_numbers_each_detail_once() -> None:
     results = {

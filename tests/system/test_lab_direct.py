@@ -26,8 +26,6 @@ from vhtrace.lab import (
 from vhtrace.lab.cpio import NewcWriter
 from vhtrace.lab.proc import RepeatFolder
 
-pytestmark = pytest.mark.system
-
 MiB = 1 << 20
 DISK_SIZE = 64 * MiB
 DISK_SEED = 20240601

@@ -14,8 +14,6 @@ import pytest
 from tests.system.tracecheck import Trace
 from vhtrace.lab import Workspace, scenarios
 
-pytestmark = pytest.mark.system
-
 
 @pytest.mark.lab_needs("qemu", "qsd", "qemu-img", "busybox", "kernel")
 def test_blk_guest_io_through_the_recorder(lab: Workspace) -> None:

@@ -10,8 +10,6 @@ import pytest
 from tests.system.tracecheck import Trace
 from vhtrace.lab import Workspace, scenarios
 
-pytestmark = pytest.mark.system
-
 
 @pytest.mark.lab_needs("qemu", "virtiofsd", "busybox", "kernel")
 def test_virtiofs_through_the_recorder(lab: Workspace) -> None:

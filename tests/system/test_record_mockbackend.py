@@ -12,8 +12,6 @@ import pytest
 from tests.system.tracecheck import Trace
 from vhtrace.lab import Workspace, scenarios
 
-pytestmark = pytest.mark.system
-
 
 @pytest.mark.lab_needs("qemu", "qemu-img", "busybox", "kernel")
 def test_qemu_listens_and_the_backend_connects_to_the_recorder(lab: Workspace) -> None:

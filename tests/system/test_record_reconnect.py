@@ -11,8 +11,6 @@ import pytest
 from tests.system.tracecheck import Trace
 from vhtrace.lab import Workspace, scenarios
 
-pytestmark = pytest.mark.system
-
 
 @pytest.mark.lab_needs("qemu", "qsd", "qemu-img", "busybox", "kernel")
 def test_backend_restart_is_a_new_session(lab: Workspace) -> None:

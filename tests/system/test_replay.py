@@ -29,8 +29,6 @@ from vhtrace.protocol.spec import DeviceType
 from vhtrace.replay import ReplayOptions, replay_frontend
 from vhtrace.replay.report import Status, render_text
 
-pytestmark = pytest.mark.system
-
 ROOT = Path(__file__).resolve().parents[2]
 BLK_TRACE = ROOT / "traces" / "qemu-qsd-blk.vht"
 POSTCOPY_TRACE = ROOT / "traces" / "qemu-qsd-postcopy-dst.vht"

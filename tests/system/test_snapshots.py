@@ -23,8 +23,6 @@ from vhtrace.memory.plan import decode_ring
 from vhtrace.memory.tracedata import SnapshotMemory, read_pages, read_snapshots
 from vhtrace.trace.reader import TraceReader
 
-pytestmark = pytest.mark.system
-
 
 def pattern_pages_in_buffers(trace: Path, number: int, pattern: bytes) -> dict[int, int]:
     """{pattern page index: gpa} of pattern pages a descriptor of snapshot ``number`` points at."""

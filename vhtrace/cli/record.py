@@ -15,12 +15,10 @@ from vhtrace.memory.capture import MODES
 from vhtrace.memory.recording import SnapshotConfig
 from vhtrace.protocol.spec import DeviceType, Side
 from vhtrace.record.endpoints import EndpointError, check_path_length
+from vhtrace.record.link import RecorderLink
 from vhtrace.record.recorder import Recorder
 from vhtrace.record.relay import Proxy, ProxyConfig
 from vhtrace.trace.writer import TraceOutputError, TraceWriter, check_output, make_header
-
-SWITCH_INTERVAL = 0.001
-"""Seconds the relay thread waits at most for the interpreter while a snapshot runs."""
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
@@ -189,8 +187,14 @@ def run(args: argparse.Namespace) -> int:
     # The file is created only once the socket is up: a failed start leaves none behind.
     writer = TraceWriter(args.write, header, overwrite=args.force, open_now=False)
     device = DeviceType(args.device) if args.device else None
-    recorder = Recorder(writer, device, print_to=sys.stdout if args.print_messages else None,
-                        snapshots=snapshots)  # fmt: skip
+    recorder = RecorderLink(
+        Recorder(
+            writer,
+            device,
+            snapshots=snapshots,
+            print_to=sys.stdout if args.print_messages else None,
+        )
+    )
     try:
         proxy = Proxy(config, recorder)
     except EndpointError as exc:
@@ -205,11 +209,6 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(exc, TraceOutputError):
             common.fail(str(exc))
         common.fail(f"{args.write}: cannot write: {exc.strerror or exc}")
-    if snapshots.active:
-        # The recorder thread computes for long stretches during a snapshot; the relay
-        # thread gets the interpreter back after at most this long (docs/snapshots.md).
-        sys.setswitchinterval(SWITCH_INTERVAL)
-    recorder.start()
 
     def stop(signum: int, frame: object) -> None:
         proxy.request_stop()
@@ -220,6 +219,7 @@ def run(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     if snapshots.active and snapshots.triggers.signal:
         previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, snapshot_now)
+    recorder.start()  # its own process: the relay's process does nothing but relay
     other = config.backend_path if config.listen_side is Side.FRONTEND else config.frontend_path
     where = (
         f"listening on {proxy.listen_path} for the {config.listen_side.value}, "
@@ -237,8 +237,7 @@ def run(args: argparse.Namespace) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         recorder.stop()
-        recorder.join()
     common.warn(recorder.stats.summary_line(args.write))
-    if recorder.error is not None:
+    if recorder.failed or recorder.stats.failed_sessions:
         return common.EXIT_FOUND
     return common.EXIT_OK

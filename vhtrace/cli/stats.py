@@ -47,6 +47,9 @@ def collect(reader: Any, device_override: str | None = None) -> TraceStats:
     stats = TraceStats()
     for item in analyser.run(reader):
         stats.add(item, analyser.conversations)
+    stats.inferred_devices = {
+        session: (found.device.value, found.how) for session, found in analyser.inferences.items()
+    }
     return stats
 
 
@@ -163,6 +166,7 @@ def as_dict(
                 "messages": s.messages,
                 "start": s.start_info,
                 "end": s.end_info,
+                "device": _session_device(s.start_info, stats.inferred_devices.get(s.session)),
                 "features": _features(s.state, s.state.device if s.state else device),
                 "timeline": [
                     {"time": rel(t), "seq": seq, "what": what} for t, seq, what in s.timeline
@@ -172,6 +176,16 @@ def as_dict(
         ],
         "findings": [{"session": session, **f.to_dict()} for session, f in stats.findings],
     }
+
+
+def _session_device(start: dict[str, Any], inferred: tuple[str, str] | None) -> dict | None:
+    """The session's device type and how it is known: the recorder's word (session-start)
+    first, else what the messages told when the trace was read."""
+    if start.get("device"):
+        return {"type": start["device"], "from": start.get("device_from")}
+    if inferred is not None:
+        return {"type": inferred[0], "from": inferred[1]}
+    return None
 
 
 def _feature_line(label: str, value: dict[str, Any] | None) -> str:
@@ -223,6 +237,9 @@ def as_text(
             f"{_t(session['first'])} to {_t(session['last'])}"
             + (f", ended: {end.get('reason')}" if end else "")
         )
+        if session["device"]:
+            how = session["device"]["from"]
+            lines.append(f"  Device: {session['device']['type']}" + (f" ({how})" if how else ""))
         features = session["features"]
         if features:
             lines.append("  Features:")

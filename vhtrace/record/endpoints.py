@@ -33,11 +33,15 @@ def check_path_length(path: str, what: str = "") -> None:
 def listen_unix(path: str, mode: int = 0o600, backlog: int = 16) -> socket.socket:
     """A non-blocking listening socket at ``path``, created with ``mode`` (default 0600).
 
-    A stale socket file (nobody listening) is replaced; a live one is an error."""
+    A stale socket file (nobody listening) is replaced; a live one is an error. Who
+    listens is read off /proc/net/unix first, so that the check does not connect to a
+    live recorder (which would see a connection come and go)."""
     check_path_length(path)
     if os.path.lexists(path):
         if not stat.S_ISSOCK(os.lstat(path).st_mode):
             raise EndpointError(f"{path}: exists and is not a socket")
+        if listening_in_procfs(path):
+            raise EndpointError(f"{path}: something is already listening there")
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             probe.connect(path)
@@ -60,6 +64,28 @@ def listen_unix(path: str, mode: int = 0o600, backlog: int = 16) -> socket.socke
     sock.listen(backlog)
     sock.setblocking(False)
     return sock
+
+
+_SO_ACCEPTCON = 0x10000
+
+
+def listening_in_procfs(path: str) -> bool:
+    """True if /proc/net/unix lists a listening socket bound to ``path`` (as given or absolute).
+
+    A socket bound by a relative path from another directory is not recognised here: the
+    caller's connect probe catches it."""
+    names = {path, os.path.abspath(path)}
+    try:
+        with open("/proc/net/unix") as table:
+            next(table, None)
+            for line in table:
+                fields = line.split(None, 7)
+                if (len(fields) == 8 and fields[7].rstrip("\n") in names
+                        and int(fields[3], 16) & _SO_ACCEPTCON):  # fmt: skip
+                    return True
+    except (OSError, ValueError):
+        pass
+    return False
 
 
 RETRY_ERRNOS = {errno.ENOENT, errno.ECONNREFUSED, errno.EAGAIN}

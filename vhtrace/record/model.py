@@ -46,6 +46,8 @@ class Endpoint:
         self.outbox_fds = 0
         """fds the outbox keeps open: bounded like its bytes."""
         self.closed = False
+        self.events = 0
+        """What the selector watches it for now (0: not registered)."""
         self.close_when_flushed = False
         self.paused = False
         self.held = False
@@ -70,6 +72,8 @@ class Held:
     data: bytes
     fds: list[int]
     close_after: list[int]
+    number: int = 0
+    """The hold's number, by which the recorder releases it."""
 
 
 @dataclass

@@ -20,12 +20,18 @@ Which request opens which channel is a fact of the protocol table
 (``RequestSpec.opens``); this module only acts on it.
 
 Reads never go past the end of the current message (``Framer.bytes_wanted``),
-so the fds of a read belong to one message, and a message is forwarded in one
+unless a peek shows that what is waiting carries no fds at all (a burst of
+messages is then read at once), so the fds of a read belong to one message, and
+a message is forwarded in one
 ``sendmsg`` with the same bytes and the same fds in the same order: only the
 fds of the channels above are substituted by equivalent ones of ours, which
 the trace notes. An oversized message is passed through in pieces as it
-comes. The recorder gets dups of the fds and a copy of the bytes through a
-queue; nothing on this path waits for it.
+comes. What to do with a message (interpose, drop with --strict, hold for a
+before:NAME snapshot) is :mod:`vhtrace.record.policy`'s decision.
+
+The recorder runs in a process of its own (:mod:`vhtrace.record.link`): once a
+message is forwarded, it is handed over as a typed record with dups of its fds,
+sent in batches when the loop has nothing else to do; nothing here waits for it.
 
 Hostile input never ends the process (issue 17):
 
@@ -48,20 +54,21 @@ import array
 import contextlib
 import errno
 import fcntl
+import itertools
 import os
 import select
 import selectors
 import socket
+import struct
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 from vhtrace import fdinfo
-from vhtrace.memory import triggers
 from vhtrace.memory.hold import Hold
-from vhtrace.protocol import channels, spec
-from vhtrace.protocol.conversation import Conversation, WireMessage
+from vhtrace.protocol import spec
+from vhtrace.protocol.conversation import Conversation
 from vhtrace.protocol.findings import Finding, Severity
 from vhtrace.protocol.framing import (
     Frame,
@@ -73,15 +80,29 @@ from vhtrace.protocol.framing import (
 )
 from vhtrace.protocol.spec import Channel, Side
 from vhtrace.record import device_hint, endpoints
+from vhtrace.record.handoff import Answer, Relayed, Release
+from vhtrace.record.link import RecorderLink
 from vhtrace.record.model import Endpoint, Held, Outgoing, ProxyConfig, Session
-from vhtrace.record.recorder import Recorder, now_ns
+from vhtrace.record.policy import Policy
+from vhtrace.record.recorder import now_ns
 from vhtrace.trace import format as fmt
+from vhtrace.trace.records import EventRecord, FindingRecord, MessageRecord, StreamRecord
 from vhtrace.wire import READ_LIMIT, close_fds, recv_chunk
 
+_CTRUNC, _SOL_SOCKET, _SCM_RIGHTS = (int(socket.MSG_CTRUNC), int(socket.SOL_SOCKET),
+                                     int(socket.SCM_RIGHTS))  # fmt: skip
 PAUSE_BYTES = 1 << 20
 """Stop reading a source while its destination has this much unsent."""
 PAUSE_FDS = 1024
 """... or keeps this many fds open for unsent messages (fds are bounded like bytes)."""
+READ_BURST = 64
+"""Reads at most from one endpoint before the others get their turn."""
+BURST_BYTES = 16 << 10
+"""The most read at once of messages without fds (a peek has shown there are none)."""
+FLUSH_EVERY = 32
+"""Messages of one read forwarded before the first of them are sent."""
+MAX_IOV = 256
+"""Messages coalesced into one sendmsg at most."""
 RETRY_INTERVAL = 0.1
 GPU_MAX_MESSAGE = 1 << 20
 """vhost-user-gpu messages (cursor images, scanouts) are bigger than vhost-user's."""
@@ -90,9 +111,10 @@ GPU_MAX_MESSAGE = 1 << 20
 class Proxy:
     """The event loop of ``vhtrace record``."""
 
-    def __init__(self, config: ProxyConfig, recorder: Recorder) -> None:
+    def __init__(self, config: ProxyConfig, recorder: RecorderLink) -> None:
         self.config = config
         self.recorder = recorder
+        self.policy = Policy(config.strict, config.hold)
         self.selector = selectors.DefaultSelector()
         self.sessions: dict[int, Session] = {}
         self._next_session = 1
@@ -102,6 +124,11 @@ class Proxy:
         self._closing: set[Endpoint] = set()
         """Endpoints that close once their outbox is sent."""
         self._held: list[Held] = []
+        self._dirty: dict[Endpoint, None] = {}
+        """Endpoints with something forwarded to them not yet sent (in order)."""
+        self._holds: dict[int, Held] = {}
+        """Held messages by hold number (the recorder releases them by number)."""
+        self._next_hold = 1
         self.finished_sessions = 0
         self.shed_fd_metadata = 0
         """fds whose metadata was not recorded (the proxy was out of fds)."""
@@ -113,6 +140,9 @@ class Proxy:
         self.listener = endpoints.listen_unix(listen_path, config.socket_mode)
         self.listen_path = listen_path
         self.selector.register(self.listener, selectors.EVENT_READ, ("accept", None))
+        self._link_events = selectors.EVENT_READ
+        self.selector.register(recorder.sock, self._link_events, ("link", None))
+        recorder.wake = self.wake
 
     # -- control -----------------------------------------------------------------
 
@@ -131,8 +161,16 @@ class Proxy:
                 timeout = self._run_timers()
                 if self._held:
                     timeout = min(timeout, self._release_held())
+                link_wait = self.recorder.timeout(time.monotonic())
+                if link_wait is not None:
+                    timeout = min(timeout, link_wait)
+                # Forwarded messages go out last, right before the loop sleeps: the peer
+                # woken by them then has the CPU (a unix socket's wake-up is a sync one)
+                # instead of waiting for the relay's bookkeeping.
+                self._flush_dirty()
                 for key, mask in self.selector.select(timeout):
                     self._dispatch(key, mask)
+                self._hand_over()
         finally:
             self._shutdown()
 
@@ -143,18 +181,32 @@ class Proxy:
                 os.read(self._wake_r, 4096)
         elif what == "accept":
             self._accept()
+        elif what == "link":
+            if mask & selectors.EVENT_READ:
+                self._from_recorder()
+            if mask & selectors.EVENT_WRITE:
+                self.recorder.flush()
         elif what == "endpoint":
             if mask & selectors.EVENT_WRITE and not endpoint.closed:
                 self._flush(endpoint)
             if mask & selectors.EVENT_READ and not endpoint.closed:
-                self._read(endpoint)
+                # Read on while a message is half read (its rest is most likely there).
+                for _ in range(READ_BURST):
+                    if not self._read(endpoint):
+                        break
+                    framer = endpoint.framer
+                    if not _can_read(endpoint) or framer is None or not framer.in_message:
+                        break
 
     def _run_timers(self) -> float:
+        if not self._timers:
+            return 1.0
         now = time.monotonic()
         due = [t for t in self._timers if t[0] <= now]
         self._timers = [t for t in self._timers if t[0] > now]
         for _, callback in due:
             callback()
+        self._flush_dirty()
         if not self._timers:
             return 1.0
         return max(0.0, min(t[0] for t in self._timers) - time.monotonic())
@@ -283,22 +335,24 @@ class Proxy:
         events = selectors.EVENT_READ if reading else 0
         if endpoint.outbox:
             events |= selectors.EVENT_WRITE
-        key = self.selector.get_map().get(endpoint.fd)
+        if events == endpoint.events:
+            return
         if events == 0:
-            if key is not None:
-                self.selector.unregister(endpoint.fd)
-        elif key is None:
+            self.selector.unregister(endpoint.fd)
+        elif endpoint.events == 0:
             self.selector.register(endpoint.fd, events, ("endpoint", endpoint))
-        elif key.events != events:
+        else:
             self.selector.modify(endpoint.fd, events, ("endpoint", endpoint))
+        endpoint.events = events
 
     def _close_endpoint(self, endpoint: Endpoint) -> None:
         if endpoint.closed:
             return
         endpoint.closed = True
         self._closing.discard(endpoint)
-        if endpoint.fd in self.selector.get_map():
+        if endpoint.events:
             self.selector.unregister(endpoint.fd)
+            endpoint.events = 0
         for out in endpoint.outbox:
             close_fds(out.fds)
             close_fds(out.close_after)
@@ -312,20 +366,25 @@ class Proxy:
 
     # -- reading -------------------------------------------------------------------
 
-    def _read(self, endpoint: Endpoint) -> None:
+    def _read(self, endpoint: Endpoint) -> bool:
+        """One read, and what it completes; False if there was nothing to read."""
         wanted = endpoint.framer.bytes_wanted() if endpoint.framer else READ_LIMIT
         try:
+            framer, sock = endpoint.framer, endpoint.sock
+            if framer is not None and sock is not None and not framer.in_message:
+                # At a message boundary: all that is waiting at once if none of it has fds.
+                wanted = max(wanted, _fd_free_bytes(sock))
             if endpoint.is_socket:
                 assert endpoint.sock is not None
                 data, fds, truncated = recv_chunk(endpoint.sock, wanted)
             else:
                 data, fds, truncated = os.read(endpoint.fd, wanted), [], False
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError as exc:
             if exc.errno not in (errno.ECONNRESET, errno.EPIPE):
                 self._io_failed(endpoint, "reading", exc)
-                return
+                return False
             data, fds, truncated = b"", [], False
         mono, wall = now_ns()
         if truncated:
@@ -334,14 +393,18 @@ class Proxy:
         if not data:
             close_fds(fds)
             self._eof(endpoint, mono, wall)
-            return
+            return False
         if endpoint.framer is None:
             self._stream(endpoint, data, fds, mono, wall)
-            return
+            return True
         endpoint.framer.feed(data, fds)
-        for event in endpoint.framer.events():
+        events = endpoint.framer.events()
+        # A burst goes out in groups of FLUSH_EVERY messages, several per sendmsg.
+        for count, event in enumerate(events, 1):
             if endpoint.closed:
                 break
+            if count % FLUSH_EVERY == 0:
+                self._flush_dirty()
             if isinstance(event, Frame):
                 self._frame(endpoint, event, mono, wall)
             elif isinstance(event, OversizedStart):
@@ -352,6 +415,7 @@ class Proxy:
                                                           event.fds)  # fmt: skip
                 self._forward(endpoint, event.data, list(event.fds), list(event.fds),
                               endpoint.oversized_seq)  # fmt: skip
+        return True
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -360,7 +424,7 @@ class Proxy:
     def _frame(self, endpoint: Endpoint, frame: Frame, mono: int, wall: int) -> None:
         session = endpoint.session
         if frame.oversized:
-            self._record_message(endpoint, endpoint.oversized_seq, frame, mono, wall,
+            self._record_message(endpoint, endpoint.oversized_seq, frame.raw, mono, wall,
                                  fmt.MESSAGE_OVERSIZED, endpoint.oversized_dups)  # fmt: skip
             endpoint.oversized_seq, endpoint.oversized_dups = 0, []
             return
@@ -370,34 +434,33 @@ class Proxy:
                                 mono, wall)  # fmt: skip
             self._forward(endpoint, frame.raw, list(frame.fds), list(frame.fds), seq)
             return
-        if session.conversation is not None and self._strict_rejects(endpoint, seq, frame,
-                                                                     mono, wall):  # fmt: skip
-            return
-        opens = self._opens(endpoint, frame)
-        problem = None
-        if opens is not None:
-            problem = channels.wrong_fd(opens, _fd_meta(frame.fds[0]))
-        if problem is not None:
+        decision = self.policy.decide(session.conversation, seq, endpoint.channel,
+                                      endpoint.sender, frame, _fd_meta)  # fmt: skip
+        if decision.wrong_fd:
             # Relayed as it came (not interposed): the receiver judges it, the trace notes it.
             name = _request_name(endpoint, frame.header)
-            self._finding(session, "channel-fd", problem, seq, name)
-            if self.config.strict:
-                self._drop(endpoint, seq, frame, mono, wall, f"#{seq} {name}: {problem}")
+            self._finding(session, "channel-fd", decision.wrong_fd, seq, name)
+            if decision.drop:
+                self._drop(endpoint, seq, frame, mono, wall, f"#{seq} {name}: {decision.drop}")
                 return
             send_fds, keep = list(frame.fds), set()
-            extra: list[dict[str, Any] | None] = [{"not_interposed": problem}]
-        elif opens is not None:
-            send_fds, keep, extra = self._interpose(endpoint, frame, opens, seq, (mono, wall))
+            notes: list[dict[str, Any]] = [{"not_interposed": decision.wrong_fd}]
+        elif decision.drop:
+            self._drop(endpoint, seq, frame, mono, wall, decision.drop)
+            return
+        elif decision.interpose is not None:
+            send_fds, keep, notes = self._interpose(endpoint, frame, decision.interpose, seq,
+                                                    (mono, wall))  # fmt: skip
         else:
-            send_fds, keep, extra = list(frame.fds), set(), [None] * len(frame.fds)
+            send_fds, keep, notes = list(frame.fds), set(), [{}] * len(frame.fds)
         dups = self._dups(endpoint, seq, frame.fds)
         close_after = [fd for fd in frame.fds if fd not in keep]
         close_after += [fd for fd in send_fds if fd not in frame.fds]
-        if self._holds(endpoint, frame):
-            self._hold(endpoint, seq, frame, mono, wall, dups, extra, send_fds, close_after)
+        if decision.hold:
+            self._hold(endpoint, seq, frame, mono, wall, dups, notes, send_fds, close_after)
             return
         self._forward(endpoint, frame.raw, send_fds, close_after, seq)
-        self._record_message(endpoint, seq, frame, mono, wall, 0, dups, extra)
+        self._record_message(endpoint, seq, frame.raw, mono, wall, 0, dups, notes)
 
     def _oversized_start(self, endpoint: Endpoint, start: OversizedStart, mono: int,
                          wall: int) -> None:  # fmt: skip
@@ -430,12 +493,8 @@ class Proxy:
                 self._forward(endpoint, leftover.data, list(leftover.fds), list(leftover.fds),
                               seq)  # fmt: skip
             if endpoint.messages:
-                self.recorder.submit(
-                    ("message", seq, mono, wall, session.number, endpoint.channel,
-                     endpoint.sender.value, leftover.data, dups, _incomplete_flags(leftover),
-                     []),
-                    len(leftover.data), dups,
-                )  # fmt: skip
+                self._record_message(endpoint, seq, leftover.data, mono, wall,
+                                     _incomplete_flags(leftover), dups)  # fmt: skip
             else:
                 self._record_stream(endpoint, seq, leftover.data, dups, mono, wall)
             self._finding(session, "incomplete", f"{endpoint.label}: {leftover.describe()}", seq,
@@ -470,11 +529,8 @@ class Proxy:
         close_fds(list(leftover.fds))
         endpoint.oversized_seq, endpoint.oversized_dups = 0, []
         if endpoint.messages:
-            self.recorder.submit(
-                ("message", seq, mono, wall, endpoint.session.number, endpoint.channel,
-                 endpoint.sender.value, leftover.data, dups, _incomplete_flags(leftover), []),
-                len(leftover.data), dups,
-            )  # fmt: skip
+            self._record_message(endpoint, seq, leftover.data, mono, wall,
+                                 _incomplete_flags(leftover), dups)  # fmt: skip
         else:
             close_fds(dups)
         self._finding(endpoint.session, "incomplete",
@@ -535,11 +591,20 @@ class Proxy:
             fd_at += count
         destination.outbox_bytes += len(data)
         destination.outbox_fds += held
-        self._flush(destination)
+        self._dirty[destination] = None  # sent when this read is done (_flush_dirty)
         over = destination.outbox_bytes > PAUSE_BYTES or destination.outbox_fds > PAUSE_FDS
         if over and not source.paused and not source.closed:
             source.paused = True
             self._register(source)
+
+    def _flush_dirty(self) -> None:
+        """Send what was forwarded since the last call: the messages of one read burst
+        go out together (one sendmsg for whole messages without fds)."""
+        while self._dirty:
+            endpoint = next(iter(self._dirty))
+            del self._dirty[endpoint]
+            if not endpoint.closed:
+                self._flush(endpoint)
 
     def _flush(self, endpoint: Endpoint) -> None:
         while endpoint.outbox:
@@ -551,7 +616,16 @@ class Proxy:
                     if out.fds:
                         ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
                                       array.array("i", out.fds))]  # fmt: skip
-                    sent = endpoint.sock.sendmsg([out.data], ancillary)
+                    # Whole messages without fds ride along: fds stay on their first byte.
+                    parts = [out.data]
+                    if len(endpoint.outbox) > 1:
+                        size = len(out.data)
+                        for later in itertools.islice(endpoint.outbox, 1, MAX_IOV):
+                            if later.fds or size + len(later.data) > PAUSE_BYTES:
+                                break
+                            parts.append(later.data)
+                            size += len(later.data)
+                    sent = endpoint.sock.sendmsg(parts, ancillary)
                 else:
                     sent = os.write(endpoint.fd, out.data)
             except (BlockingIOError, InterruptedError):
@@ -563,12 +637,20 @@ class Proxy:
                 self._broken(endpoint, exc)
                 return
             out.fds = []
-            out.data = out.data[sent:]
             endpoint.outbox_bytes -= sent
-            if not out.data:
+            while sent and endpoint.outbox:
+                out = endpoint.outbox[0]
+                if sent < len(out.data):
+                    out.data = out.data[sent:]
+                    break
+                sent -= len(out.data)
                 close_fds(out.close_after)
                 endpoint.outbox_fds -= out.held_fds
                 endpoint.outbox.popleft()
+            if endpoint.outbox and not endpoint.outbox[0].data:
+                out = endpoint.outbox.popleft()  # an empty piece (a message of no bytes)
+                close_fds(out.close_after)
+                endpoint.outbox_fds -= out.held_fds
         if not endpoint.outbox and endpoint.close_when_flushed:
             self._close_endpoint(endpoint)
             return
@@ -592,25 +674,48 @@ class Proxy:
 
     # -- before:NAME snapshots ------------------------------------------------------------
 
-    def _holds(self, endpoint: Endpoint, frame: Frame) -> bool:
-        """Does a before:NAME snapshot want this message held? (header only: cheap)"""
-        if self.config.hold is None:
-            return False
-        sender = endpoint.sender.value
-        trigger = triggers.before(self.config.hold, endpoint.channel, sender, frame.request,
-                                  frame.flags)  # fmt: skip
-        return trigger is not None
-
     def _hold(self, endpoint: Endpoint, seq: int, frame: Frame, mono: int, wall: int,
-              dups: list[int], extra: list[dict[str, Any] | None], send_fds: list[int],
+              dups: list[int], notes: list[dict[str, Any]], send_fds: list[int],
               close_after: list[int]) -> None:  # fmt: skip
         """Record the message now, forward it once the recorder has snapshotted before it."""
-        hold = Hold(time.monotonic() + self.config.hold_seconds, self.wake)
+        hold = Hold(time.monotonic() + self.config.hold_seconds, _nothing)
+        number = self._next_hold
+        self._next_hold += 1
         endpoint.held = True
         self._register(endpoint)
-        self._held.append(Held(hold, endpoint, frame.raw, send_fds, close_after))
-        if not self._record_message(endpoint, seq, frame, mono, wall, 0, dups, extra, hold):
+        held = Held(hold, endpoint, frame.raw, send_fds, close_after, number)
+        self._held.append(held)
+        self._holds[number] = held
+        if not self._record_message(endpoint, seq, frame.raw, mono, wall, 0, dups, notes,
+                                    number):  # fmt: skip
             hold.expire()  # dropped (queue full): nobody will snapshot it
+
+    def _from_recorder(self) -> None:
+        """The recorder released a held message (or failed, or finished)."""
+        for item in self.recorder.read():
+            if isinstance(item, Release):
+                held = self._holds.get(item.hold)
+                still = held is not None and held.hold.release()
+                self.recorder.submit(Answer(item.hold, still))
+        if self.recorder.dead and self._link_events:
+            self.selector.unregister(self.recorder.sock)
+            self._link_events = 0
+
+    def _hand_over(self) -> None:
+        """Send the recorder what this turn of the loop gave it (after all forwarding)."""
+        if not self._link_events:
+            return
+        self.recorder.flush_due()
+        if self.recorder.dead:
+            self.selector.unregister(self.recorder.sock)
+            self._link_events = 0
+            return
+        events = selectors.EVENT_READ
+        if self.recorder.wants_write():
+            events |= selectors.EVENT_WRITE
+        if events != self._link_events:
+            self.selector.modify(self.recorder.sock, events, ("link", None))
+            self._link_events = events
 
     def _release_held(self) -> float:
         """Forward what the recorder released or what waited too long; the next deadline."""
@@ -622,6 +727,7 @@ class Proxy:
             if not held.hold.done:
                 waiting.append(held)
                 continue
+            self._holds.pop(held.number, None)
             endpoint = held.endpoint
             endpoint.held = False
             if endpoint.closed:
@@ -629,6 +735,7 @@ class Proxy:
                 close_fds(held.close_after)
                 continue
             self._forward(endpoint, held.data, held.fds, held.close_after)
+            self._flush_dirty()
             self._register(endpoint)
         self._held = waiting
         if not waiting:
@@ -637,22 +744,9 @@ class Proxy:
 
     # -- channels carried by fds -------------------------------------------------------
 
-    def _opens(self, endpoint: Endpoint, frame: Frame) -> str | None:
-        """The channel this message's fd opens and the relay interposes, if any."""
-        if endpoint.channel != Channel.MAIN.value or len(frame.fds) != 1:
-            return None
-        row = spec.request_spec(Channel.MAIN, frame.request)
-        if row is None or row.opens is None:
-            return None
-        if row.opens in ("backend", "gpu"):
-            is_reply = bool(frame.flags & spec.FLAG_REPLY)
-            if is_reply or endpoint.sender is not Side.FRONTEND:
-                return None
-        return row.opens
-
     def _interpose(self, endpoint: Endpoint, frame: Frame, opens: str, seq: int,
                    when: tuple[int, int]
-                   ) -> tuple[list[int], set[int], list[dict[str, Any] | None]]:  # fmt: skip
+                   ) -> tuple[list[int], set[int], list[dict[str, Any]]]:  # fmt: skip
         """Substitute our own fd for one that opens a channel, and relay that channel.
 
         Returns the fds to send, the received fds we keep (now endpoints), and extra
@@ -710,8 +804,10 @@ class Proxy:
                         made: list[socket.socket | int]) -> None:  # fmt: skip
         """Forget endpoints a failed interposition made; close ours, never ``original``."""
         for endpoint in session.endpoints[added:]:
-            with contextlib.suppress(KeyError, ValueError, OSError):
-                self.selector.unregister(endpoint.fd)
+            if endpoint.events:
+                with contextlib.suppress(KeyError, ValueError, OSError):
+                    self.selector.unregister(endpoint.fd)
+                endpoint.events = 0
             endpoint.closed = True
             if endpoint.fd == original:
                 if endpoint.sock is not None:
@@ -763,7 +859,7 @@ class Proxy:
 
         Out of fds (EMFILE/ENFILE) the metadata of this message is shed, with a finding
         and a count: relaying matters more than describing."""
-        if not fds or not self.recorder.accepting:
+        if not fds or not self.recorder.has_room_for_fds(len(fds)):
             return []
         dups: list[int] = []
         try:
@@ -796,60 +892,41 @@ class Proxy:
 
     # -- strict mode -----------------------------------------------------------------
 
-    def _strict_rejects(self, endpoint: Endpoint, seq: int, frame: Frame, mono: int,
-                        wall: int) -> bool:  # fmt: skip
-        session = endpoint.session
-        assert session.conversation is not None
-        analysis = session.conversation.analyse(WireMessage(
-            seq, Channel(endpoint.channel), endpoint.sender, frame.request, frame.flags,
-            frame.size, frame.payload, len(frame.fds), True))  # fmt: skip
-        errors = [f for f in analysis.findings if f.severity is Severity.ERROR]
-        if not errors:
-            return False
-        self._drop(endpoint, seq, frame, mono, wall, str(errors[0]))
-        return True
-
     def _drop(self, endpoint: Endpoint, seq: int, frame: Frame, mono: int, wall: int,
               why: str) -> None:  # fmt: skip
         dups = self._dups(endpoint, seq, frame.fds)
         close_fds(list(frame.fds))
-        self._record_message(endpoint, seq, frame, mono, wall, fmt.MESSAGE_DROPPED, dups)
+        self._record_message(endpoint, seq, frame.raw, mono, wall, fmt.MESSAGE_DROPPED, dups)
         self._finding(endpoint.session, "strict", f"--strict: dropped the connection: {why}", seq,
                       _request_name(endpoint, frame.header))  # fmt: skip
         self._end_session(endpoint.session, f"--strict: malformed message #{seq}")
 
     # -- recording -------------------------------------------------------------------
 
-    def _record_message(self, endpoint: Endpoint, seq: int, frame: Frame, mono: int, wall: int,
-                        flags: int, dups: list[int],
-                        extra: list[dict[str, Any] | None] | None = None,
-                        hold: Hold | None = None) -> bool:  # fmt: skip
-        raw = frame.raw
-        item: tuple[Any, ...] = ("message", seq, mono, wall, endpoint.session.number,
-                                 endpoint.channel, endpoint.sender.value, raw, dups, flags,
-                                 extra or [])  # fmt: skip
-        if hold is not None:
-            item += (hold,)
-        return self.recorder.submit(item, len(raw), dups)
+    def _record_message(self, endpoint: Endpoint, seq: int, raw: bytes, mono: int, wall: int,
+                        flags: int, dups: list[int], notes: list[dict[str, Any]] | None = None,
+                        hold: int = 0) -> bool:  # fmt: skip
+        """Hand a message to the recorder; ``dups`` are its own copies of the fds."""
+        record = MessageRecord(seq, mono, wall, endpoint.session.number, endpoint.channel,
+                               endpoint.sender.value, raw, tuple(notes or ()), flags)  # fmt: skip
+        return self.recorder.submit(Relayed(record, len(dups), hold), dups)
 
     def _record_stream(self, endpoint: Endpoint, seq: int, data: bytes, dups: list[int],
                        mono: int, wall: int) -> None:  # fmt: skip
         """Record stream bytes; ``dups`` are the recorder's own copies of the fds."""
-        self.recorder.submit(
-            ("stream", seq, mono, wall, endpoint.session.number, endpoint.channel,
-             endpoint.sender.value, data, dups),
-            len(data), dups,
-        )  # fmt: skip
+        record = StreamRecord(seq, mono, wall, endpoint.session.number, endpoint.channel,
+                              endpoint.sender.value, data, ())  # fmt: skip
+        self.recorder.submit(Relayed(record, len(dups)), dups)
 
     def _event(self, session: Session, event: str, info: dict[str, Any],
                when: tuple[int, int] | None = None) -> None:  # fmt: skip
         mono, wall = when or now_ns()
-        self.recorder.submit(("event", mono, wall, session.number, event, info))
+        self.recorder.submit(EventRecord(mono, wall, session.number, event, info))
 
     def _finding(self, session: Session, code: str, text: str, seq: int | None = None,
                  request: str = "") -> None:  # fmt: skip
         finding = Finding(seq, request, code, text, Severity.ERROR)
-        self.recorder.submit(("finding", session.number, finding))
+        self.recorder.submit(FindingRecord(session.number, finding))
 
     # -- shutdown --------------------------------------------------------------------
 
@@ -869,16 +946,49 @@ class Proxy:
         while time.monotonic() < deadline and self._closing:
             for key, mask in self.selector.select(0.05):
                 self._dispatch(key, mask)
+                self._flush_dirty()
         for key in list(self.selector.get_map().values()):
             what, endpoint = key.data
             if what == "endpoint":
                 self._close_endpoint(endpoint)
+        self._holds.clear()
         self.selector.close()
         self.listener.close()
         with contextlib.suppress(OSError):
             os.unlink(self.listen_path)
         os.close(self._wake_r)
         os.close(self._wake_w)
+
+
+def _can_read(endpoint: Endpoint) -> bool:
+    return not (endpoint.closed or endpoint.held or endpoint.paused or not endpoint.readable)
+
+
+_INT = struct.Struct("i")
+_PEEK = int(socket.MSG_PEEK | socket.MSG_CMSG_CLOEXEC)
+_CMSG_SPACE = socket.CMSG_SPACE(spec.SCM_MAX_FD * _INT.size)
+
+
+def _fd_free_bytes(sock: socket.socket) -> int:
+    """How many of the bytes waiting carry no fds (0 if the first of them do).
+
+    A peek stops after the first chunk that carries fds (the kernel's rule, and it
+    hands out copies of them, closed here): if it brings none, none of what it saw
+    has any, and reading all of it at once keeps every fd on its message."""
+    try:
+        data, ancdata, msg_flags, _ = sock.recvmsg(BURST_BYTES, _CMSG_SPACE, _PEEK)
+    except OSError:
+        return 0
+    if not ancdata and not msg_flags & _CTRUNC:
+        return len(data)
+    for level, kind, payload in ancdata:
+        if level == _SOL_SOCKET and kind == _SCM_RIGHTS:
+            close_fds(array.array("i", payload[: len(payload) - len(payload) % _INT.size]))
+    return 0
+
+
+def _nothing() -> None:
+    """A hold's wake-up: the relay's loop sees a release when it reads the recorder."""
 
 
 def _request_name(endpoint: Endpoint, data: bytes) -> str:

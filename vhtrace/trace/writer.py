@@ -24,6 +24,7 @@ import zstandard
 from vhtrace import __version__
 from vhtrace.protocol.findings import Finding
 from vhtrace.trace import format as fmt
+from vhtrace.trace.records import EventRecord, FindingRecord, MessageRecord, StreamRecord
 
 
 class TraceOutputError(Exception):
@@ -172,7 +173,34 @@ class TraceWriter:
         self._fd = 1 if self.path == "-" else _open_private(self.path, self.overwrite, announce)
         self.flush()
 
+    def fds(self) -> list[int]:
+        """The fd it writes to ([] before open)."""
+        return [self._fd] if self._fd >= 0 else []
+
+    def forget(self) -> None:
+        """Another process writes this trace now (the recorder's): close ours, write nothing."""
+        if self._fd > 2:
+            os.close(self._fd)
+        self._fd = -1
+        self._chunks.clear()
+        self.closed = True
+
     # -- records ---------------------------------------------------------------
+
+    def write(self, record: MessageRecord | StreamRecord | EventRecord | FindingRecord) -> None:
+        """Append one record of the kinds the recorder hands over (the reader's own types)."""
+        kind = type(record)
+        if kind is MessageRecord:
+            self._add(self._packer.pack((fmt.TAG_MESSAGE, *record)))
+        elif kind is StreamRecord:
+            self._add(self._packer.pack((fmt.TAG_STREAM, *record)))
+        elif kind is EventRecord:
+            self._add(self._packer.pack((fmt.TAG_EVENT, *record)))
+        elif kind is FindingRecord:
+            self._add(self._packer.pack((fmt.TAG_FINDING, record.session,
+                                         record.finding.to_dict())))  # fmt: skip
+        else:
+            raise TypeError(f"TraceWriter.write: not a record it writes: {record!r}")
 
     def message(
         self,

@@ -24,7 +24,6 @@ from vhtrace.trace.reader import TraceReader
 
 TRACES = Path(__file__).resolve().parents[2] / "traces"
 POSTCOPY = TRACES / "qemu-qsd-postcopy-dst.vht"
-pytestmark = pytest.mark.system  # a real program: Debian's chromium
 BLK = TRACES / "qemu-qsd-blk.vht"
 
 

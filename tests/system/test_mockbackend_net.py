@@ -7,8 +7,6 @@ import pytest
 from mockbackend import MockBackend, NetLoopback, Script, expect
 from vhtrace.lab import VhostUserDevice, Workspace
 
-pytestmark = pytest.mark.system
-
 SNIPPET = """
 _dev=$(ls /sys/class/net | grep -v lo | head -n 1)
 vht netdev "$_dev"

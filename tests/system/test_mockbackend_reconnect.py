@@ -10,8 +10,6 @@ import pytest
 from vhtrace.lab import VhostUserDevice, Workspace, guest, images
 from vhtrace.lab.backends import Backend
 
-pytestmark = pytest.mark.system
-
 MiB = 1 << 20
 SEED = 7
 

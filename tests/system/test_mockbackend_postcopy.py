@@ -17,8 +17,6 @@ import pytest
 from vhtrace.lab import Workspace, guest, images, scenarios
 from vhtrace.lab.backends import Backend
 
-pytestmark = pytest.mark.system
-
 MiB = 1 << 20
 
 

@@ -15,8 +15,6 @@ from vhtrace.lab import VhostUserDevice, Workspace, guest, images
 from vhtrace.lab.recording import RecordingProxy
 from vhtrace.trace.reader import TraceReader
 
-pytestmark = pytest.mark.system
-
 MiB = 1 << 20
 
 

@@ -11,8 +11,6 @@ from mockbackend.devices.base import PACKED
 from vhtrace.lab import VhostUserDevice, Workspace, guest, images
 from vhtrace.protocol.spec import VIRTIO_F_RING_PACKED
 
-pytestmark = pytest.mark.system
-
 MiB = 1 << 20
 DISK_SIZE = 64 * MiB
 SEED = 20241125

@@ -19,8 +19,6 @@ from mockbackend.devices.blk import SECTOR
 from vhtrace.lab import QemuError, VhostUserDevice, Workspace, images
 from vhtrace.protocol.spec import Channel
 
-pytestmark = pytest.mark.system
-
 MiB = 1 << 20
 
 

@@ -14,8 +14,6 @@ from vhtrace.lab.recording import RecordingProxy
 from vhtrace.protocol.spec import ProtocolFeature as PF
 from vhtrace.trace.reader import TraceReader
 
-pytestmark = pytest.mark.system
-
 MiB = 1 << 20
 
 

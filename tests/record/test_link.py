@@ -1,0 +1,175 @@
+"""The recorder in its own process, as ``vhtrace record`` runs it: the relay's process (this
+one) hands it typed records and dups of the fds over a socketpair.
+
+What must hold across the process boundary: the trace is the same (bytes, fds on their
+message, their metadata), a before:NAME hold is exact, no fd is left behind on either side,
+and a recorder that dies never stops the relay.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.memory.harness import Guest, exchange, start_device
+from tests.memory.test_record_snapshots import one_request
+from tests.record.harness import ProxyHarness, open_fds
+from tests.record.test_relay import messages, negotiate
+from vhtrace.memory import triggers
+from vhtrace.memory.recording import SnapshotConfig
+from vhtrace.protocol.findings import Finding, Severity
+from vhtrace.protocol.messages import build
+from vhtrace.record import handoff
+from vhtrace.record.handoff import Answer, Failed, Finished, Relayed, Release, SnapshotNow, Stop
+from vhtrace.trace.records import (
+    EventRecord,
+    FindingRecord,
+    MessageRecord,
+    SnapshotRecord,
+    StreamRecord,
+)
+
+
+@pytest.fixture
+def harness(tmp_path: Path):
+    harness = ProxyHarness(tmp_path, host="process")
+    yield harness
+    harness.stop()
+
+
+def process_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_every_hand_off_item_survives_the_socket() -> None:
+    notes = ({"interposed": "backend"}, {})
+    message = MessageRecord(3, 10, 20, 1, "main", "frontend", b"\x01" * 12, notes, 0)
+    items = [
+        Relayed(message, 2, hold=4),
+        Relayed(StreamRecord(4, 11, 21, 1, "gpu", "backend", b"abc", ({},)), 1),
+        EventRecord(12, 22, 1, "session-start", {"frontend": {"pid": 5}}),
+        FindingRecord(1, Finding(3, "GET_FEATURES", "io-error", "it broke", Severity.ERROR)),
+        SnapshotNow("signal"),
+        Stop({"x": 1}),
+        Answer(4, True),
+        Release(4),
+        Failed({"failed": "disk"}),
+        Finished({"sessions": 1}),
+    ]
+    unpacker = handoff.unpacker()
+    unpacker.feed(b"".join(handoff.encode(item) for item in items))
+    assert [handoff.decode(fields) for fields in unpacker] == items
+
+
+def test_the_trace_is_byte_exact_with_fd_metadata(harness: ProxyHarness) -> None:
+    fe, be = harness.connect()
+    negotiate(fe, be)
+    call = os.eventfd(0)
+    frame = build("SET_VRING_CALL", {"index": 0}, fds=(call,))
+    fe.send(frame)
+    got = be.read()
+    assert got.raw == frame.raw and len(got.fds) == 1
+    os.close(got.fds[0])
+    os.close(call)
+    ours, theirs = socket.socketpair()
+    fe.send(build("SET_BACKEND_REQ_FD", fds=(theirs.fileno(),)))
+    for fd in be.read().fds:
+        os.close(fd)
+    ours.close()
+    theirs.close()
+    records, problem = harness.records()
+    assert problem is None
+    sent = messages(records)
+    kick = next(m for m in sent if m.raw == frame.raw)
+    assert kick.fds[0]["kind"] == "eventfd"
+    channel = next(m for m in sent if m.header[0] == 21)
+    assert channel.fds[0]["interposed"] == "backend" and channel.fds[0]["kind"] == "socket"
+    assert [m.seq for m in sent] == sorted(m.seq for m in sent)
+
+
+def test_no_fd_is_left_behind_on_either_side_over_1000_sessions(harness: ProxyHarness) -> None:
+    def cycle() -> None:
+        fe, be = harness.connect()
+        call = os.eventfd(0)
+        a, b = socket.socketpair()
+        fe.send(build("SET_VRING_CALL", {"index": 0}, fds=(call,)))
+        fe.send(build("SET_BACKEND_REQ_FD", fds=(b.fileno(),)))
+        for frame in (be.read(), be.read()):
+            for fd in frame.fds:
+                os.close(fd)
+        for fd in (call,):
+            os.close(fd)
+        a.close()
+        b.close()
+        fe.close()
+        be.close()
+
+    cycle()
+    harness.wait_sessions_ended(1)
+    time.sleep(0.3)  # the recorder has closed its copies
+    recorder = harness.recorder.pid
+    baseline, recorder_baseline = open_fds(), process_fds(recorder)
+    for _ in range(1000):
+        cycle()
+    harness.wait_sessions_ended(1001, timeout=60)
+    deadline = time.monotonic() + 5
+    while (open_fds() != baseline or process_fds(recorder) > recorder_baseline) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    assert open_fds() - baseline == set()
+    assert process_fds(recorder) <= recorder_baseline, "the recorder kept fds"
+
+
+def test_a_before_snapshot_holds_exactly_across_the_processes(tmp_path: Path) -> None:
+    guest = Guest()
+    config = SnapshotConfig(triggers.parse("before:GET_VRING_BASE"), "rings")
+    harness = ProxyHarness(tmp_path, snapshots=config, host="process")
+    try:
+        fe, be = harness.connect()
+        start_device(fe, be, guest)
+        one_request(guest)
+        fe.send(build("GET_VRING_BASE", {"index": 0, "num": 0}))
+        be.read()  # it came only once the snapshot was taken
+        be.send(build("GET_VRING_BASE", {"index": 0, "num": 1}, reply=True))
+        fe.read()
+        exchange(fe, be, "GET_FEATURES", reply={"features": 1})
+        fe.close()
+        be.close()
+        harness.wait_sessions_ended(1)
+        records, problem = harness.records()
+    finally:
+        harness.stop()
+        guest.close()
+    assert problem is None
+    (snap,) = [r for r in records if isinstance(r, SnapshotRecord)]
+    assert snap.trigger == "before:GET_VRING_BASE"
+    assert snap.info["held"] is True and snap.info["exact"] is True
+
+
+def test_a_killed_recorder_never_stops_the_relay(harness: ProxyHarness, capfd) -> None:
+    fe, be = harness.connect()
+    negotiate(fe, be)
+    os.kill(harness.recorder.pid, signal.SIGKILL)
+    before = None
+    for i in range(200):
+        call = os.eventfd(0)
+        frame = build("SET_VRING_CALL", {"index": 0}, fds=(call,))
+        fe.send(frame)
+        os.close(call)
+        got = be.read()
+        assert got.raw == frame.raw and len(got.fds) == 1, f"message {i} changed"
+        os.close(got.fds[0])
+        if i == 50:
+            before = len(open_fds())
+    after = len(open_fds())
+    assert harness.recorder.dead, "the relay should have noticed the recorder is gone"
+    assert before is not None and after <= before + 2, f"fds: {before} before, {after} after"
+    assert "killed (SIGKILL)" in harness.recorder.stats.failed
+    harness.stop()
+    assert "vhtrace: recording failed: the recorder process was killed" in capfd.readouterr().err
