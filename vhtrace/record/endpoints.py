@@ -1,108 +1,34 @@
-"""The sockets of a recording proxy: listening, connecting, and who is on the other end."""
+"""The sockets of a recording proxy: listening, connecting (the transport's policy,
+:mod:`vhtrace.wire`), and who is on the other end."""
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import itertools
 import os
 import socket
-import stat
 import struct
 from typing import Any
 
-SUN_PATH_MAX = 107
-"""The longest unix socket path in bytes: sun_path holds 108, the last one a NUL."""
+from vhtrace import wire
+from vhtrace.wire import EndpointError, check_path_length
 
-
-class EndpointError(Exception):
-    """A socket path that cannot be used (in use, not a socket, no permission)."""
-
-
-def check_path_length(path: str, what: str = "") -> None:
-    """Raise EndpointError for a path too long for sun_path (the kernel would refuse it)."""
-    length = len(os.fsencode(path))
-    if length > SUN_PATH_MAX:
-        where = f"{what} " if what else ""
-        raise EndpointError(
-            f"{where}{path}: socket path is {length} bytes; expected at most {SUN_PATH_MAX} "
-            "(the size of sun_path); use a shorter or relative path"
-        )
+__all__ = ["EndpointError", "check_path_length", "listen_unix", "try_connect"]
 
 
 def listen_unix(path: str, mode: int = 0o600, backlog: int = 16) -> socket.socket:
-    """A non-blocking listening socket at ``path``, created with ``mode`` (default 0600).
-
-    A stale socket file (nobody listening) is replaced; a live one is an error. Who
-    listens is read off /proc/net/unix first, so that the check does not connect to a
-    live recorder (which would see a connection come and go)."""
-    check_path_length(path)
-    if os.path.lexists(path):
-        if not stat.S_ISSOCK(os.lstat(path).st_mode):
-            raise EndpointError(f"{path}: exists and is not a socket")
-        if listening_in_procfs(path):
-            raise EndpointError(f"{path}: something is already listening there")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(path)
-        except OSError:
-            os.unlink(path)  # stale: nobody accepts on it
-        else:
-            raise EndpointError(f"{path}: something is already listening there")
-        finally:
-            probe.close()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    old_umask = os.umask(0o177)  # no window where the socket is open to others
-    try:
-        sock.bind(path)
-    except OSError as exc:
-        sock.close()
-        raise EndpointError(f"{path}: cannot listen: {exc.strerror or exc}") from exc
-    finally:
-        os.umask(old_umask)
-    os.chmod(path, mode)
-    sock.listen(backlog)
+    """The transport's listening socket (:func:`vhtrace.wire.listen_unix`: a stale socket
+    replaced, a live one refused without connecting to it), non-blocking for the relay."""
+    sock = wire.listen_unix(path, mode, backlog)
     sock.setblocking(False)
     return sock
 
 
-_SO_ACCEPTCON = 0x10000
-
-
-def listening_in_procfs(path: str) -> bool:
-    """True if /proc/net/unix lists a listening socket bound to ``path`` (as given or absolute).
-
-    A socket bound by a relative path from another directory is not recognised here: the
-    caller's connect probe catches it."""
-    names = {path, os.path.abspath(path)}
-    try:
-        with open("/proc/net/unix") as table:
-            next(table, None)
-            for line in table:
-                fields = line.split(None, 7)
-                if (len(fields) == 8 and fields[7].rstrip("\n") in names
-                        and int(fields[3], 16) & _SO_ACCEPTCON):  # fmt: skip
-                    return True
-    except (OSError, ValueError):
-        pass
-    return False
-
-
-RETRY_ERRNOS = {errno.ENOENT, errno.ECONNREFUSED, errno.EAGAIN}
-
-
 def try_connect(path: str) -> socket.socket | None:
-    """Connect now, or None if nobody listens yet (retry later); other errors raise."""
-    check_path_length(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    try:
-        sock.connect(path)
-    except OSError as exc:
-        sock.close()
-        if exc.errno in RETRY_ERRNOS:
-            return None
-        raise EndpointError(f"{path}: cannot connect: {exc.strerror or exc}") from exc
-    sock.setblocking(False)
+    """Connect now, non-blocking, or None if nobody listens yet (retry later)."""
+    sock = wire.try_connect(path)
+    if sock is not None:
+        sock.setblocking(False)
     return sock
 
 
