@@ -11,7 +11,6 @@ failure ack when the front-end asked for one, and its fds are closed.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import socket
@@ -115,6 +114,7 @@ def _map(ctx: Context, fd: int, region: dict, postcopy: bool) -> int:
         through_map=postcopy,
     )
     if postcopy:
+        mapped.awaiting_ack = True
         ctx.postcopy_pending.append(mapped)
     return mapped.host_addr
 
@@ -499,6 +499,9 @@ def postcopy_advise(ctx: Context, msg: Message) -> Answer:
 
 
 def postcopy_listen(ctx: Context, msg: Message) -> Answer:
+    if ctx.ufd is None:  # libvhost-user likewise needs its postcopy_ufd from ADVISE
+        ctx.error("POSTCOPY_LISTEN without a userfaultfd (no POSTCOPY_ADVISE before it)")
+        return Answer({"value": 1}, layout="u64")
     if ctx.memory.regions:
         ctx.error("POSTCOPY_LISTEN with regions already mapped")
         return Answer({"value": 1}, layout="u64")
@@ -529,8 +532,11 @@ def postcopy_ack(ctx: Context, msg: Message) -> None:
             registered += 1
         except OSError as exc:
             ctx.error(f"postcopy registration of gpa {region.guest_phys_addr:#x}: {exc}")
-            with contextlib.suppress(OSError):
+            try:
                 libc.mprotect(region.map_addr, region.map_length, libc.PROT_READ | libc.PROT_WRITE)
+            except OSError:
+                continue  # still PROT_NONE: it stays untouchable
+        region.awaiting_ack = False
     log.info("postcopy: %d of %d regions registered with the userfaultfd", registered, len(pending))
     return None
 
@@ -548,11 +554,20 @@ def unsupported(ctx: Context, msg: Message) -> Answer | None:
     if row is None:
         ctx.error(f"#{msg.seq} unknown request {msg.request}")
         return Answer.ack(1) if msg.need_reply else None
-    if row.reply is spec.Reply.ALWAYS:
+    owed = _owed_reply(ctx, msg)
+    if owed is not None:
         ctx.error(f"#{msg.seq} {msg.name} is not implemented; replying with zeros")
-        layout = payloads.LAYOUTS[row.reply_payload]
-        return Answer(payload=bytes(layout.size or 8))
+        return Answer(payload=bytes(payloads.LAYOUTS[owed].size or 8))
     return Answer.ack(1) if msg.need_reply else None
+
+
+def _owed_reply(ctx: Context, msg: Message) -> str | None:
+    """The layout of the reply the conversation says ``msg`` is owed beyond an ack (an
+    intrinsic reply: GET_*, SET_LOG_BASE with LOG_SHMFD, ...); None if none is."""
+    for pending in ctx.connection.conversation.pending[msg.channel]:
+        if pending.seq == msg.seq and pending.kind != "ack":
+            return pending.layout
+    return None
 
 
 HANDLERS: dict[str, Handler] = {
@@ -599,9 +614,10 @@ def handle(ctx: Context, msg: Message) -> Answer | None:
     if handler is None:
         return unsupported(ctx, msg)
     if msg.analysis.layout not in (None, "empty") and not msg.decoded:
+        owed = _owed_reply(ctx, msg)
+        if owed is not None:  # a reply it must get, or it waits forever
+            ctx.error(f"#{msg.seq} {msg.name}: payload undecodable, not acted on; zeros replied")
+            return Answer(payload=bytes(payloads.LAYOUTS[owed].size or 8))
         ctx.error(f"#{msg.seq} {msg.name}: payload undecodable, not acted on")
-        row = msg.row
-        if row is not None and row.reply is spec.Reply.ALWAYS:
-            return unsupported(ctx, msg)
         return Answer.ack(1) if msg.need_reply else None
     return handler(ctx, msg)

@@ -104,6 +104,9 @@ class MappedRegion:
     """False once pwrite failed with EINVAL (hugetlbfs): writes go through the mapping."""
     shrunk: bool = False
     """Already reported as shrunk (once per region)."""
+    awaiting_ack: bool = False
+    """Mapped PROT_NONE for postcopy until the front-end acks our reply: touching it before
+    would fault with no userfaultfd behind it (SIGSEGV, found by vhtrace fuzz)."""
 
     @property
     def fd_need(self) -> int:
@@ -292,6 +295,11 @@ class GuestMemory:
     def _locate(self, gpa: int) -> MappedRegion:
         for region in self.regions:
             if region.guest_phys_addr <= gpa < region.guest_phys_addr + region.memory_size:
+                if region.awaiting_ack:
+                    raise AccessError(
+                        f"{region.describe()} is mapped for postcopy and the front-end has "
+                        "not acked it yet: not touched"
+                    )
                 return region
         raise AccessError(f"guest address {gpa:#x} is in no region")
 

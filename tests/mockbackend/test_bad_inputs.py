@@ -327,3 +327,36 @@ def test_backend_channel_socket_is_closed_with_the_session(fe: FakeFrontend) -> 
     fe.close()
     assert ours.recv(1) == b""  # the mock closed its end
     ours.close()
+
+
+def test_a_region_mapped_for_postcopy_is_not_touched_before_its_ack(fe: FakeFrontend) -> None:
+    """Found by vhtrace fuzz (traces/fuzz/mockbackend-postcopy-segv.vht): a ring set up in
+    a postcopy region the front-end had not acked yet made the mock read its PROT_NONE
+    mapping, and the Python process died of SIGSEGV."""
+    fe.ask("POSTCOPY_ADVISE")
+    assert fe.ask("POSTCOPY_LISTEN", need_reply=True) == {"value": 0}
+    reply = fe.ask("ADD_MEM_REG", region(), fds=(fe.mem_fd,), layout="mem_region")
+    assert reply["guest_phys_addr"] == 0  # answered as postcopy; we never ack it
+    kick, call = fe.start_ring(0, Driver(fe.ram, size=256, desc=0x1000))
+    os.eventfd_write(kick, 1)
+    alive(fe)
+    assert fe.ctx.rings[0].broken and "not acked" in fe.ctx.rings[0].broken
+    wire.close_fds([kick, call])
+
+
+def test_postcopy_listen_without_advise_is_refused(fe: FakeFrontend) -> None:
+    assert fe.ask("POSTCOPY_LISTEN", need_reply=True) == {"value": 1}
+    assert not fe.ctx.postcopy_listening
+    assert any("no POSTCOPY_ADVISE" in error for error in fe.ctx.report.errors)
+
+
+def test_an_undecodable_request_still_gets_the_reply_it_is_owed(fe: FakeFrontend) -> None:
+    """Found by vhtrace fuzz (traces/fuzz/mockbackend-log-base-hang.vht): SET_LOG_BASE with
+    LOG_SHMFD negotiated is owed a reply; with a payload too short to read it got none, and
+    the front-end waited forever."""
+    short = Frame.build(spec.lookup_request("SET_LOG_BASE")[1], spec.VERSION, bytes(8))
+    fe.send_frame(short)
+    answer = fe.read()
+    assert (answer.request, answer.flags, answer.payload) == (short.request, spec.REPLY_FLAGS,
+                                                              bytes(8))  # fmt: skip
+    alive(fe)

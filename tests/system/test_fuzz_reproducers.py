@@ -61,11 +61,6 @@ def test_mockbackend_survives_what_crashed_a_real_back_end(lab: Workspace, name:
 
 
 @pytest.mark.lab_needs("qemu-img")
-@pytest.mark.xfail(
-    strict=True,
-    reason="mockbackend bug found by vhtrace fuzz: SIGSEGV after a "
-    "postcopy ADD_MEM_REG without PAGEFAULT negotiated (docs/fuzzing.md)",
-)
 def test_mockbackend_survives_its_own_reproducer(lab: Workspace) -> None:
     mock = _mock(lab, "mock-own")
     replay_frontend(FOUND / "mockbackend-postcopy-segv.vht", mock.socket,
