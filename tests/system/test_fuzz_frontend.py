@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from vhtrace.fuzz.oracle import CORRECT_KINDS, FINDING_KINDS
-from vhtrace.lab import Workspace, programs
+from vhtrace.lab import Workspace
+from vhtrace.lab.qemu import realize_only_command
 
 ROOT = Path(__file__).resolve().parents[2]
 BLK_TRACE = ROOT / "traces" / "qemu-qsd-blk.vht"
@@ -22,12 +23,7 @@ ITERATIONS = 6
 
 def _qemu_command() -> str:
     """QEMU with a vhost-user-blk device on {sock}, paused (-S): realize only, no guest."""
-    return shlex.join([
-        str(programs.qemu()), "-accel", "tcg", "-machine", "q35,memory-backend=mem",
-        "-m", "256", "-object", "memory-backend-memfd,id=mem,size=256M,share=on",
-        "-nodefaults", "-display", "none", "-S",
-        "-chardev", "socket,id=c0,path={sock}", "-device", "vhost-user-blk-pci,chardev=c0",
-    ])  # fmt: skip
+    return shlex.join(realize_only_command())
 
 
 @pytest.mark.lab_needs("qemu")

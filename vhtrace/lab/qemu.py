@@ -290,6 +290,19 @@ class Qemu(ProcessView):
         self.stop()
 
 
+def realize_only_command(socket_path: str = "{sock}", device: str = "blk") -> list[str]:
+    """QEMU with one vhost-user device on ``socket_path``, paused (-S): it realizes the
+    device (GET_FEATURES, GET_PROTOCOL_FEATURES, GET_CONFIG, ...) and runs no guest. What
+    ``vhtrace fuzz --frontend-cmd`` starts each iteration ({sock}: the fuzzer's socket)."""
+    return [
+        str(programs.qemu()), "-accel", "tcg", "-machine", "q35,memory-backend=mem",
+        "-m", "256", "-object", "memory-backend-memfd,id=mem,size=256M,share=on",
+        "-nodefaults", "-display", "none", "-S",
+        "-chardev", f"socket,id=c0,path={socket_path}",
+        "-device", f"vhost-user-{device}-pci,chardev=c0",
+    ]  # fmt: skip
+
+
 def run_guest(config: QemuConfig, log_path: Path, timeout: float = 120.0) -> Markers:
     """Boot a guest to completion and return its markers (QemuError if it fails)."""
     with Qemu(config, log_path) as vm:
