@@ -15,7 +15,6 @@ import functools
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Literal, Self
 
 from vhtrace.lab import programs
@@ -76,23 +75,6 @@ class Backend(ProcessView):
             return self._proc.wait_exit(timeout)
         except LabError as exc:
             raise BackendError(str(exc)) from None
-
-    def stop(self, timeout: float = 5.0) -> int | None:
-        """SIGTERM (then SIGKILL) the back-end's process group; its exit status."""
-        return self._proc.stop(timeout)
-
-    def __enter__(self) -> Self:
-        if self._proc.proc is None:
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 # --------------------------------------------------------------------------- blk

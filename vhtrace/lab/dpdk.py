@@ -30,7 +30,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Literal, Self
 
 from vhtrace.lab import programs
@@ -399,16 +398,3 @@ class Testpmd(ProcessView):
             for leftover in mount.glob(f"{self.prefix}map_*"):
                 leftover.unlink(missing_ok=True)
         shutil.rmtree(RUNTIME_DIR / self.prefix, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        if self._proc.proc is None:
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -17,6 +17,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 from vhtrace.wire import SUN_PATH_MAX as MAX_SOCKET_PATH
 from vhtrace.wire import is_listening
@@ -138,6 +140,27 @@ class ProcessView:
     the wrapper keeps its :class:`LabProcess` in ``_proc``."""
 
     _proc: LabProcess
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 5.0) -> int | None:
+        """SIGTERM (then SIGKILL) the program's process group; its exit status."""
+        return self._proc.stop(timeout)
+
+    def __enter__(self) -> Self:
+        """Started if not yet; stopped at the end of the block."""
+        if self._proc.proc is None:
+            self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
 
     @property
     def pid(self) -> int | None:

@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Literal, Self
 
 from vhtrace.lab import programs
@@ -271,23 +270,6 @@ class Qemu(ProcessView):
         if markers.get("rc") != "0":
             raise self.error(f"guest snippet failed with status {markers.get('rc')}")
         return markers
-
-    def stop(self, timeout: float = 5.0) -> int | None:
-        """Kill QEMU's process group (SIGTERM, then SIGKILL); its exit status."""
-        return self._proc.stop(timeout)
-
-    def __enter__(self) -> Self:
-        if self._proc.proc is None:
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def realize_only_command(socket_path: str = "{sock}", device: str = "blk") -> list[str]:
