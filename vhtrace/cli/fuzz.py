@@ -7,7 +7,9 @@ import json
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from vhtrace.cli import common
 from vhtrace.cli.verbs import help_of
@@ -17,6 +19,8 @@ from vhtrace.fuzz.mutate import FAMILIES
 from vhtrace.fuzz.report import render_text
 from vhtrace.fuzz.target import Target, TargetError, parse_command
 from vhtrace.replay.options import ReplayInputError
+
+R = TypeVar("R")
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
@@ -151,25 +155,29 @@ def run(args: argparse.Namespace) -> int:
         target.close()
         common.fail(str(exc))
 
-    def on_signal(signum: int, frame: object) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        report = campaign.run()
-    except TargetError as exc:
-        common.fail(str(exc))
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if tty and not args.quiet:
-            print(file=sys.stderr)
+    report = _run_until_stopped(campaign.run, stop, end_line=tty and not args.quiet)
     if args.json:
         print(json.dumps(report.to_dict(), indent=1))
     else:
         print("\n".join(render_text(report, verbose=args.verbose)))
     sys.stdout.flush()
     return common.EXIT_FOUND if report.found else common.EXIT_OK
+
+
+def _run_until_stopped(run: Callable[[], R], stop: threading.Event, end_line: bool) -> R:
+    """``run()`` with SIGINT and SIGTERM setting ``stop`` (the campaign ends its iteration
+    and reports); a target that cannot be run is a failure of the command."""
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT,
+                signal.SIGTERM)}  # fmt: skip
+    try:
+        return run()
+    except TargetError as exc:
+        common.fail(str(exc))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if end_line:
+            print(file=sys.stderr)  # past the live progress line
 
 
 def run_frontend(args: argparse.Namespace, options: FuzzOptions) -> int:
@@ -195,17 +203,7 @@ def run_frontend(args: argparse.Namespace, options: FuzzOptions) -> int:
         )  # fmt: skip
     except ReplayInputError as exc:
         common.fail(str(exc))
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT,
-                signal.SIGTERM)}  # fmt: skip
-    try:
-        report = campaign.run()
-    except TargetError as exc:
-        common.fail(str(exc))
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if tty and not args.quiet:
-            print(file=sys.stderr)
+    report = _run_until_stopped(campaign.run, stop, end_line=tty and not args.quiet)
     if args.json:
         print(json.dumps(report.to_dict(), indent=1))
     else:
