@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.memory.harness import Guest, exchange, region
-from tests.record.test_cli_record import Recording
+from tests.record.harness import Recording
 from vhtrace.cli.main import main
 from vhtrace.trace.reader import TraceReader
 from vhtrace.trace.records import SnapshotRecord

@@ -1,13 +1,18 @@
-"""An in-process recording proxy between a fake front-end and a fake back-end.
+"""A recording proxy between a fake front-end and a fake back-end, two ways.
 
-The fakes are plain sockets driven by the test; the proxy and its recorder are the
-real ones, running in a thread, so that a test can count the proxy's open fds.
+The fakes are plain sockets driven by the test. :class:`ProxyHarness` runs the real
+proxy and recorder in this process (a test can count the proxy's open fds);
+:class:`Recording` runs ``vhtrace record`` as a user does, in a process of its own.
 """
 
 from __future__ import annotations
 
 import os
+import resource
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -145,3 +150,47 @@ def open_fds() -> set[int]:
 def same_file(a: int, b: int) -> bool:
     sa, sb = os.fstat(a), os.fstat(b)
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+class Recording:
+    """A real ``vhtrace record --listen F --connect B`` process and a fake back-end."""
+
+    def __init__(self, tmp_path: Path, *extra: str, umask: int | None = None,
+                 trace: Path | None = None, fd_limit: int | None = None) -> None:  # fmt: skip
+        self.front = str(tmp_path / "f.sock")
+        self.back = str(tmp_path / "b.sock")
+        self.trace = trace if trace is not None else tmp_path / "t.vht"
+        self.server = socket.socket(socket.AF_UNIX)
+        self.server.bind(self.back)
+        self.server.listen()
+        self.server.settimeout(5)
+        argv = [sys.executable, "-m", "vhtrace.cli.main", "record", "--listen", self.front,
+                "--connect", self.back, "-w", str(self.trace), *extra]  # fmt: skip
+
+        def preexec() -> None:
+            if umask is not None:
+                os.umask(umask)
+            if fd_limit is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, fd_limit))
+
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     preexec_fn=preexec)  # fmt: skip
+        deadline = time.monotonic() + 10
+        # The trace is created once the socket is up: wait for both.
+        while not (os.path.exists(self.front) and (str(self.trace) == "-" or self.trace.exists())):
+            assert self.proc.poll() is None, self.proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+
+    def session(self) -> tuple[Peer, Peer]:
+        fe = socket.socket(socket.AF_UNIX)
+        fe.connect(self.front)
+        be, _ = self.server.accept()
+        return Peer(fe), Peer(be)
+
+    def finish(self, sig: int = signal.SIGINT) -> tuple[int, str, str]:
+        self.proc.send_signal(sig)
+        out, err = self.proc.communicate(timeout=15)
+        self.server.close()
+        self.out = out
+        return self.proc.returncode, out.decode(errors="replace"), err.decode()

@@ -15,52 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.record.harness import Peer
+from tests.record.harness import Peer, Recording
 from vhtrace.protocol.messages import build
 from vhtrace.trace.reader import TraceReader
 from vhtrace.trace.records import EventRecord, MessageRecord
-
-
-class Recording:
-    """A ``vhtrace record --listen F --connect B`` process and a fake back-end."""
-
-    def __init__(self, tmp_path: Path, *extra: str, umask: int | None = None,
-                 trace: Path | None = None) -> None:  # fmt: skip
-        self.front = str(tmp_path / "f.sock")
-        self.back = str(tmp_path / "b.sock")
-        self.trace = trace if trace is not None else tmp_path / "t.vht"
-        self.server = socket.socket(socket.AF_UNIX)
-        self.server.bind(self.back)
-        self.server.listen()
-        self.server.settimeout(5)
-        argv = [sys.executable, "-m", "vhtrace.cli.main", "record", "--listen", self.front,
-                "--connect", self.back, "-w", str(self.trace), *extra]  # fmt: skip
-
-        def preexec() -> None:
-            if umask is not None:
-                os.umask(umask)
-
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     preexec_fn=preexec)  # fmt: skip
-        deadline = time.monotonic() + 10
-        # The trace is created once the socket is up: wait for both.
-        while not (os.path.exists(self.front) and (str(self.trace) == "-" or self.trace.exists())):
-            assert self.proc.poll() is None, self.proc.communicate()
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-
-    def session(self) -> tuple[Peer, Peer]:
-        fe = socket.socket(socket.AF_UNIX)
-        fe.connect(self.front)
-        be, _ = self.server.accept()
-        return Peer(fe), Peer(be)
-
-    def finish(self, sig: int = signal.SIGINT) -> tuple[int, str, str]:
-        self.proc.send_signal(sig)
-        out, err = self.proc.communicate(timeout=15)
-        self.server.close()
-        self.out = out
-        return self.proc.returncode, out.decode(errors="replace"), err.decode()
 
 
 def exchange(fe: Peer, be: Peer, count: int) -> None:

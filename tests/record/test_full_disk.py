@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.record.test_cli_record import Recording
+from tests.record.harness import Recording
 from vhtrace.protocol.messages import build
 
 

@@ -9,14 +9,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import socket
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.record.harness import Peer, ProxyHarness, open_fds, same_file
+from tests.record.harness import Peer, ProxyHarness, Recording, open_fds, same_file
 from tests.record.test_relay import messages, negotiate
 from vhtrace.protocol import spec
 from vhtrace.protocol.framing import pack_header, split_fds
@@ -24,6 +26,7 @@ from vhtrace.protocol.messages import build
 from vhtrace.protocol.spec import Channel
 from vhtrace.record import relay
 from vhtrace.trace import format as fmt
+from vhtrace.trace.reader import TraceReader
 from vhtrace.trace.records import EndRecord, EventRecord, FindingRecord, MessageRecord
 
 
@@ -235,6 +238,49 @@ def test_fds_queued_for_a_stalled_backend_are_bounded(harness: ProxyHarness) -> 
         os.close(got.fds[0])
         received += 1
     still_relays(fe, be)
+
+
+def test_a_recorder_at_a_low_fd_limit_keeps_every_fd_on_its_message(tmp_path: Path) -> None:
+    """A real ``vhtrace record`` with 96 fds at most (hard limit): the back-end stalls
+    while the front-end sends 600 messages with an eventfd each. Past its limit the kernel
+    would drop the fds of a message it reads (MSG_CTRUNC); the relay reads no message
+    whose fds might not fit, so every one arrives with its fd, and the recorder sheds
+    their metadata instead, with a finding that counts them."""
+    rec = Recording(tmp_path, fd_limit=96)
+    fe, be = rec.session()
+    count = 600
+    sent: list[bytes] = []
+
+    def send_all_of_them() -> None:
+        for index in range(count):
+            fd = os.eventfd(0)
+            message = build("SET_VRING_KICK", {"index": index % 2}, fds=(fd,))
+            fe.send(message)
+            sent.append(message.raw)
+            os.close(fd)
+
+    sender = threading.Thread(target=send_all_of_them)
+    sender.start()
+    time.sleep(1)  # the back-end reads nothing meanwhile (not a timing assertion)
+    be.sock.settimeout(30)
+    for index in range(count):
+        got = be.read()
+        assert len(got.fds) == 1, f"message {index}: expected 1 fd, got {len(got.fds)}"
+        assert got.raw == sent[index], f"message {index}: bytes differ"
+        os.close(got.fds[0])
+    sender.join()
+    code, _, err = rec.finish()
+    assert code == 0, err
+    with TraceReader(rec.trace) as reader:
+        records = list(reader)
+        assert reader.problem is None
+    assert sum(isinstance(r, MessageRecord) for r in records) == count
+    assert not findings(records, "fd-truncated"), "the kernel dropped fds"
+    shed = findings(records, "fd-metadata-shed")
+    recorded = sum(len(m.fds) for m in messages(records))
+    assert shed, "no fd-metadata-shed finding"
+    total_shed = int(re.search(r"(\d+) shed so far", shed[-1]).group(1))
+    assert recorded + total_shed == count, (shed[-1], recorded)
 
 
 def test_fds_inside_an_oversized_message_are_recorded(harness: ProxyHarness) -> None:

@@ -25,8 +25,9 @@ def _peer(side: str, info: dict[str, Any]) -> Peer | None:
     return Peer(ROLES[side], str(info.get("program") or (argv[0] if argv else "")), argv)
 
 
-def session_device(info: dict[str, Any], qemu_device: str | None,
-                   given: str | None = None) -> dict[str, str]:  # fmt: skip
+def session_device(
+    info: dict[str, Any], qemu_device: str | None, given: str | None = None
+) -> dict[str, str]:
     """``device`` and ``device_from`` for a session-start event (empty if unknown).
 
     ``info``: the event's ``frontend``/``backend`` peer dicts and socket paths."""

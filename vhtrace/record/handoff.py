@@ -105,11 +105,33 @@ def encode(item: ToRecorder | FromRecorder) -> bytes:
 def _fields(item: ToRecorder | FromRecorder) -> tuple[Any, ...]:
     match item:
         case Relayed(MessageRecord() as m, nfds, hold):
-            return ("m", nfds, hold, m.seq, m.mono_ns, m.wall_ns, m.session, m.channel,
-                    m.sender, m.raw, m.fds, m.flags)  # fmt: skip
+            return (
+                "m",
+                nfds,
+                hold,
+                m.seq,
+                m.mono_ns,
+                m.wall_ns,
+                m.session,
+                m.channel,
+                m.sender,
+                m.raw,
+                m.fds,
+                m.flags,
+            )
         case Relayed(StreamRecord() as s, nfds, _):
-            return ("s", nfds, s.seq, s.mono_ns, s.wall_ns, s.session, s.channel, s.sender,
-                    s.data, s.fds)  # fmt: skip
+            return (
+                "s",
+                nfds,
+                s.seq,
+                s.mono_ns,
+                s.wall_ns,
+                s.session,
+                s.channel,
+                s.sender,
+                s.data,
+                s.fds,
+            )
         case EventRecord():
             return ("e", *item)
         case FindingRecord(session, finding):
@@ -134,21 +156,29 @@ def decode(fields: tuple[Any, ...] | list[Any]) -> ToRecorder | FromRecorder:
     tag = fields[0]
     if tag == "m":
         _, nfds, hold, seq, mono, wall, session, channel, sender, raw, fds, flags = fields
-        record = MessageRecord(seq, mono, wall, session, channel, sender, raw,
-                               tuple(dict(f) for f in fds), flags)  # fmt: skip
+        record = MessageRecord(
+            seq, mono, wall, session, channel, sender, raw, tuple(dict(f) for f in fds), flags
+        )
         return Relayed(record, nfds, hold)
     if tag == "s":
         _, nfds, seq, mono, wall, session, channel, sender, data, fds = fields
-        stream = StreamRecord(seq, mono, wall, session, channel, sender, data,
-                              tuple(dict(f) for f in fds))  # fmt: skip
+        stream = StreamRecord(
+            seq, mono, wall, session, channel, sender, data, tuple(dict(f) for f in fds)
+        )
         return Relayed(stream, nfds)
     if tag == "e":
         _, mono, wall, session, event, info = fields
         return EventRecord(mono, wall, session, event, dict(info))
     if tag == "f":
         return FindingRecord(fields[1], Finding.from_dict(dict(fields[2])))
-    simple: dict[str, Any] = {"n": SnapshotNow, "x": Stop, "a": Answer, "r": Release,
-                              "F": Failed, "S": Finished}  # fmt: skip
+    simple: dict[str, Any] = {
+        "n": SnapshotNow,
+        "x": Stop,
+        "a": Answer,
+        "r": Release,
+        "F": Failed,
+        "S": Finished,
+    }
     if tag in simple:
         return simple[tag](*fields[1:])
     raise ValueError(f"hand-off item: unknown tag {tag!r}")
@@ -156,8 +186,7 @@ def decode(fields: tuple[Any, ...] | list[Any]) -> ToRecorder | FromRecorder:
 
 def unpacker() -> msgpack.Unpacker:
     """A streaming reader of items (feed it bytes, iterate for field arrays)."""
-    return msgpack.Unpacker(raw=False, strict_map_key=False,
-                            max_buffer_size=MAX_ITEM_BYTES)  # fmt: skip
+    return msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=MAX_ITEM_BYTES)
 
 
 _PACKER = msgpack.Packer(use_bin_type=True)

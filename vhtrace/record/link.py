@@ -86,8 +86,9 @@ _RECORDS = (Relayed, EventRecord, FindingRecord)
 class RecorderLink:
     """The relay's end: hand items over, never wait; learn how the recording went."""
 
-    def __init__(self, recorder: Recorder, host: Host = "process",
-                 send_delay: float = SEND_DELAY) -> None:  # fmt: skip
+    def __init__(
+        self, recorder: Recorder, host: Host = "process", send_delay: float = SEND_DELAY
+    ) -> None:
         self.recorder = recorder
         self.send_delay = send_delay
         """How long records may wait to go in a batch (0: each turn of the relay's loop)."""
@@ -126,9 +127,12 @@ class RecorderLink:
     def start(self) -> None:
         """Start the recorder (its process, or its thread)."""
         if self.host == "thread":
-            self._thread = threading.Thread(target=serve,
-                                            args=(self._theirs, self.recorder, self._bell),
-                                            name="vhtrace-recorder", daemon=True)  # fmt: skip
+            self._thread = threading.Thread(
+                target=serve,
+                args=(self._theirs, self.recorder, self._bell),
+                name="vhtrace-recorder",
+                daemon=True,
+            )
             self._thread.start()
             return
         keep = {0, 1, 2, self._theirs.fileno(), self._bell, *self.recorder.writer.fds()}
@@ -175,6 +179,11 @@ class RecorderLink:
     def accepting(self) -> bool:
         """False once the recorder has failed: hand it no more fds."""
         return not self.dead
+
+    @property
+    def queued_fds(self) -> int:
+        """fds copied for the recorder and not yet handed over (the relay's, until then)."""
+        return self._queued_fds
 
     def has_room_for_fds(self, count: int) -> bool:
         return not self.dead and self._queued_fds + count <= MAX_QUEUED_FDS
@@ -384,8 +393,10 @@ class RecorderLink:
         if self.stats.failed:
             return
         self.stats.failed = reason
-        print(f"vhtrace: recording failed: {reason}; nothing more is recorded; relaying goes on",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"vhtrace: recording failed: {reason}; nothing more is recorded; relaying goes on",
+            file=sys.stderr,
+        )
 
     def _exit_reason(self, wait: float = 0.2) -> str:
         """How the recorder's process ended ('' if it has not, or is not ours)."""
@@ -409,9 +420,14 @@ class RecorderLink:
 
     def _report_drops(self) -> None:
         count, self._dropped_unreported = self._dropped_unreported, 0
-        finding = Finding(None, "", "records-dropped",
-                          f"{count} records dropped: the recorder could not keep up "
-                          f"({MAX_QUEUED_BYTES >> 20} MiB queued)", Severity.ERROR)  # fmt: skip
+        finding = Finding(
+            None,
+            "",
+            "records-dropped",
+            f"{count} records dropped: the recorder could not keep up "
+            f"({MAX_QUEUED_BYTES >> 20} MiB queued)",
+            Severity.ERROR,
+        )
         self.submit(FindingRecord(0, finding))
 
 
@@ -548,8 +564,11 @@ def serve(sock: socket.socket, recorder: Recorder, bell: int | None = None) -> N
         reader.close_pending()
         recorder.failed(exc)
         stats = recorder.stats
-        print(f"vhtrace: recording failed: {exc}; nothing recorded from message "
-              f"#{stats.unrecorded_from} on", file=sys.stderr)  # fmt: skip
+        print(
+            f"vhtrace: recording failed: {exc}; nothing recorded from message "
+            f"#{stats.unrecorded_from} on",
+            file=sys.stderr,
+        )
         send(Failed(stats.as_dict()))
     finally:
         reader.close_pending()

@@ -28,9 +28,18 @@ class Outgoing:
 class Endpoint:
     """One fd the proxy reads from, writes to, or both."""
 
-    def __init__(self, session: Session, fd: int, channel: str, sender: Side, *,
-                 is_socket: bool, framed: bool, readable: bool = True,
-                 sock: socket.socket | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        session: Session,
+        fd: int,
+        channel: str,
+        sender: Side,
+        *,
+        is_socket: bool,
+        framed: bool,
+        readable: bool = True,
+        sock: socket.socket | None = None,
+    ) -> None:
         self.session = session
         self.fd = fd
         self.sock = sock
@@ -51,6 +60,8 @@ class Endpoint:
         self.close_when_flushed = False
         self.paused = False
         self.held = False
+        self.starved = False
+        """Not read for now: the relay is too close to its fd limit (fdbudget)."""
         """A message read here waits for a before:NAME snapshot: read nothing more."""
         self.oversized_seq = 0
         self.oversized_dups: list[int] = []

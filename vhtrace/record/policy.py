@@ -22,7 +22,8 @@ from typing import Any
 
 from vhtrace.memory import triggers
 from vhtrace.protocol import channels, spec
-from vhtrace.protocol.conversation import Conversation, WireMessage
+from vhtrace.protocol.connection import wire_view
+from vhtrace.protocol.conversation import Conversation
 from vhtrace.protocol.findings import Severity
 from vhtrace.protocol.framing import Frame
 from vhtrace.protocol.spec import Channel, Side
@@ -101,11 +102,10 @@ class Policy:
         return trigger is not None
 
     @staticmethod
-    def malformed(conversation: Conversation, seq: int, channel: str, sender: Side,
-                  frame: Frame) -> str:  # fmt: skip
+    def malformed(
+        conversation: Conversation, seq: int, channel: str, sender: Side, frame: Frame
+    ) -> str:
         """--strict: the first error the conversation finds in the message, or ''."""
-        analysis = conversation.analyse(WireMessage(
-            seq, Channel(channel), sender, frame.request, frame.flags, frame.size,
-            frame.payload, len(frame.fds), True))  # fmt: skip
+        analysis = conversation.analyse(wire_view(seq, Channel(channel), sender, frame))
         errors = [f for f in analysis.findings if f.severity is Severity.ERROR]
         return str(errors[0]) if errors else ""

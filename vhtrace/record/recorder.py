@@ -131,8 +131,9 @@ class Recorder:
         self.memory: MemoryRecorder | None = None
         """Shared-memory snapshots (None with --memory=none)."""
         if snapshots is not None and snapshots.active:
-            self.memory = MemoryRecorder(snapshots, writer, self._on_finding,
-                                         self.analyser.conversation, self._announce)  # fmt: skip
+            self.memory = MemoryRecorder(
+                snapshots, writer, self._on_finding, self.analyser.conversation, self._announce
+            )
 
     def handle(self, item: ToRecorder, fds: list[int], hold: HeldMessage | None = None) -> None:
         """Record one item; closes (or keeps, for snapshots) its fds, even when it fails."""
@@ -178,8 +179,9 @@ class Recorder:
 
     # -- items ------------------------------------------------------------------------
 
-    def _describe(self, fds: list[int], notes: tuple[dict[str, Any], ...],
-                  close: bool = True) -> list[dict[str, Any]]:  # fmt: skip
+    def _describe(
+        self, fds: list[int], notes: tuple[dict[str, Any], ...], close: bool = True
+    ) -> list[dict[str, Any]]:
         metas = []
         for index, fd in enumerate(fds):
             meta = fdinfo.describe(fd)

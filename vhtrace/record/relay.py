@@ -80,6 +80,7 @@ from vhtrace.protocol.framing import (
 )
 from vhtrace.protocol.spec import Channel, Side
 from vhtrace.record import device_hint, endpoints
+from vhtrace.record.fdbudget import FdBudget
 from vhtrace.record.handoff import Answer, Relayed, Release
 from vhtrace.record.link import RecorderLink
 from vhtrace.record.model import Endpoint, Held, Outgoing, ProxyConfig, Session
@@ -89,8 +90,11 @@ from vhtrace.trace import format as fmt
 from vhtrace.trace.records import EventRecord, FindingRecord, MessageRecord, StreamRecord
 from vhtrace.wire import READ_LIMIT, close_fds, recv_chunk
 
-_CTRUNC, _SOL_SOCKET, _SCM_RIGHTS = (int(socket.MSG_CTRUNC), int(socket.SOL_SOCKET),
-                                     int(socket.SCM_RIGHTS))  # fmt: skip
+_CTRUNC, _SOL_SOCKET, _SCM_RIGHTS = (
+    int(socket.MSG_CTRUNC),
+    int(socket.SOL_SOCKET),
+    int(socket.SCM_RIGHTS),
+)
 PAUSE_BYTES = 1 << 20
 """Stop reading a source while its destination has this much unsent."""
 PAUSE_FDS = 1024
@@ -111,8 +115,16 @@ GPU_MAX_MESSAGE = 1 << 20
 class Proxy:
     """The event loop of ``vhtrace record``."""
 
-    def __init__(self, config: ProxyConfig, recorder: RecorderLink) -> None:
+    def __init__(
+        self, config: ProxyConfig, recorder: RecorderLink, fd_budget: FdBudget | None = None
+    ) -> None:
         self.config = config
+        self.fd_budget = fd_budget if fd_budget is not None else FdBudget.of_this_process()
+        self._in_flight_fds = 0
+        """fds of messages in outboxes, not yet sent (all endpoints together)."""
+        self._open_endpoints = 0
+        self._starved: dict[Endpoint, None] = {}
+        """Endpoints not read for now: the fds they could bring would not fit (fdbudget)."""
         self.recorder = recorder
         self.policy = Policy(config.strict, config.hold)
         self.selector = selectors.DefaultSelector()
@@ -186,6 +198,8 @@ class Proxy:
                 self._from_recorder()
             if mask & selectors.EVENT_WRITE:
                 self.recorder.flush()
+                if self._starved:
+                    self._feed_starved()
         elif what == "endpoint":
             if mask & selectors.EVENT_WRITE and not endpoint.closed:
                 self._flush(endpoint)
@@ -260,8 +274,7 @@ class Proxy:
         if sock is None:
             if time.monotonic() >= deadline:
                 cause = "refused (nobody listening)" if os.path.exists(path) else "no such socket"
-                self._give_up(session, f"{path}: {cause} after "
-                              f"{self.config.connect_timeout:g} s")  # fmt: skip
+                self._give_up(session, f"{path}: {cause} after {self.config.connect_timeout:g} s")
             else:
                 self._later(RETRY_INTERVAL, lambda: self._connect_other(session, deadline))
             return
@@ -303,26 +316,47 @@ class Proxy:
 
     def _give_up(self, session: Session, why: str) -> None:
         # Said live too: the peer that did connect (QEMU) only sees its socket close.
-        print(f"vhtrace: session {session.number}: could not reach the "
-              f"{self.config.listen_side.peer.value}: {why}", file=sys.stderr)  # fmt: skip
+        print(
+            f"vhtrace: session {session.number}: could not reach the "
+            f"{self.config.listen_side.peer.value}: {why}",
+            file=sys.stderr,
+        )
         self._finding(session, "connect", why)
         self._end_session(session, f"could not reach the other side: {why}")
 
     # -- endpoints -----------------------------------------------------------------
 
-    def _add_endpoint(self, session: Session, fileobj: socket.socket | int, channel: str,
-                      sender: Side, *, register: bool = True, framed: bool = True,
-                      readable: bool = True, max_payload: int = spec.MAX_PAYLOAD
-                      ) -> Endpoint:  # fmt: skip
+    def _add_endpoint(
+        self,
+        session: Session,
+        fileobj: socket.socket | int,
+        channel: str,
+        sender: Side,
+        *,
+        register: bool = True,
+        framed: bool = True,
+        readable: bool = True,
+        max_payload: int = spec.MAX_PAYLOAD,
+    ) -> Endpoint:
         if isinstance(fileobj, socket.socket):
             fileobj.setblocking(False)
-            endpoint = Endpoint(session, fileobj.fileno(), channel, sender, is_socket=True,
-                                framed=framed, readable=readable, sock=fileobj)  # fmt: skip
+            endpoint = Endpoint(
+                session,
+                fileobj.fileno(),
+                channel,
+                sender,
+                is_socket=True,
+                framed=framed,
+                readable=readable,
+                sock=fileobj,
+            )
         else:
             flags = fcntl.fcntl(fileobj, fcntl.F_GETFL)
             fcntl.fcntl(fileobj, fcntl.F_SETFL, flags | os.O_NONBLOCK)
-            endpoint = Endpoint(session, fileobj, channel, sender, is_socket=False,
-                                framed=framed, readable=readable)  # fmt: skip
+            endpoint = Endpoint(
+                session, fileobj, channel, sender, is_socket=False, framed=framed, readable=readable
+            )
+        self._open_endpoints += 1
         if endpoint.framer is not None:
             endpoint.framer.max_payload = max_payload
         session.endpoints.append(endpoint)
@@ -331,7 +365,9 @@ class Proxy:
         return endpoint
 
     def _register(self, endpoint: Endpoint) -> None:
-        reading = endpoint.readable and not endpoint.paused and not endpoint.held
+        reading = (
+            endpoint.readable and not endpoint.paused and not endpoint.held and not endpoint.starved
+        )
         events = selectors.EVENT_READ if reading else 0
         if endpoint.outbox:
             events |= selectors.EVENT_WRITE
@@ -349,6 +385,8 @@ class Proxy:
         if endpoint.closed:
             return
         endpoint.closed = True
+        self._open_endpoints -= 1
+        self._starved.pop(endpoint, None)
         self._closing.discard(endpoint)
         if endpoint.events:
             self.selector.unregister(endpoint.fd)
@@ -357,6 +395,7 @@ class Proxy:
             close_fds(out.fds)
             close_fds(out.close_after)
         endpoint.outbox.clear()
+        self._in_flight_fds -= endpoint.outbox_fds
         endpoint.outbox_bytes = endpoint.outbox_fds = 0
         if endpoint.sock is not None:
             endpoint.sock.close()
@@ -369,8 +408,16 @@ class Proxy:
     def _read(self, endpoint: Endpoint) -> bool:
         """One read, and what it completes; False if there was nothing to read."""
         wanted = endpoint.framer.bytes_wanted() if endpoint.framer else READ_LIMIT
+        framer, sock = endpoint.framer, endpoint.sock
+        at_boundary = not (framer is not None and framer.in_message)
+        if (
+            endpoint.is_socket
+            and at_boundary
+            and not self.fd_budget.may_read(self._fds_in_flight(), self._open_endpoints)
+        ):
+            self._starve(endpoint)
+            return False
         try:
-            framer, sock = endpoint.framer, endpoint.sock
             if framer is not None and sock is not None and not framer.in_message:
                 # At a message boundary: all that is waiting at once if none of it has fds.
                 wanted = max(wanted, _fd_free_bytes(sock))
@@ -388,8 +435,13 @@ class Proxy:
             data, fds, truncated = b"", [], False
         mono, wall = now_ns()
         if truncated:
-            self._finding(endpoint.session, "fd-truncated", f"{endpoint.label}: the kernel "
-                          "dropped fds of a message (more than 253 sent)")  # fmt: skip
+            self._finding(
+                endpoint.session,
+                "fd-truncated",
+                f"{endpoint.label}: the kernel "
+                "dropped fds of a message (more than 253 sent, or no fds left to "
+                "the proxy)",
+            )
         if not data:
             close_fds(fds)
             self._eof(endpoint, mono, wall)
@@ -411,10 +463,12 @@ class Proxy:
                 self._oversized_start(endpoint, event, mono, wall)
             elif isinstance(event, OversizedData):
                 if event.fds:  # fds inside the payload: recorded with the message
-                    endpoint.oversized_dups += self._dups(endpoint, endpoint.oversized_seq,
-                                                          event.fds)  # fmt: skip
-                self._forward(endpoint, event.data, list(event.fds), list(event.fds),
-                              endpoint.oversized_seq)  # fmt: skip
+                    endpoint.oversized_dups += self._dups(
+                        endpoint, endpoint.oversized_seq, event.fds
+                    )
+                self._forward(
+                    endpoint, event.data, list(event.fds), list(event.fds), endpoint.oversized_seq
+                )
         return True
 
     def _next_seq(self) -> int:
@@ -424,18 +478,27 @@ class Proxy:
     def _frame(self, endpoint: Endpoint, frame: Frame, mono: int, wall: int) -> None:
         session = endpoint.session
         if frame.oversized:
-            self._record_message(endpoint, endpoint.oversized_seq, frame.raw, mono, wall,
-                                 fmt.MESSAGE_OVERSIZED, endpoint.oversized_dups)  # fmt: skip
+            self._record_message(
+                endpoint,
+                endpoint.oversized_seq,
+                frame.raw,
+                mono,
+                wall,
+                fmt.MESSAGE_OVERSIZED,
+                endpoint.oversized_dups,
+            )
             endpoint.oversized_seq, endpoint.oversized_dups = 0, []
             return
         seq = self._next_seq()
         if not endpoint.messages:
-            self._record_stream(endpoint, seq, frame.raw, self._dups(endpoint, seq, frame.fds),
-                                mono, wall)  # fmt: skip
+            self._record_stream(
+                endpoint, seq, frame.raw, self._dups(endpoint, seq, frame.fds), mono, wall
+            )
             self._forward(endpoint, frame.raw, list(frame.fds), list(frame.fds), seq)
             return
-        decision = self.policy.decide(session.conversation, seq, endpoint.channel,
-                                      endpoint.sender, frame, _fd_meta)  # fmt: skip
+        decision = self.policy.decide(
+            session.conversation, seq, endpoint.channel, endpoint.sender, frame, _fd_meta
+        )
         if decision.wrong_fd:
             # Relayed as it came (not interposed): the receiver judges it, the trace notes it.
             name = _request_name(endpoint, frame.header)
@@ -449,8 +512,9 @@ class Proxy:
             self._drop(endpoint, seq, frame, mono, wall, decision.drop)
             return
         elif decision.interpose is not None:
-            send_fds, keep, notes = self._interpose(endpoint, frame, decision.interpose, seq,
-                                                    (mono, wall))  # fmt: skip
+            send_fds, keep, notes = self._interpose(
+                endpoint, frame, decision.interpose, seq, (mono, wall)
+            )
         else:
             send_fds, keep, notes = list(frame.fds), set(), [{}] * len(frame.fds)
         dups = self._dups(endpoint, seq, frame.fds)
@@ -462,20 +526,29 @@ class Proxy:
         self._forward(endpoint, frame.raw, send_fds, close_after, seq)
         self._record_message(endpoint, seq, frame.raw, mono, wall, 0, dups, notes)
 
-    def _oversized_start(self, endpoint: Endpoint, start: OversizedStart, mono: int,
-                         wall: int) -> None:  # fmt: skip
+    def _oversized_start(
+        self, endpoint: Endpoint, start: OversizedStart, mono: int, wall: int
+    ) -> None:
         endpoint.oversized_seq = self._next_seq()
         endpoint.oversized_dups = self._dups(endpoint, endpoint.oversized_seq, start.fds)
         if self.config.strict:
             frame = Frame(start.request, start.flags, start.size, b"", start.fds, oversized=True)
-            self._drop(endpoint, endpoint.oversized_seq, frame, mono, wall,
-                       f"size {start.size} above the protocol maximum")  # fmt: skip
+            self._drop(
+                endpoint,
+                endpoint.oversized_seq,
+                frame,
+                mono,
+                wall,
+                f"size {start.size} above the protocol maximum",
+            )
             return
-        self._forward(endpoint, start.header, list(start.fds), list(start.fds),
-                      endpoint.oversized_seq)  # fmt: skip
+        self._forward(
+            endpoint, start.header, list(start.fds), list(start.fds), endpoint.oversized_seq
+        )
 
-    def _stream(self, endpoint: Endpoint, data: bytes, fds: list[int], mono: int,
-                wall: int) -> None:  # fmt: skip
+    def _stream(
+        self, endpoint: Endpoint, data: bytes, fds: list[int], mono: int, wall: int
+    ) -> None:
         seq = self._next_seq()
         self._record_stream(endpoint, seq, data, self._dups(endpoint, seq, fds), mono, wall)
         self._forward(endpoint, data, fds, fds, seq)
@@ -490,15 +563,20 @@ class Proxy:
             dups = endpoint.oversized_dups + self._dups(endpoint, seq, leftover.fds)
             endpoint.oversized_seq, endpoint.oversized_dups = 0, []
             if not streamed:  # a streamed message's bytes went out as they came
-                self._forward(endpoint, leftover.data, list(leftover.fds), list(leftover.fds),
-                              seq)  # fmt: skip
+                self._forward(endpoint, leftover.data, list(leftover.fds), list(leftover.fds), seq)
             if endpoint.messages:
-                self._record_message(endpoint, seq, leftover.data, mono, wall,
-                                     _incomplete_flags(leftover), dups)  # fmt: skip
+                self._record_message(
+                    endpoint, seq, leftover.data, mono, wall, _incomplete_flags(leftover), dups
+                )
             else:
                 self._record_stream(endpoint, seq, leftover.data, dups, mono, wall)
-            self._finding(session, "incomplete", f"{endpoint.label}: {leftover.describe()}", seq,
-                          _request_name(endpoint, leftover.data))  # fmt: skip
+            self._finding(
+                session,
+                "incomplete",
+                f"{endpoint.label}: {leftover.describe()}",
+                seq,
+                _request_name(endpoint, leftover.data),
+            )
         self._close_endpoint(endpoint)
         peer = endpoint.peer
         if endpoint is session.frontend or endpoint is session.backend:
@@ -529,13 +607,18 @@ class Proxy:
         close_fds(list(leftover.fds))
         endpoint.oversized_seq, endpoint.oversized_dups = 0, []
         if endpoint.messages:
-            self._record_message(endpoint, seq, leftover.data, mono, wall,
-                                 _incomplete_flags(leftover), dups)  # fmt: skip
+            self._record_message(
+                endpoint, seq, leftover.data, mono, wall, _incomplete_flags(leftover), dups
+            )
         else:
             close_fds(dups)
-        self._finding(endpoint.session, "incomplete",
-                      f"{endpoint.label}: {leftover.describe()} when the session ended", seq,
-                      _request_name(endpoint, leftover.data))  # fmt: skip
+        self._finding(
+            endpoint.session,
+            "incomplete",
+            f"{endpoint.label}: {leftover.describe()} when the session ended",
+            seq,
+            _request_name(endpoint, leftover.data),
+        )
 
     def _close_when_flushed(self, endpoint: Endpoint) -> None:
         if endpoint.outbox:
@@ -555,8 +638,9 @@ class Proxy:
             self._drain(endpoint)
             self._record_unfinished(endpoint)
             self._close_when_flushed(endpoint)
-        self._event(session, "session-end" if session.started else "session-failed",
-                    {"reason": reason})  # fmt: skip
+        self._event(
+            session, "session-end" if session.started else "session-failed", {"reason": reason}
+        )
         self.sessions.pop(session.number, None)
         self.finished_sessions += 1
         if self.config.once:
@@ -564,8 +648,14 @@ class Proxy:
 
     # -- forwarding ------------------------------------------------------------------
 
-    def _forward(self, source: Endpoint, data: bytes, fds: list[int],
-                 close_after: list[int], seq: int | None = None) -> None:  # fmt: skip
+    def _forward(
+        self,
+        source: Endpoint,
+        data: bytes,
+        fds: list[int],
+        close_after: list[int],
+        seq: int | None = None,
+    ) -> None:
         destination = source.peer
         if destination is None or destination.closed or destination.close_when_flushed:
             close_fds(close_after)
@@ -573,8 +663,10 @@ class Proxy:
         pieces = split_fds(len(data), len(fds)) if destination.is_socket else [(len(data), 0)]
         if pieces is None:
             close_fds(close_after)
-            why = (f"{len(fds)} fds on {len(data)} bytes: at most {spec.SCM_MAX_FD} fds go "
-                   f"with one sendmsg, and too few bytes to split them over")  # fmt: skip
+            why = (
+                f"{len(fds)} fds on {len(data)} bytes: at most {spec.SCM_MAX_FD} fds go "
+                f"with one sendmsg, and too few bytes to split them over"
+            )
             self._finding(source.session, "fd-limit", f"{source.label}: {why}", seq)
             where = f"#{seq} " if seq is not None else ""
             self._end_session(source.session, f"{where}{source.label}: cannot relay {why}")
@@ -584,13 +676,19 @@ class Proxy:
         at = fd_at = 0
         for index, (size, count) in enumerate(pieces):
             last = index == len(pieces) - 1
-            destination.outbox.append(Outgoing(view[at : at + size], fds[fd_at : fd_at + count],
-                                               close_after if last else [],
-                                               held if last else 0))  # fmt: skip
+            destination.outbox.append(
+                Outgoing(
+                    view[at : at + size],
+                    fds[fd_at : fd_at + count],
+                    close_after if last else [],
+                    held if last else 0,
+                )
+            )
             at += size
             fd_at += count
         destination.outbox_bytes += len(data)
         destination.outbox_fds += held
+        self._in_flight_fds += held
         self._dirty[destination] = None  # sent when this read is done (_flush_dirty)
         over = destination.outbox_bytes > PAUSE_BYTES or destination.outbox_fds > PAUSE_FDS
         if over and not source.paused and not source.closed:
@@ -614,8 +712,9 @@ class Proxy:
                     assert endpoint.sock is not None
                     ancillary = []
                     if out.fds:
-                        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                                      array.array("i", out.fds))]  # fmt: skip
+                        ancillary = [
+                            (socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", out.fds))
+                        ]
                     # Whole messages without fds ride along: fds stay on their first byte.
                     parts = [out.data]
                     if len(endpoint.outbox) > 1:
@@ -646,11 +745,15 @@ class Proxy:
                 sent -= len(out.data)
                 close_fds(out.close_after)
                 endpoint.outbox_fds -= out.held_fds
+                self._in_flight_fds -= out.held_fds
                 endpoint.outbox.popleft()
             if endpoint.outbox and not endpoint.outbox[0].data:
                 out = endpoint.outbox.popleft()  # an empty piece (a message of no bytes)
                 close_fds(out.close_after)
                 endpoint.outbox_fds -= out.held_fds
+                self._in_flight_fds -= out.held_fds
+        if self._starved:
+            self._feed_starved()
         if not endpoint.outbox and endpoint.close_when_flushed:
             self._close_endpoint(endpoint)
             return
@@ -674,9 +777,18 @@ class Proxy:
 
     # -- before:NAME snapshots ------------------------------------------------------------
 
-    def _hold(self, endpoint: Endpoint, seq: int, frame: Frame, mono: int, wall: int,
-              dups: list[int], notes: list[dict[str, Any]], send_fds: list[int],
-              close_after: list[int]) -> None:  # fmt: skip
+    def _hold(
+        self,
+        endpoint: Endpoint,
+        seq: int,
+        frame: Frame,
+        mono: int,
+        wall: int,
+        dups: list[int],
+        notes: list[dict[str, Any]],
+        send_fds: list[int],
+        close_after: list[int],
+    ) -> None:
         """Record the message now, forward it once the recorder has snapshotted before it."""
         hold = Hold(time.monotonic() + self.config.hold_seconds, _nothing)
         number = self._next_hold
@@ -686,8 +798,7 @@ class Proxy:
         held = Held(hold, endpoint, frame.raw, send_fds, close_after, number)
         self._held.append(held)
         self._holds[number] = held
-        if not self._record_message(endpoint, seq, frame.raw, mono, wall, 0, dups, notes,
-                                    number):  # fmt: skip
+        if not self._record_message(endpoint, seq, frame.raw, mono, wall, 0, dups, notes, number):
             hold.expire()  # dropped (queue full): nobody will snapshot it
 
     def _from_recorder(self) -> None:
@@ -706,6 +817,8 @@ class Proxy:
         if not self._link_events:
             return
         self.recorder.flush_due()
+        if self._starved:
+            self._feed_starved()
         if self.recorder.dead:
             self.selector.unregister(self.recorder.sock)
             self._link_events = 0
@@ -744,9 +857,9 @@ class Proxy:
 
     # -- channels carried by fds -------------------------------------------------------
 
-    def _interpose(self, endpoint: Endpoint, frame: Frame, opens: str, seq: int,
-                   when: tuple[int, int]
-                   ) -> tuple[list[int], set[int], list[dict[str, Any]]]:  # fmt: skip
+    def _interpose(
+        self, endpoint: Endpoint, frame: Frame, opens: str, seq: int, when: tuple[int, int]
+    ) -> tuple[list[int], set[int], list[dict[str, Any]]]:
         """Substitute our own fd for one that opens a channel, and relay that channel.
 
         Returns the fds to send, the received fds we keep (now endpoints), and extra
@@ -766,23 +879,28 @@ class Proxy:
         except OSError as exc:
             self._undo_endpoints(session, added, original, made)
             name = _request_name(endpoint, frame.header)
-            self._finding(session, "interpose-failed",
-                          f"the {opens} channel could not be relayed through the proxy "
-                          f"({exc.strerror or exc}): fd passed on as it came, its channel "
-                          f"not recorded", seq, name)  # fmt: skip
+            self._finding(
+                session,
+                "interpose-failed",
+                f"the {opens} channel could not be relayed through the proxy "
+                f"({exc.strerror or exc}): fd passed on as it came, its channel "
+                f"not recorded",
+                seq,
+                name,
+            )
             return fds, set(), [{"not_interposed": exc.strerror or str(exc)}]
         self._event(session, f"{opens}-channel", {"seq": self._seq}, when)
         return [given], {original}, [{"interposed": opens}]
 
-    def _interpose_socket(self, session: Session, original: int, opens: str,
-                          made: list[socket.socket | int]) -> int:  # fmt: skip
+    def _interpose_socket(
+        self, session: Session, original: int, opens: str, made: list[socket.socket | int]
+    ) -> int:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         made += [ours, theirs]
         frontend_side = socket.socket(fileno=original)
         limit = spec.MAX_PAYLOAD if opens == "backend" else GPU_MAX_MESSAGE
         try:
-            fe = self._add_endpoint(session, frontend_side, opens, Side.FRONTEND,
-                                    max_payload=limit)  # fmt: skip
+            fe = self._add_endpoint(session, frontend_side, opens, Side.FRONTEND, max_payload=limit)
         except OSError:
             if not any(e.sock is frontend_side for e in session.endpoints):
                 frontend_side.detach()  # ``original`` is the sender's: never closed here
@@ -800,8 +918,9 @@ class Proxy:
         made.remove(theirs)
         return theirs.detach()
 
-    def _undo_endpoints(self, session: Session, added: int, original: int,
-                        made: list[socket.socket | int]) -> None:  # fmt: skip
+    def _undo_endpoints(
+        self, session: Session, added: int, original: int, made: list[socket.socket | int]
+    ) -> None:
         """Forget endpoints a failed interposition made; close ours, never ``original``."""
         for endpoint in session.endpoints[added:]:
             if endpoint.events:
@@ -826,8 +945,9 @@ class Proxy:
                 close_fds([item])
         made.clear()
 
-    def _interpose_pipe(self, session: Session, original: int, sender: Side,
-                        made: list[socket.socket | int]) -> int:  # fmt: skip
+    def _interpose_pipe(
+        self, session: Session, original: int, sender: Side, made: list[socket.socket | int]
+    ) -> int:
         """Put a pipe of ours in the middle of a device-state pipe; the end to pass on."""
         access = fcntl.fcntl(original, fcntl.F_GETFL) & os.O_ACCMODE
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
@@ -835,17 +955,17 @@ class Proxy:
         receiver = sender.peer
         if access == os.O_WRONLY:
             # The sender keeps the read end: the receiver writes the state into our pipe.
-            source = self._add_endpoint(session, read_end, "device-state", receiver,
-                                        framed=False)  # fmt: skip
-            sink = self._add_endpoint(session, original, "device-state", receiver,
-                                      framed=False, readable=False)  # fmt: skip
+            source = self._add_endpoint(session, read_end, "device-state", receiver, framed=False)
+            sink = self._add_endpoint(
+                session, original, "device-state", receiver, framed=False, readable=False
+            )
             given = write_end
         else:
             # The sender writes the state: we read its pipe and fill ours.
-            source = self._add_endpoint(session, original, "device-state", sender,
-                                        framed=False)  # fmt: skip
-            sink = self._add_endpoint(session, write_end, "device-state", sender,
-                                      framed=False, readable=False)  # fmt: skip
+            source = self._add_endpoint(session, original, "device-state", sender, framed=False)
+            sink = self._add_endpoint(
+                session, write_end, "device-state", sender, framed=False, readable=False
+            )
             given = read_end
         source.messages = sink.messages = False
         source.peer, sink.peer = sink, source
@@ -853,8 +973,9 @@ class Proxy:
 
     # -- fds for the recorder, I/O errors -----------------------------------------------
 
-    def _dups(self, endpoint: Endpoint, seq: int | None, fds: tuple[int, ...] | list[int]
-              ) -> list[int]:  # fmt: skip
+    def _dups(
+        self, endpoint: Endpoint, seq: int | None, fds: tuple[int, ...] | list[int]
+    ) -> list[int]:
         """The recorder's copies of ``fds`` (for their metadata); none if it cannot take them.
 
         Out of fds (EMFILE/ENFILE) the metadata of this message is shed, with a finding
@@ -863,17 +984,41 @@ class Proxy:
             return []
         dups: list[int] = []
         try:
+            if not self.fd_budget.may_copy(self._fds_in_flight(), self._open_endpoints, len(fds)):
+                raise OSError(errno.EMFILE, "too close to the fd limit")
             for fd in fds:
                 dups.append(os.dup(fd))
         except OSError as exc:
             close_fds(dups)
             self.shed_fd_metadata += len(fds)
-            self._finding(endpoint.session, "fd-metadata-shed",
-                          f"{endpoint.label}: metadata of {len(fds)} fds not recorded "
-                          f"({exc.strerror or exc}); {self.shed_fd_metadata} shed so far",
-                          seq)  # fmt: skip
+            self._finding(
+                endpoint.session,
+                "fd-metadata-shed",
+                f"{endpoint.label}: metadata of {len(fds)} fd{'s' if len(fds) > 1 else ''} "
+                f"not recorded ({exc.strerror or exc}); {self.shed_fd_metadata} shed so far",
+                seq,
+            )
             return []
         return dups
+
+    def _fds_in_flight(self) -> int:
+        return self._in_flight_fds + self.recorder.queued_fds
+
+    def _starve(self, endpoint: Endpoint) -> None:
+        """Stop reading ``endpoint`` until sends free fds (its fds wait in the kernel)."""
+        self._starved[endpoint] = None
+        endpoint.starved = True
+        self._register(endpoint)
+
+    def _feed_starved(self) -> None:
+        """Read the starved endpoints again once a message's worth of fds is free."""
+        if not self.fd_budget.may_read(self._fds_in_flight(), self._open_endpoints):
+            return
+        starved, self._starved = self._starved, {}
+        for endpoint in starved:
+            endpoint.starved = False
+            if not endpoint.closed:
+                self._register(endpoint)
 
     def _io_failed(self, endpoint: Endpoint, what: str, exc: OSError) -> None:
         """An unexpected I/O error: ends that channel (or the session), never the process."""
@@ -885,46 +1030,86 @@ class Proxy:
         if endpoint is session.frontend or endpoint is session.backend:
             self._end_session(session, reason)
             return
-        self._event(session, f"{endpoint.channel}-channel-closed",
-                    {"by": "error", "reason": reason})  # fmt: skip
+        self._event(
+            session, f"{endpoint.channel}-channel-closed", {"by": "error", "reason": reason}
+        )
         if peer is not None and not peer.closed:
             self._close_when_flushed(peer)
 
     # -- strict mode -----------------------------------------------------------------
 
-    def _drop(self, endpoint: Endpoint, seq: int, frame: Frame, mono: int, wall: int,
-              why: str) -> None:  # fmt: skip
+    def _drop(
+        self, endpoint: Endpoint, seq: int, frame: Frame, mono: int, wall: int, why: str
+    ) -> None:
         dups = self._dups(endpoint, seq, frame.fds)
         close_fds(list(frame.fds))
         self._record_message(endpoint, seq, frame.raw, mono, wall, fmt.MESSAGE_DROPPED, dups)
-        self._finding(endpoint.session, "strict", f"--strict: dropped the connection: {why}", seq,
-                      _request_name(endpoint, frame.header))  # fmt: skip
+        self._finding(
+            endpoint.session,
+            "strict",
+            f"--strict: dropped the connection: {why}",
+            seq,
+            _request_name(endpoint, frame.header),
+        )
         self._end_session(endpoint.session, f"--strict: malformed message #{seq}")
 
     # -- recording -------------------------------------------------------------------
 
-    def _record_message(self, endpoint: Endpoint, seq: int, raw: bytes, mono: int, wall: int,
-                        flags: int, dups: list[int], notes: list[dict[str, Any]] | None = None,
-                        hold: int = 0) -> bool:  # fmt: skip
+    def _record_message(
+        self,
+        endpoint: Endpoint,
+        seq: int,
+        raw: bytes,
+        mono: int,
+        wall: int,
+        flags: int,
+        dups: list[int],
+        notes: list[dict[str, Any]] | None = None,
+        hold: int = 0,
+    ) -> bool:
         """Hand a message to the recorder; ``dups`` are its own copies of the fds."""
-        record = MessageRecord(seq, mono, wall, endpoint.session.number, endpoint.channel,
-                               endpoint.sender.value, raw, tuple(notes or ()), flags)  # fmt: skip
+        record = MessageRecord(
+            seq,
+            mono,
+            wall,
+            endpoint.session.number,
+            endpoint.channel,
+            endpoint.sender.value,
+            raw,
+            tuple(notes or ()),
+            flags,
+        )
         return self.recorder.submit(Relayed(record, len(dups), hold), dups)
 
-    def _record_stream(self, endpoint: Endpoint, seq: int, data: bytes, dups: list[int],
-                       mono: int, wall: int) -> None:  # fmt: skip
+    def _record_stream(
+        self, endpoint: Endpoint, seq: int, data: bytes, dups: list[int], mono: int, wall: int
+    ) -> None:
         """Record stream bytes; ``dups`` are the recorder's own copies of the fds."""
-        record = StreamRecord(seq, mono, wall, endpoint.session.number, endpoint.channel,
-                              endpoint.sender.value, data, ())  # fmt: skip
+        record = StreamRecord(
+            seq,
+            mono,
+            wall,
+            endpoint.session.number,
+            endpoint.channel,
+            endpoint.sender.value,
+            data,
+            (),
+        )
         self.recorder.submit(Relayed(record, len(dups)), dups)
 
-    def _event(self, session: Session, event: str, info: dict[str, Any],
-               when: tuple[int, int] | None = None) -> None:  # fmt: skip
+    def _event(
+        self,
+        session: Session,
+        event: str,
+        info: dict[str, Any],
+        when: tuple[int, int] | None = None,
+    ) -> None:
         mono, wall = when or now_ns()
         self.recorder.submit(EventRecord(mono, wall, session.number, event, info))
 
-    def _finding(self, session: Session, code: str, text: str, seq: int | None = None,
-                 request: str = "") -> None:  # fmt: skip
+    def _finding(
+        self, session: Session, code: str, text: str, seq: int | None = None, request: str = ""
+    ) -> None:
         finding = Finding(seq, request, code, text, Severity.ERROR)
         self.recorder.submit(FindingRecord(session.number, finding))
 
@@ -961,7 +1146,13 @@ class Proxy:
 
 
 def _can_read(endpoint: Endpoint) -> bool:
-    return not (endpoint.closed or endpoint.held or endpoint.paused or not endpoint.readable)
+    return not (
+        endpoint.closed
+        or endpoint.held
+        or endpoint.paused
+        or endpoint.starved
+        or not endpoint.readable
+    )
 
 
 _INT = struct.Struct("i")
