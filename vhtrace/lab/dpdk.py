@@ -271,7 +271,10 @@ class Testpmd(ProcessView):
             extra_app=extra_app,
             program=program,
         )
-        self._proc = LabProcess(self.argv, self.log_path, name=name, stdin_pipe=True)
+        # stderr straight to the log: its prompt is looked for there (LabProcess).
+        self._proc = LabProcess(
+            self.argv, self.log_path, name=name, stdin_pipe=True, fold_stderr=False
+        )
 
     @property
     def is_frontend(self) -> bool:

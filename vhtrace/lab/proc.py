@@ -202,7 +202,9 @@ class LabProcess:
     """A program started in its own process group with its output in a log file.
 
     stdout (QEMU's serial console) goes straight to the log; stderr passes through a
-    :class:`RepeatFolder` into the same log.
+    :class:`RepeatFolder` into the same log, or with ``fold_stderr=False`` straight too:
+    for a program whose prompt is looked for in the log (testpmd), a stderr line copied
+    late by the folder could land inside the prompt.
     """
 
     def __init__(
@@ -213,8 +215,10 @@ class LabProcess:
         name: str,
         env: Mapping[str, str] | None = None,
         stdin_pipe: bool = False,
+        fold_stderr: bool = True,
     ) -> None:
         self.argv = [str(a) for a in argv]
+        self.fold_stderr = fold_stderr
         self.log_path = Path(log_path)
         self.name = name
         self.env = dict(env) if env is not None else None
@@ -229,7 +233,7 @@ class LabProcess:
         if self.proc is not None:
             raise RuntimeError(f"{self.name} already started")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        read_end, write_end = os.pipe()
+        read_end, write_end = os.pipe() if self.fold_stderr else (-1, -1)
         try:
             with open(self.log_path, "ab") as log:
                 log.write(f"# {self.name}: {' '.join(self.argv)}\n".encode())
@@ -238,15 +242,19 @@ class LabProcess:
                     self.argv,
                     stdin=subprocess.PIPE if self.stdin_pipe else subprocess.DEVNULL,
                     stdout=log,
-                    stderr=write_end,
+                    stderr=write_end if self.fold_stderr else subprocess.STDOUT,
                     start_new_session=True,
                     env=self.env,
                 )
         except BaseException:
-            os.close(read_end)
+            if self.fold_stderr:
+                os.close(read_end)
             raise
         finally:
-            os.close(write_end)
+            if self.fold_stderr:
+                os.close(write_end)
+        if not self.fold_stderr:
+            return
         self._folder = RepeatFolder(read_end, self.log_path)
         self._folder.start()
 
