@@ -13,16 +13,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from vhtrace.protocol import device_inference, peers, spec
-from vhtrace.protocol.conversation import (
-    CUT_HEADER,
-    Analysis,
-    Conversation,
-    WireMessage,
-)
+from vhtrace.protocol.connection import recorded_view
+from vhtrace.protocol.conversation import Analysis, Conversation, WireMessage
 from vhtrace.protocol.device_inference import Inference
 from vhtrace.protocol.findings import Finding
-from vhtrace.protocol.framing import unpack_header
-from vhtrace.protocol.spec import HEADER_SIZE, Channel, DeviceType, Side
+from vhtrace.protocol.spec import Channel, DeviceType, Side
 from vhtrace.trace import format as fmt
 from vhtrace.trace.records import (
     EndRecord,
@@ -34,7 +29,6 @@ from vhtrace.trace.records import (
 )
 
 _CHANNELS = {c.value: c for c in Channel}
-_new_tuple = tuple.__new__
 _CUT = fmt.MESSAGE_OVERSIZED | fmt.MESSAGE_INCOMPLETE
 _SIDES = {s.value: s for s in Side}
 _MAIN, _FRONTEND, _BACKEND = Channel.MAIN, Side.FRONTEND, Side.BACKEND
@@ -63,49 +57,6 @@ class LateFindings:
 
 
 Item = AnalysedMessage | EventRecord | FindingRecord | StreamRecord | EndRecord | LateFindings
-
-
-def wire_message(record: MessageRecord) -> WireMessage:
-    """The protocol model's view of a recorded message (Analyser.message has it inline)."""
-    seq, _, _, _, channel, sender, raw, fds, record_flags = record
-    head = _HEADS.get(raw) or _head(raw)
-    request, flags, size, payload, whole = head
-    return _new_tuple(
-        WireMessage,
-        (
-            seq,
-            _CHANNELS.get(channel, _MAIN),
-            _SIDES.get(sender, _FRONTEND),
-            request,
-            flags,
-            size,
-            payload,
-            len(fds),
-            whole and not record_flags & _CUT,
-        ),
-    )
-
-
-def _head(raw: bytes) -> tuple[int, int, int, bytes, bool]:
-    """(request, flags, size, payload, whether raw is as long as size says) of a message's
-    bytes; kept for small messages, since conversations repeat the same ones."""
-    if len(raw) >= HEADER_SIZE:
-        request, flags, size = unpack_header(raw)
-        head = (request, flags, size, raw[HEADER_SIZE:], len(raw) == HEADER_SIZE + size)
-    else:  # the stream ended inside the header: size says how much of it came
-        head = (CUT_HEADER, 0, len(raw), b"", False)
-    if len(raw) <= _HEAD_CACHED_SIZE:
-        if len(_HEADS) >= _HEADS_MAX:
-            _HEADS.clear()
-        _HEADS[raw] = head
-    return head
-
-
-_HEADS: dict[bytes, tuple[int, int, int, bytes, bool]] = {}
-"""_head by message bytes: a pure function of them, so never stale."""
-_HEADS_MAX = 8192
-_HEAD_CACHED_SIZE = 256
-"""Larger messages are rare and not worth keeping."""
 
 
 def device_of(header: dict[str, object], override: str | None = None) -> DeviceType | None:
@@ -179,15 +130,16 @@ class Analyser:
             self._session_frontends[record.session] = frontend
 
     def message(self, record: MessageRecord) -> AnalysedMessage:
-        """The analysis of one message record (with wire_message inline: every message of
-        a trace comes this way)."""
+        """The analysis of one message record (every message of a trace comes this way)."""
         seq, _, _, session, channel, sender, raw, fds, record_flags = record
-        request, flags, size, payload, whole = _HEADS.get(raw) or _head(raw)
-        wire = _new_tuple(
-            WireMessage,
-            (seq, _CHANNELS.get(channel, _MAIN), _SIDES.get(sender, _FRONTEND), request, flags,
-             size, payload, len(fds), whole and not record_flags & _CUT),
-        )  # fmt: skip
+        wire = recorded_view(
+            seq,
+            _CHANNELS.get(channel, _MAIN),
+            _SIDES.get(sender, _FRONTEND),
+            raw,
+            len(fds),
+            record_flags & _CUT,
+        )
         conversation = self.conversations.get(session) or self.conversation(session)
         if self._guessing and session in self._guessing:
             if conversation.state.device is None:

@@ -12,7 +12,16 @@ the mock back-end, fuzz) read and write through. It owns, for one connection:
 
 It does no I/O: the caller reads and writes the sockets, and closes the fds an event
 hands back as nobody's (:class:`StrayFds`). A shell never builds a ``WireMessage``
-or drives a framer itself.
+itself: :func:`wire_view` (a frame) and :func:`recorded_view` (a trace's message record)
+are the only two places a message becomes one.
+
+``vhtrace record`` is the one shell in the middle rather than a party, and it is split
+in two processes for speed (docs/cli.md): its relay works at the framing level (the
+:class:`~vhtrace.protocol.framing.Framer`'s events), since it forwards each message
+before anything is analysed and an oversized one piece by piece as it comes, and asks
+:func:`wire_view`'s conversation only under ``--strict``; its recorder analyses what the
+relay handed over as trace records through :func:`recorded_view`, the path ``show``
+takes, so that what a recording said live and what ``show`` says of it later agree.
 """
 
 from __future__ import annotations
@@ -22,11 +31,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from vhtrace.protocol import messages
-from vhtrace.protocol.conversation import Analysis, Conversation, WireMessage
+from vhtrace.protocol.conversation import CUT_HEADER, Analysis, Conversation, WireMessage
 from vhtrace.protocol.findings import Finding
-from vhtrace.protocol.framing import Frame, Framer, OversizedData
+from vhtrace.protocol.framing import Frame, Framer, OversizedData, unpack_header
 from vhtrace.protocol.payloads import PayloadContext
-from vhtrace.protocol.spec import MAX_PAYLOAD, Channel, DeviceType, Side
+from vhtrace.protocol.spec import HEADER_SIZE, MAX_PAYLOAD, Channel, DeviceType, Side
 from vhtrace.protocol.state import ConversationState
 
 
@@ -77,7 +86,8 @@ Event = Received | StrayFds
 
 
 def wire_view(seq: int, channel: Channel, sender: Side, frame: Frame) -> WireMessage:
-    """The conversation's view of a frame: the one place a frame becomes a WireMessage."""
+    """The conversation's view of a frame (a message read or built whole): with
+    :func:`recorded_view`, the one place a message becomes a WireMessage."""
     return WireMessage(
         seq,
         channel,
@@ -89,6 +99,44 @@ def wire_view(seq: int, channel: Channel, sender: Side, frame: Frame) -> WireMes
         len(frame.fds),
         not frame.oversized and frame.size == len(frame.payload),
     )
+
+
+def recorded_view(
+    seq: int, channel: Channel, sender: Side, raw: bytes, nfds: int, cut: int | bool = False
+) -> WireMessage:
+    """The conversation's view of a message as a trace holds it: its bytes as they were
+    read (the payload maybe short of its size field, or only part of the header) and how
+    many fds came; ``cut``: the recorder knows it was cut (oversized, or ended by EOF).
+    Every recorded message of every trace comes this way (show, stats, the recorder)."""
+    request, flags, size, payload, whole = _HEADS.get(raw) or _head(raw)
+    return _new_tuple(
+        WireMessage,
+        (seq, channel, sender, request, flags, size, payload, nfds, whole and not cut),
+    )
+
+
+def _head(raw: bytes) -> tuple[int, int, int, bytes, bool]:
+    """(request, flags, size, payload, whether raw is as long as size says) of a message's
+    bytes; kept for small messages, since conversations repeat the same ones."""
+    if len(raw) >= HEADER_SIZE:
+        request, flags, size = unpack_header(raw)
+        head = (request, flags, size, raw[HEADER_SIZE:], len(raw) == HEADER_SIZE + size)
+    else:  # the stream ended inside the header: size says how much of it came
+        head = (CUT_HEADER, 0, len(raw), b"", False)
+    if len(raw) <= _HEAD_CACHED_SIZE:
+        if len(_HEADS) >= _HEADS_MAX:
+            _HEADS.clear()
+        _HEADS[raw] = head
+    return head
+
+
+_new_tuple = tuple.__new__
+"""WireMessage is a NamedTuple: built without its keyword-checking __new__ (hot path)."""
+_HEADS: dict[bytes, tuple[int, int, int, bytes, bool]] = {}
+"""_head by message bytes: a pure function of them, so never stale."""
+_HEADS_MAX = 8192
+_HEAD_CACHED_SIZE = 256
+"""Larger messages are rare and not worth keeping."""
 
 
 class Connection:
