@@ -24,7 +24,7 @@ from vhtrace.memory import triggers
 from vhtrace.memory.recording import SnapshotConfig
 from vhtrace.protocol.findings import Finding, Severity
 from vhtrace.protocol.messages import build
-from vhtrace.record import handoff
+from vhtrace.record import handoff, link
 from vhtrace.record.handoff import Answer, Failed, Finished, Relayed, Release, SnapshotNow, Stop
 from vhtrace.trace.records import (
     EventRecord,
@@ -173,3 +173,42 @@ def test_a_killed_recorder_never_stops_the_relay(harness: ProxyHarness, capfd) -
     assert "killed (SIGKILL)" in harness.recorder.stats.failed
     harness.stop()
     assert "vhtrace: recording failed: the recorder process was killed" in capfd.readouterr().err
+
+
+def test_fds_the_kernel_drops_on_the_way_to_the_recorder_cost_only_their_own_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The recorder's reads have room for one fd (as if it were short of fds): the kernel
+    drops the second fd of A (MSG_CTRUNC). A's record still counts 2 fds, the second
+    not described, with a finding; C, batched right after A, keeps its own fd."""
+    monkeypatch.setattr(link, "_CMSG_SPACE", socket.CMSG_LEN(4))  # inherited by the fork
+    harness = ProxyHarness(tmp_path, host="process", send_delay=0.05)
+    try:
+        fe, be = harness.connect()
+        first, second, third = os.eventfd(0), os.eventfd(0), os.eventfd(0)
+        a = build("SET_VRING_CALL", {"index": 0}, fds=(first, second))
+        c = build("SET_VRING_KICK", {"index": 0}, fds=(third,))
+        fe.send(a)
+        fe.send(c)
+        for expected in (a, c):
+            got = be.read()
+            assert got.raw == expected.raw and len(got.fds) == len(expected.fds)
+            for fd in got.fds:
+                os.close(fd)
+        records, problem = harness.records()
+    finally:
+        harness.stop()
+    assert problem is None
+    recorded_a = next(m for m in messages(records) if m.raw == a.raw)
+    recorded_c = next(m for m in messages(records) if m.raw == c.raw)
+    assert len(recorded_a.fds) == 2, recorded_a.fds
+    assert recorded_a.fds[0]["kind"] == "eventfd"
+    assert recorded_a.fds[1]["kind"] == "other" and "not described" in recorded_a.fds[1]["error"]
+    assert recorded_c.fds[0]["kind"] == "eventfd"
+    assert recorded_c.fds[0]["ino"] == os.fstat(third).st_ino, "C got another message's fd"
+    lost = [r.finding for r in records if isinstance(r, FindingRecord)
+            and r.finding.code == "fd-metadata-lost"]  # fmt: skip
+    assert [f.seq for f in lost] == [recorded_a.seq], lost
+    assert "1 of 2 fds" in lost[0].text
+    for fd in (first, second, third):
+        os.close(fd)

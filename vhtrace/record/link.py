@@ -255,8 +255,8 @@ class RecorderLink:
             for data, item_fds, _ in self._out:
                 if len(parts) >= MAX_IOV or (parts and size + len(data) > BATCH_BYTES):
                     break
-                if len(fds) + len(item_fds) > SCM_MAX_FD:
-                    break
+                if parts and item_fds:
+                    break  # an item's fds start a sendmsg of their own: see _Reader
                 parts.append(data)
                 fds += item_fds
                 size += len(data)
@@ -435,13 +435,22 @@ class RecorderLink:
 
 
 class _Reader:
-    """Items and their fds from the relay, in order."""
+    """Items and their fds from the relay, in order.
+
+    Which item owns which fds, exactly, even when this process runs short of fds and the
+    kernel drops some (MSG_CTRUNC): the link starts a sendmsg at every item that has fds
+    and gives it only that item's fds (at most SCM_MAX_FD: an item with more has the rest
+    on its next bytes, in further sendmsgs), and a unix socket's recvmsg hands out the
+    fds of at most one sendmsg. So each read that brings fds, or says it dropped some,
+    is one group, and an item with n fds owns the next ceil(n / SCM_MAX_FD) groups."""
 
     def __init__(self, sock: socket.socket, bell: int | None = None) -> None:
         self.sock = sock
         self.bell = bell
         self.unpacker = handoff.unpacker()
-        self.fds: deque[int] = deque()
+        self.groups: deque[list[int]] = deque()
+        self.lost_fds = 0
+        """fds the kernel dropped on their way here (this process was short of fds)."""
         self.pending: deque[tuple[ToRecorder, list[int]]] = deque()
         self.eof = False
 
@@ -451,30 +460,44 @@ class _Reader:
         With a timeout it waits on the relay's bell (an eventfd), not on the socket: a
         socket's wake-up is a "sync" one, which puts the recorder on the relay's CPU,
         in the way of the relay; an eventfd's lets it run on an idle one. An end of
-        file (the relay killed) is seen at the timeout."""
+        file (the relay killed) is seen at the timeout. What is already waiting is read
+        first, without waiting: one read brings at most one sendmsg's fds, and the relay
+        rings the bell once for many of them."""
         if timeout is None:
             self._read_once(socket.MSG_CMSG_CLOEXEC)
+            return
+        if self._read_waiting() or self.eof:
             return
         watched = self.sock.fileno() if self.bell is None else self.bell
         ready, _, _ = select.select([watched], [], [], timeout)
         if ready and self.bell is not None:
             with contextlib.suppress(OSError):
                 os.eventfd_read(self.bell)
+        self._read_waiting()
+
+    def _read_waiting(self) -> bool:
+        """Up to FILL_READS reads of what is there now; True if anything was."""
+        got = False
         for _ in range(FILL_READS):
             if not self._read_once(socket.MSG_CMSG_CLOEXEC | socket.MSG_DONTWAIT):
                 break
+            got = True
+        return got
 
     def _read_once(self, flags: int) -> bool:
         """One recvmsg; False if nothing was there (or the end of file)."""
         try:
-            data, ancdata, _, _ = self.sock.recvmsg(READ_BYTES, _CMSG_SPACE, flags)
+            data, ancdata, msg_flags, _ = self.sock.recvmsg(READ_BYTES, _CMSG_SPACE, flags)
         except (BlockingIOError, InterruptedError):
             return False
         except ConnectionResetError:
-            data, ancdata = b"", []
+            data, ancdata, msg_flags = b"", [], 0
+        group: list[int] = []
         for level, kind, payload in ancdata:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                self.fds.extend(array.array("i", payload[: len(payload) - len(payload) % _FD_SIZE]))
+                group.extend(array.array("i", payload[: len(payload) - len(payload) % _FD_SIZE]))
+        if group or msg_flags & socket.MSG_CTRUNC:
+            self.groups.append(group)
         if not data:
             self.eof = True
             return False
@@ -482,7 +505,13 @@ class _Reader:
         for fields in self.unpacker:
             item = handoff.decode(fields)
             count = item.nfds if isinstance(item, Relayed) else 0
-            fds = [self.fds.popleft() for _ in range(min(count, len(self.fds)))]
+            fds: list[int] = []
+            for _ in range(-(-count // SCM_MAX_FD)):
+                if self.groups:
+                    fds += self.groups.popleft()
+            close_fds(fds[count:])
+            del fds[count:]
+            self.lost_fds += count - len(fds)
             self.pending.append((item, fds))  # type: ignore[arg-type]
         return True
 
@@ -501,8 +530,9 @@ class _Reader:
         for _, fds in self.pending:
             close_fds(fds)
         self.pending.clear()
-        close_fds(list(self.fds))
-        self.fds.clear()
+        for group in self.groups:
+            close_fds(group)
+        self.groups.clear()
 
 
 class RemoteHold:
@@ -560,6 +590,8 @@ def serve(sock: socket.socket, recorder: Recorder, bell: int | None = None) -> N
                 continue  # for a hold already given up
             hold = RemoteHold(item.hold, ask) if isinstance(item, Relayed) and item.hold else None
             recorder.handle(item, fds, hold)
+            if isinstance(item, Relayed) and len(fds) < item.nfds:
+                recorder.handle(_lost(item, item.nfds - len(fds)), [], None)
     except BaseException as exc:  # a failed write must be loud, not silent
         reader.close_pending()
         recorder.failed(exc)
@@ -573,6 +605,16 @@ def serve(sock: socket.socket, recorder: Recorder, bell: int | None = None) -> N
     finally:
         reader.close_pending()
         sock.close()
+
+
+def _lost(item: Relayed, count: int) -> FindingRecord:
+    """A finding for fds the kernel dropped on their way to the recorder."""
+    record = item.record
+    text = (
+        f"metadata of {count} of {item.nfds} fds lost: the kernel dropped them on their "
+        f"way to the recorder (short of fds)"
+    )
+    return FindingRecord(record.session, Finding(record.seq, "", "fd-metadata-lost", text))
 
 
 def _close_all_but(keep: set[int]) -> None:

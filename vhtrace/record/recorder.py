@@ -30,6 +30,9 @@ from vhtrace.record.handoff import Relayed, SnapshotNow, ToRecorder
 from vhtrace.trace.records import EventRecord, FindingRecord, MessageRecord
 from vhtrace.trace.writer import TraceWriter
 
+NOT_DESCRIBED = {"kind": "other", "error": "not described: no copy reached the recorder"}
+"""The metadata of an fd whose copy the relay shed (fd-metadata-shed) or lost."""
+
 
 class HeldMessage(Protocol):
     """What a before:NAME snapshot releases (memory.hold.Hold's interface)."""
@@ -183,12 +186,16 @@ class Recorder:
         self, fds: list[int], notes: tuple[dict[str, Any], ...], close: bool = True
     ) -> list[dict[str, Any]]:
         metas = []
-        for index, fd in enumerate(fds):
-            meta = fdinfo.describe(fd)
+        for index in range(max(len(fds), len(notes))):
+            # One map per fd the message carried: a copy the relay could not make (short
+            # of fds: it said so in a finding) is still counted, so that the message
+            # reads as carrying its fds.
+            meta = fdinfo.describe(fds[index]) if index < len(fds) else dict(NOT_DESCRIBED)
             if index < len(notes) and notes[index]:
                 meta.update(notes[index])
             metas.append(meta)
-            if close:
+        if close:
+            for fd in fds:
                 os.close(fd)
         return metas
 
