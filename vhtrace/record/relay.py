@@ -54,6 +54,7 @@ import array
 import contextlib
 import errno
 import fcntl
+import gc
 import itertools
 import os
 import select
@@ -168,6 +169,10 @@ class Proxy:
         self.wake()
 
     def run(self) -> None:
+        # What exists now lives as long as the relay: out of the collector's way, so that
+        # a full collection (milliseconds over the imported modules) never stalls a hop.
+        gc.collect()
+        gc.freeze()
         try:
             while not self._stop:
                 timeout = self._run_timers()
