@@ -275,3 +275,28 @@ def test_eof_inside_a_payload_says_how_far_it_got() -> None:
     assert (
         leftover.describe() == "stream ended 18 of 40 payload bytes into request 5, 1 fds attached"
     )
+
+
+def test_whole_messages_gives_where_each_of_a_burst_ends() -> None:
+    burst = b"".join(
+        s.raw for s in (Sent(1, 1, b"", ()), Sent(2, 1, b"x" * 8, ()), Sent(3, 5, b"", ()))
+    )
+    framer = Framer()
+    assert framer.whole_messages(burst) == [12, 32, 44]
+    assert not framer.in_message
+    follow = Sent(7, 1, b"y" * 4, (5,))
+    framer.feed(follow.raw, (5,))
+    [frame] = framer.events()
+    assert (frame.request, frame.payload, frame.fds) == (7, b"y" * 4, (5,)), "offsets kept"
+
+
+def test_whole_messages_leaves_anything_else_to_feed() -> None:
+    whole = Sent(1, 1, b"abcd", ()).raw
+    assert Framer().whole_messages(whole[:-1]) is None, "a cut payload"
+    assert Framer().whole_messages(whole + whole[:5]) is None, "a cut header"
+    assert Framer(max_payload=2).whole_messages(whole) is None, "oversized"
+    framer = Framer()
+    framer.feed(whole[:3])
+    assert framer.whole_messages(whole[3:]) is None, "the framer holds part of a message"
+    framer.feed(whole[3:])
+    assert [f.payload for f in framer.events()] == [b"abcd"]

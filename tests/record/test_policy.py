@@ -96,3 +96,10 @@ def test_a_held_channel_opening_message_is_interposed_and_held() -> None:
     frame = build("SET_BACKEND_REQ_FD", fds=(5,))
     assert decide(policy, frame, metas={5: UNIX_STREAM}) == Decision(interpose="backend",
                                                                      hold=True)  # fmt: skip
+
+
+def test_plain_messages_are_forwarded_as_they_come_unless_strict_or_held_before() -> None:
+    assert Policy().forwards_plain_messages
+    assert Policy(hold=triggers.parse("start,stop")).forwards_plain_messages, "after: only"
+    assert not Policy(strict=True).forwards_plain_messages
+    assert not Policy(hold=triggers.parse("before:GET_VRING_BASE")).forwards_plain_messages

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from vhtrace.protocol.spec import HEADER_SIZE, MAX_PAYLOAD, SCM_MAX_FD
 
 _HEADER = struct.Struct("<III")
+_SIZE = struct.Struct("<I")
 
 
 def pack_header(request: int, flags: int, size: int) -> bytes:
@@ -180,6 +181,27 @@ class Framer:
             data = self._pass_through(data)
         self._buffer += data
         self._parse()
+
+    def whole_messages(self, data: bytes) -> list[int] | None:
+        """Where each message ends in ``data`` if it is nothing but whole messages (none
+        oversized) and the framer holds nothing: a burst read at a message boundary,
+        which a relay can forward as one piece. The framer counts the bytes as read.
+        None otherwise: :meth:`feed` it."""
+        if self._buffer or self._streaming is not None or self._groups:
+            return None
+        ends = []
+        at, total, limit = 0, len(data), self.max_payload
+        while at < total:
+            if total - at < HEADER_SIZE:
+                return None
+            size = _SIZE.unpack_from(data, at + 8)[0]
+            at += HEADER_SIZE + size
+            if size > limit or at > total:
+                return None
+            ends.append(at)
+        self._fed += total
+        self._buffer_offset += total
+        return ends
 
     def bytes_wanted(self) -> int:
         """How many bytes complete the current header or message (never past its end)."""

@@ -65,6 +65,12 @@ class Policy:
         self.strict = strict
         self.hold = hold
 
+    @property
+    def forwards_plain_messages(self) -> bool:
+        """True if every message without fds is simply forwarded (no --strict, no
+        before:NAME trigger): the relay may then pass a burst of them on as one piece."""
+        return not self.strict and (self.hold is None or not self.hold.before)
+
     def decide(
         self,
         conversation: Conversation | None,

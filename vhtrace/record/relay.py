@@ -21,8 +21,9 @@ Which request opens which channel is a fact of the protocol table
 
 Reads never go past the end of the current message (``Framer.bytes_wanted``),
 unless a peek shows that what is waiting carries no fds at all (a burst of
-messages is then read at once), so the fds of a read belong to one message, and
-a message is forwarded in one
+messages is then read at once, and passed on as the one piece it came in when the
+policy has nothing to decide for messages without fds: no --strict, no before:NAME),
+so the fds of a read belong to one message, and a message is forwarded in one
 ``sendmsg`` with the same bytes and the same fds in the same order: only the
 fds of the channels above are substituted by equivalent ones of ours, which
 the trace notes. An oversized message is passed through in pieces as it
@@ -128,6 +129,7 @@ class Proxy:
         """Endpoints not read for now: the fds they could bring would not fit (fdbudget)."""
         self.recorder = recorder
         self.policy = Policy(config.strict, config.hold)
+        self._plain = self.policy.forwards_plain_messages
         self.selector = selectors.DefaultSelector()
         self.sessions: dict[int, Session] = {}
         self._next_session = 1
@@ -454,6 +456,11 @@ class Proxy:
         if endpoint.framer is None:
             self._stream(endpoint, data, fds, mono, wall)
             return True
+        if not fds and endpoint.messages and self._plain:
+            ends = endpoint.framer.whole_messages(data)
+            if ends is not None:
+                self._relay_whole(endpoint, data, ends, mono, wall)
+                return True
         endpoint.framer.feed(data, fds)
         events = endpoint.framer.events()
         # A burst goes out in groups of FLUSH_EVERY messages, several per sendmsg.
@@ -475,6 +482,19 @@ class Proxy:
                     endpoint, event.data, list(event.fds), list(event.fds), endpoint.oversized_seq
                 )
         return True
+
+    def _relay_whole(
+        self, endpoint: Endpoint, data: bytes, ends: list[int], mono: int, wall: int
+    ) -> None:
+        """Whole messages without fds, that the policy simply forwards: they go on as the
+        one piece they came in, and each is recorded (the common case, kept short)."""
+        first = self._seq + 1
+        self._seq += len(ends)
+        self._forward(endpoint, data, [], [], first)
+        start = 0
+        for seq, end in enumerate(ends, first):
+            self._record_message(endpoint, seq, data[start:end], mono, wall, 0, [])
+            start = end
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -664,6 +684,14 @@ class Proxy:
         destination = source.peer
         if destination is None or destination.closed or destination.close_when_flushed:
             close_fds(close_after)
+            return
+        if not fds and not close_after:  # the common case, kept short
+            destination.outbox.append(Outgoing(memoryview(data), [], []))
+            destination.outbox_bytes += len(data)
+            self._dirty[destination] = None
+            if destination.outbox_bytes > PAUSE_BYTES and not source.paused and not source.closed:
+                source.paused = True
+                self._register(source)
             return
         pieces = split_fds(len(data), len(fds)) if destination.is_socket else [(len(data), 0)]
         if pieces is None:
