@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vhtrace import synthetic
+from tests.support import synthetic
 from vhtrace.protocol.findings import Finding, Severity
 from vhtrace.protocol.framing import Frame
 from vhtrace.protocol.messages import build

@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.conftest import write_synthetic_trace
+from tests.support.synthetic import write_synthetic_trace
 
 SHOW = [sys.executable, "-m", "vhtrace.cli.main", "show"]
 

@@ -191,7 +191,7 @@ def test_stdout_and_stdin(run_cli, svg: bool, monkeypatch, tmp_path: Path) -> No
 
 def test_streams_get_a_lane_and_rows_of_bytes(tmp_path: Path) -> None:
     """The device-state pipe carries bytes, not messages: a lane, and a row per chunk."""
-    from vhtrace import synthetic
+    from tests.support import synthetic
     from vhtrace.trace.writer import TraceWriter, make_header
 
     path = tmp_path / "state.vht"

@@ -12,12 +12,13 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import msgpack
 import pytest
 import zstandard
 
-from vhtrace import synthetic
+from tests.support import synthetic
 from vhtrace.trace.reader import MAX_RECORD, TraceError, TraceReader
 from vhtrace.trace.records import MessageRecord
 from vhtrace.trace.writer import TraceWriter, make_header
@@ -211,7 +212,7 @@ def test_a_corrupt_length_larger_than_any_record_stops_reading_in_bounded_memory
 KILLED_WRITER = textwrap.dedent(
     """
     import os, signal, sys, time
-    from vhtrace import synthetic
+    from tests.support import synthetic
     from vhtrace.trace.writer import TraceWriter
 
     writer = TraceWriter(sys.argv[1])
@@ -230,7 +231,10 @@ KILLED_WRITER = textwrap.dedent(
 def test_a_writer_killed_with_sigkill_leaves_a_trace_readable_to_its_last_flush(tmp_path):
     path = tmp_path / "killed.vht"
     result = subprocess.run(
-        [sys.executable, "-c", KILLED_WRITER, str(path)], capture_output=True, timeout=60
+        [sys.executable, "-c", KILLED_WRITER, str(path)],
+        capture_output=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],  # the repo root: tests.support imports
     )
     assert result.returncode == -signal.SIGKILL, result.stderr.decode()
     reader = TraceReader(path)

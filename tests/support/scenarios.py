@@ -2,8 +2,9 @@
 
 Each scenario runs the real stack with a guest doing real I/O and returns what
 happened (the guest's markers, the trace); the system tests check the results,
-the demo prints them, and ``python -m vhtrace.lab.scenarios DIR`` refreshes the
-traces shipped in ``traces/``.
+the demo prints them, and ``python -m tests.support.scenarios DIR`` refreshes the
+traces shipped in ``traces/``. Repo-side (not in the installed package): tests,
+benchmarks and scripts share it, with the repo root on ``sys.path``.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.migration import MigrationResult, postcopy_migrate
 from vhtrace.lab import guest, images
-from vhtrace.lab.dpdk import PortStats, Testpmd, VhostPmd, VirtioUser
+from vhtrace.lab.dpdk import DPDK_PACKETS, VhostPmd, VirtioUser, loop_packets
 from vhtrace.lab.guest import Markers
-from vhtrace.lab.migration import MigrationResult, postcopy_migrate
 from vhtrace.lab.qemu import Qemu, VhostUserDevice
 from vhtrace.lab.qmp import QmpClient
 from vhtrace.lab.recording import RecordingProxy
@@ -253,21 +254,6 @@ def postcopy_mock(lab: Workspace) -> Outcome:
 
 # --------------------------------------------------------------------------- DPDK
 
-DPDK_PACKETS = 500
-"""Packets each testpmd must have received and sent before a DPDK scenario ends."""
-
-
-def loop_packets(frontend: Testpmd, backend: Testpmd,
-                 packets: int = DPDK_PACKETS) -> tuple[PortStats, PortStats]:  # fmt: skip
-    """Both testpmds forwarding (the front-end injects a first burst), until each has
-    received and sent ``packets``; their counters (front-end, back-end)."""
-    backend.start_forwarding()
-    frontend.start_forwarding(tx_first=True)
-    return (
-        frontend.wait_packets(rx=packets, tx=packets, timeout=60),
-        backend.wait_packets(rx=packets, tx=packets, timeout=60),
-    )
-
 
 def dpdk_loop(lab: Workspace, *, packed: bool = False, queues: int = 1,
               name: str = "dpdk") -> Outcome:  # fmt: skip
@@ -333,7 +319,7 @@ SCENARIOS = {
 
 def main(argv: list[str] | None = None) -> int:
     """Record the scenarios into a directory (the project's traces/ folder)."""
-    parser = argparse.ArgumentParser(prog="python -m vhtrace.lab.scenarios",
+    parser = argparse.ArgumentParser(prog="python -m tests.support.scenarios",
                                      description=main.__doc__)  # fmt: skip
     parser.add_argument("directory", type=Path)
     parser.add_argument("--only", action="append", choices=sorted(SCENARIOS))

@@ -2,18 +2,21 @@
 
 A QEMU-like vhost-user-blk session (the message flow QEMU 7.2 has with
 qemu-storage-daemon, see docs) for benchmarks and unit tests that need many
-well-formed messages without a VM. Acceptance tests use real traces instead.
+well-formed messages without a VM. Acceptance tests use real traces instead. Repo-side
+(tests and benchmarks), not in the installed package.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from vhtrace.protocol import spec
 from vhtrace.protocol.framing import Frame
 from vhtrace.protocol.messages import build
 from vhtrace.protocol.spec import Channel, Side
+from vhtrace.trace.writer import TraceWriter, make_header
 
 FEATURES = (
     1 << spec.VIRTIO_F_VERSION_1
@@ -126,3 +129,47 @@ def messages(count: int) -> Iterator[tuple[int, SyntheticMessage]]:
                 return
             produced += 1
             yield number, message
+
+
+def write_synthetic_trace(
+    path: Path,
+    count: int,
+    *,
+    close: bool = True,
+    flush_every: int = 0,
+    device: str | None = "blk",
+) -> Path:
+    """``count`` messages of back-to-back vhost-user-blk sessions (:func:`messages`),
+    each session opened and closed by its events, 1 us apart, fd metadata included.
+
+    ``flush_every``: end a zstd frame every that many messages (0: only at the end).
+    ``close=False`` leaves the trace as a killed writer would after its last flush."""
+    header = make_header(device=device, endpoints={"frontend": "qemu", "backend": "qsd"})
+    mono, wall = header["mono_ns"], header["wall_ns"]
+    writer = TraceWriter(str(path), header)
+    session = 0
+    for seq, (number, message) in enumerate(messages(count), 1):
+        if number != session:
+            if session:
+                writer.event(mono + seq * 1000, wall + seq * 1000, session, "session-end", {})
+            session = number
+            writer.event(mono + seq * 1000, wall + seq * 1000, session, "session-start", {})
+        writer.message(
+            seq,
+            mono + seq * 1000,
+            wall + seq * 1000,
+            session,
+            message.channel.value,
+            message.sender.value,
+            message.frame.raw,
+            [fd_meta(kind) for kind in message.fd_kinds],
+        )
+        if flush_every and seq % flush_every == 0:
+            writer.flush()
+    if close:
+        end = mono + (count + 1) * 1000
+        writer.event(end, wall + (count + 1) * 1000, session, "session-end", {"reason": "eof"})
+        writer.close({"messages": count})
+    else:
+        writer.flush()
+    return path

@@ -3,6 +3,9 @@
 Boots a Linux guest under QEMU with a vhost-user-blk disk served by
 qemu-storage-daemon, with ``vhtrace record`` in between, lets the guest read and
 write the disk, then runs ``vhtrace stats`` and ``vhtrace show`` on the trace.
+
+``scripts/demo`` runs it after ``scripts/install-deps``. Repo-side, not in the installed
+package: its scenario is the system tests' (``tests/support/scenarios.py``).
 """
 
 from __future__ import annotations
@@ -15,12 +18,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-from vhtrace.lab import missing, scenarios
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.support import scenarios
+from vhtrace.lab import missing
 from vhtrace.lab.workspace import Workspace
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vhtrace.lab.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="scripts/demo", description=__doc__)
     parser.add_argument(
         "-o",
         "--output",

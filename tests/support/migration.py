@@ -3,6 +3,7 @@
 Postcopy is the one flow that makes vhost-user back-ends handle page faults (POSTCOPY_*
 messages, userfaultfd), so it is worth a helper. The source's bandwidth is capped so that
 precopy is still running when postcopy is requested; otherwise precopy would simply win.
+Repo-side (the scenarios' helper), not in the installed package.
 """
 
 from __future__ import annotations
