@@ -73,18 +73,3 @@ def test_bad_snapshot_options_are_usage_errors(
     assert exited.value.code == 2
     assert message in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "t.vht")
-
-
-def test_rings_and_memory_refuse_stdin_and_traces_without_snapshots(capsys) -> None:
-    repo = Path(__file__).resolve().parents[2]
-    old = str(repo / "tests" / "fixtures" / "traces-v1" / "qemu-qsd-blk.vht")
-    with pytest.raises(SystemExit) as exited:
-        main(["rings", "-"])
-    assert exited.value.code == 2
-    with pytest.raises(SystemExit) as exited:
-        main(["rings", old])
-    assert exited.value.code == 2
-    assert "no snapshots" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exited:
-        main(["memory", old, "--at", "1", "--gpa", "banana"])
-    assert exited.value.code == 2

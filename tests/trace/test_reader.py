@@ -11,11 +11,9 @@ import contextlib
 import copy
 import io
 import os
-import signal
 import subprocess
 import sys
 import tempfile
-import textwrap
 import traceback
 import tracemalloc
 from collections.abc import Callable
@@ -29,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support import synthetic
+from tests.trace.written import HEADER_RAW, write_every_record_type, zstd_frame
 from vhtrace.cli.main import main
 from vhtrace.trace import format as fmt
 from vhtrace.trace.reader import MAX_RECORD, READ_CHUNK, TraceError, TraceReader, read_trace
@@ -220,56 +219,6 @@ def test_a_corrupt_length_larger_than_any_record_stops_reading_in_bounded_memory
 # --------------------------------------------------------------------------
 # A writer killed with SIGKILL
 # --------------------------------------------------------------------------
-
-KILLED_WRITER = textwrap.dedent(
-    """
-    import os, signal, sys, time
-    from tests.support import synthetic
-    from vhtrace.trace.writer import TraceWriter
-
-    writer = TraceWriter(sys.argv[1])
-    seq = 0
-    for session, message in synthetic.messages(1050):
-        seq += 1
-        writer.message(seq, seq, seq, session, "main", message.sender.value, message.frame.raw)
-        if seq % 100 == 0:
-            writer.maybe_flush(now=time.monotonic() + 1)  # as if the 100 ms had passed
-    # 50 more messages were written but not flushed when the kill comes
-    os.kill(os.getpid(), signal.SIGKILL)
-    """
-)
-
-
-def test_a_writer_killed_with_sigkill_leaves_a_trace_readable_to_its_last_flush(tmp_path):
-    path = tmp_path / "killed.vht"
-    result = subprocess.run(
-        [sys.executable, "-c", KILLED_WRITER, str(path)],
-        capture_output=True,
-        timeout=60,
-        cwd=Path(__file__).resolve().parents[2],  # the repo root: tests.support imports
-    )
-    assert result.returncode == -signal.SIGKILL, result.stderr.decode()
-    reader = TraceReader(path)
-    records = list(reader)
-    assert [r.seq for r in records] == list(range(1, 1001))
-    assert reader.problem.startswith("no end record")
-    assert reader.end is None
-    assert os.stat(path).st_size > 0
-
-
-def test_maybe_flush_ends_a_frame_only_once_the_interval_has_passed(tmp_path) -> None:
-    import time
-
-    from vhtrace.trace import format as fmt
-
-    writer = TraceWriter(str(tmp_path / "interval.vht"))
-    written = writer.bytes_written
-    writer.message(1, 0, 0, 1, "main", "frontend", bytes(12))
-    writer.maybe_flush()
-    assert writer.bytes_written == written  # buffered: the last flush was just now
-    writer.maybe_flush(now=time.monotonic() + fmt.FLUSH_INTERVAL)
-    assert writer.bytes_written > written
-    writer.close()
 
 
 # ----------------------------------------------------------------------------
@@ -622,3 +571,75 @@ def test_a_real_process_prints_one_line_and_exits_2(tmp_path: Path) -> None:
     assert result.stderr.count("\n") == 1, result.stderr
     assert f"(snapshot {number}): info.rings: expected array, got int 1" in result.stderr
     assert "snapshot 1" in result.stdout
+
+
+# ----------------------------------------------------------------------------
+# What the reader refuses, skips and reads from
+# ----------------------------------------------------------------------------
+
+
+def test_a_trace_reads_from_a_file_object_too(tmp_path) -> None:
+    path = tmp_path / "f.vht"
+    expected = write_every_record_type(path)
+    reader = TraceReader(io.BytesIO(path.read_bytes()))
+    assert list(reader)[:-1] == expected
+
+
+def test_unknown_record_tags_of_the_same_version_are_skipped(tmp_path) -> None:
+    path = tmp_path / "future.vht"
+    compressor = zstandard.ZstdCompressor()
+    pack = msgpack.Packer(use_bin_type=True).pack
+    body = b"".join(
+        [
+            pack(make_header()),
+            pack(("m", 1, 0, 0, 1, "main", "frontend", HEADER_RAW, (), 0)),
+            pack(("~", "a record kind from a later writer of the same version", {"n": 1})),
+            # a message with one more field at the end: the known ones still read
+            pack(("m", 2, 0, 0, 1, "main", "backend", HEADER_RAW, (), 0, "extra")),
+            pack(("e", 0, 0, {})),
+        ]
+    )
+    path.write_bytes(compressor.compress(body))
+    reader = TraceReader(path)
+    records = list(reader)
+    assert [type(r).__name__ for r in records] == ["MessageRecord", "MessageRecord", "EndRecord"]
+    assert records[1].sender == "backend"
+    assert reader.problem is None
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "does not start with a zstd frame"),
+        (b"hello, this is a text file\n", "does not start with a zstd frame"),
+        (bytes(range(256)) * 4, "does not start with a zstd frame"),
+        (fmt.MAGIC + b"\x00garbage after the magic", "not a vhtrace trace"),
+        (zstd_frame({"format": "pcapng", "version": 1}), "no vhtrace header"),
+        (zstd_frame([1, 2, 3]), "no vhtrace header"),
+        (zstandard.ZstdCompressor().compress(b"\xc1\xc1\xc1"), "not a vhtrace trace"),
+        (zstd_frame({**make_header(), "byteorder": "big"}), "big-endian"),
+        (zstd_frame({**make_header(), "mono_ns": "yesterday"}), "corrupt trace header"),
+    ],
+    ids=[
+        "empty",
+        "text",
+        "binary",
+        "magic then junk",
+        "another format",
+        "header not a map",
+        "not msgpack",
+        "big-endian host",
+        "header field of the wrong type",
+    ],
+)
+def test_input_that_is_not_a_trace_raises_trace_error(tmp_path, content, message) -> None:
+    path = tmp_path / "bad.vht"
+    path.write_bytes(content)
+    with pytest.raises(TraceError, match=message) as caught:
+        TraceReader(path)
+    assert str(path) in str(caught.value)
+
+
+def test_a_missing_file_is_a_trace_error(tmp_path) -> None:
+    with pytest.raises(TraceError, match="No such file"):
+        TraceReader(tmp_path / "nowhere.vht")
