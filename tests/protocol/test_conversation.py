@@ -11,7 +11,7 @@ import pytest
 from tests.protocol.conftest import ALL_PROTOCOL_FEATURES, DRIVER_STATUS, FEATURES_OK
 from vhtrace.analysis import AnalysedMessage, Analyser, analyser_for
 from vhtrace.protocol import conversation as conversation_module
-from vhtrace.protocol import peers, spec
+from vhtrace.protocol import spec
 from vhtrace.protocol.conversation import Role
 from vhtrace.protocol.findings import Severity
 from vhtrace.protocol.framing import Frame
@@ -459,23 +459,6 @@ def test_backend_vring_call_and_err_pass_when_the_front_end_is_unknown(
 def test_the_qemu_back_end_requests_it_refuses_are_the_spec_ids_of_vring_call_and_err() -> None:
     names = {spec.request_name(Channel.BACKEND, i) for i in spec.QEMU_UNHANDLED_BACKEND_REQUESTS}
     assert names == {"VRING_CALL", "VRING_ERR"}
-
-
-@pytest.mark.parametrize(
-    ("info", "frontend"),
-    [
-        ({"frontend": {"pid": 1, "program": "qemu-system-x86_64"}}, QEMU),
-        ({"frontend": {"pid": 1, "program": "qemu-system-aarch64"}}, QEMU),
-        ({"frontend": {"pid": 1, "program": "qemu-kvm"}}, QEMU),
-        ({"frontend": {"pid": 1, "program": "dpdk-testpmd"}}, None),
-        ({"frontend": {"pid": 1}}, None),
-        ({"frontend": "qemu-system-x86_64"}, None),
-        ({}, None),
-        (None, None),
-    ],
-)
-def test_the_front_end_is_qemu_when_the_recorder_saw_a_qemu_program(info, frontend) -> None:
-    assert peers.frontend_of(info) == frontend
 
 
 def test_the_analyser_carries_the_session_start_front_end_to_the_conversation() -> None:
