@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.dissect.conftest import synthetic_dir  # noqa: F401 (export's tests read it)
 from tests.support import synthetic
 from vhtrace.protocol.findings import Finding, Severity
 from vhtrace.protocol.framing import Frame
