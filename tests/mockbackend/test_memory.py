@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from mockbackend.inflight import InflightArea
 from mockbackend.memory import GuestMemory, MemoryShrunk, sealed_against_shrinking
 from mockbackend.testing import GUEST_SIZE, UADDR, Driver, kick, wait_used
 from vhtrace import wire
@@ -326,34 +325,3 @@ def test_unsealed_regions_refuse_access_past_a_shrunk_end() -> None:
     finally:
         mem.clear()
         os.close(fd)
-
-
-def test_the_mocks_own_inflight_area_is_sealed() -> None:
-    area = InflightArea.create(1, 16)
-    try:
-        assert sealed_against_shrinking(area.fd) and area.sealed
-        with pytest.raises(PermissionError):
-            os.ftruncate(area.fd, 0)
-    finally:
-        area.close()
-
-
-def test_an_unsealed_inflight_area_refuses_access_past_a_shrunk_end() -> None:
-    fd = memfd(0x1000, seal=False)
-    reported: list[tuple[str, str]] = []
-    area = InflightArea(fd, 0x1000, 0, 1, 16, lambda code, text: reported.append((code, text)))
-    try:
-        [queue] = area.queues
-        assert queue.resume(0) is None  # fresh: the version is written through the fd
-        assert os.pread(fd, 2, 8) == b"\1\0"
-        queue.get(3)
-        assert queue.desc(3)[0] == 1
-        os.ftruncate(fd, 8)
-        with pytest.raises(MemoryShrunk, match="holds 0x8 bytes, expected at least 0x1000"):
-            queue.get(4)
-        with pytest.raises(MemoryShrunk):
-            queue.desc(3)
-        assert os.fstat(fd).st_size == 8, "a refused write grew the area"
-        assert [code for code, _ in reported] == ["inflight-shrunk"]
-    finally:
-        area.close()  # closes fd
