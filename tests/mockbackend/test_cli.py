@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from mockbackend import Drop, Script, expect
+from mockbackend import Script, expect
 from mockbackend.cli import main
 from mockbackend.faults import UnknownRequest
-from mockbackend.testing import FakeFrontend
 from vhtrace import wire
 from vhtrace.protocol.messages import build
 from vhtrace.wire import connect_unix
@@ -165,20 +164,6 @@ def test_each_fault_that_fires_is_a_line_on_stderr(tmp_path: Path, quiet: bool) 
         assert "fired" not in err
     else:
         assert err.count("fired") == 1 and line in err, err
-
-
-def test_a_fault_line_names_the_trigger_in_library_use_too(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    script = Script()
-    script.fault(Drop(), on="GET_FEATURES")
-    fe = FakeFrontend(script)
-    with caplog.at_level("INFO", logger="mockbackend.faults"):
-        fe.send("GET_FEATURES")
-        fe.close()
-    assert [r.getMessage() for r in caplog.records if r.name == "mockbackend.faults"] == [
-        "fault Drop fired on #1 GET_FEATURES"
-    ]
 
 
 @pytest.mark.parametrize(

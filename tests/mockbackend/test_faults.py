@@ -89,3 +89,22 @@ def test_close_at_message_n_and_garbage(image) -> None:
     assert fe.sock.recv(64) == b""
     report = fe.close()
     assert "closed by fault Close" in report.closed_by
+
+
+# ----------------------------------------------------------------------------
+# What a fired fault logs
+# ----------------------------------------------------------------------------
+
+
+def test_a_fault_line_names_the_trigger_in_library_use_too(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    script = Script()
+    script.fault(Drop(), on="GET_FEATURES")
+    fe = FakeFrontend(script)
+    with caplog.at_level("INFO", logger="mockbackend.faults"):
+        fe.send("GET_FEATURES")
+        fe.close()
+    assert [r.getMessage() for r in caplog.records if r.name == "mockbackend.faults"] == [
+        "fault Drop fired on #1 GET_FEATURES"
+    ]
