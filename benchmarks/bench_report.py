@@ -1,7 +1,7 @@
 """Benchmark of ``vhtrace report``, printed as one table.
 
 The report (HTML, and the SVG of the same trace) of a trace of synthetic messages
-(default 100,000: back-to-back vhost-user-blk sessions from ``vhtrace.synthetic``, written
+(default 100,000: back-to-back vhost-user-blk sessions from ``tests.support.synthetic``, written
 as bench_trace.py writes its trace), timed end to end in a subprocess next to
 ``vhtrace show --json`` of the same file in the same run: the ratio is the figure
 (goal, issue 14: the HTML report in under 2x the time of show --json). Wall and CPU

@@ -36,7 +36,10 @@ import threading
 import time
 from pathlib import Path
 
-from vhtrace.lab import Workspace, missing, scenarios
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.support
+
+from tests.support import scenarios
+from vhtrace.lab import Workspace, missing
 from vhtrace.memory.access import SessionMemory
 from vhtrace.memory.capture import SnapshotOptions, Snapshotter
 from vhtrace.protocol.messages import build

@@ -28,8 +28,10 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.support
+
 import vhtrace
-from vhtrace import synthetic
+from tests.support import synthetic
 from vhtrace.trace import format as fmt
 from vhtrace.trace.reader import TraceReader
 from vhtrace.trace.writer import TraceWriter, make_header
@@ -90,8 +92,13 @@ def write_trace(path: Path, plan: list[tuple]) -> tuple[float, int]:
 def code_digest() -> str:
     """Changes when the code that shapes the trace file changes."""
     digest = hashlib.sha256()
-    for module in ("synthetic.py", "trace/writer.py", "trace/format.py"):
-        digest.update((Path(vhtrace.__file__).parent / module).read_bytes())
+    package = Path(vhtrace.__file__).parent
+    for module in (
+        Path(synthetic.__file__),
+        package / "trace/writer.py",
+        package / "trace/format.py",
+    ):
+        digest.update(module.read_bytes())
     return digest.hexdigest()[:10]
 
 

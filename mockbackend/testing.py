@@ -6,6 +6,10 @@ of a socketpair; the test speaks the protocol on the other end with the protocol
 encoder, exactly as QEMU would (fds on the header's first byte). :class:`Driver` plays
 the guest's virtio driver: it writes descriptors and avail entries into the memfd and
 reads the used ring, so virtqueue processing is exercised end to end without QEMU.
+
+Installed on purpose: it is documented API for mock back-end script authors, who test
+their scripts without QEMU (docs/mockbackend.md, "Testing without QEMU"); the unit tests
+and bench_mockbackend.py use it the same way.
 """
 
 from __future__ import annotations

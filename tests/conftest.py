@@ -1,4 +1,4 @@
-"""Shared fixtures: synthetic traces written with the real TraceWriter, and the real stack.
+"""Shared fixtures: synthetic traces (tests.support.synthetic) and the real stack.
 
 ``lab`` gives a test a :class:`vhtrace.lab.Workspace` (short socket directory, data
 directory under tmp_path, shared initramfs cache) and stops every process it started.
@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from vhtrace import synthetic
-from vhtrace.trace.writer import TraceWriter, make_header
+from tests.support.synthetic import write_synthetic_trace
 
 if TYPE_CHECKING:
     from vhtrace.lab import Workspace
@@ -60,50 +59,6 @@ def lab(request: pytest.FixtureRequest, tmp_path: Path, lab_cache: Path) -> Iter
 
 
 SyntheticTrace = Callable[..., Path]
-
-
-def write_synthetic_trace(
-    path: Path,
-    count: int,
-    *,
-    close: bool = True,
-    flush_every: int = 0,
-    device: str | None = "blk",
-) -> Path:
-    """``count`` messages of back-to-back vhost-user-blk sessions (vhtrace.synthetic),
-    each session opened and closed by its events, 1 us apart, fd metadata included.
-
-    ``flush_every``: end a zstd frame every that many messages (0: only at the end).
-    ``close=False`` leaves the trace as a killed writer would after its last flush."""
-    header = make_header(device=device, endpoints={"frontend": "qemu", "backend": "qsd"})
-    mono, wall = header["mono_ns"], header["wall_ns"]
-    writer = TraceWriter(str(path), header)
-    session = 0
-    for seq, (number, message) in enumerate(synthetic.messages(count), 1):
-        if number != session:
-            if session:
-                writer.event(mono + seq * 1000, wall + seq * 1000, session, "session-end", {})
-            session = number
-            writer.event(mono + seq * 1000, wall + seq * 1000, session, "session-start", {})
-        writer.message(
-            seq,
-            mono + seq * 1000,
-            wall + seq * 1000,
-            session,
-            message.channel.value,
-            message.sender.value,
-            message.frame.raw,
-            [synthetic.fd_meta(kind) for kind in message.fd_kinds],
-        )
-        if flush_every and seq % flush_every == 0:
-            writer.flush()
-    if close:
-        end = mono + (count + 1) * 1000
-        writer.event(end, wall + (count + 1) * 1000, session, "session-end", {"reason": "eof"})
-        writer.close({"messages": count})
-    else:
-        writer.flush()
-    return path
 
 
 @pytest.fixture

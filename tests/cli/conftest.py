@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from vhtrace import synthetic
+from tests.dissect.conftest import synthetic_dir  # noqa: F401 (export's tests read it)
+from tests.support import synthetic
 from vhtrace.protocol.findings import Finding, Severity
 from vhtrace.protocol.framing import Frame
 from vhtrace.protocol.messages import build

@@ -1,6 +1,6 @@
 """Synthetic traces for the dissection tests, built from the protocol model.
 
-``blk`` is the QEMU <-> qemu-storage-daemon session of :mod:`vhtrace.synthetic`.
+``blk`` is the QEMU <-> qemu-storage-daemon session of :mod:`tests.support.synthetic`.
 ``every_layout`` is made to reach every payload layout of both channels, the
 replies whose layout differs from the table's (postcopy memory tables, the
 front-end's postcopy ack), the contexts that change layouts (XEN_MMAP regions,
@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.synthetic import blk_session, fd_meta
 from vhtrace.protocol import payloads, spec
 from vhtrace.protocol.messages import build
 from vhtrace.protocol.payloads import PayloadContext
 from vhtrace.protocol.spec import Channel, ProtocolFeature, Side
-from vhtrace.synthetic import blk_session, fd_meta
 from vhtrace.trace import format as fmt
 from vhtrace.trace.writer import TraceWriter, make_header
 

@@ -7,7 +7,6 @@ import struct
 
 from scapy.utils import PcapNgReader
 
-from vhtrace.dissect import exported_pdu
 from vhtrace.dissect.pcapng import OUTBOUND, PcapNgWriter
 
 
@@ -64,11 +63,3 @@ def test_long_comments_are_cut_to_what_an_option_holds() -> None:
     (packet,) = list(PcapNgReader(out))
     assert len(packet.comments[0]) <= 0xFFFF
     packet.comments[0].decode()  # still UTF-8: not cut inside a character
-
-
-def test_exported_pdu_header() -> None:
-    assert exported_pdu.header(direction=exported_pdu.P2P_DIR_RECV) == (
-        struct.pack(">HH", 12, 12) + b"vhost-user\0\0"  # dissector name, NUL-padded
-        + struct.pack(">HHi", 35, 4, 1)  # P2P direction: received
-        + struct.pack(">HH", 0, 0)  # end of options
-    )  # fmt: skip

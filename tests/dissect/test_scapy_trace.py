@@ -147,7 +147,7 @@ def test_cut_short_trace_says_why(synthetic_dir: Path, tmp_path: Path) -> None:
 
 
 def test_scapy_writes_the_same_comments(synthetic_dir: Path, tmp_path: Path) -> None:
-    """wrpcapng of read_trace gives a USER DLT capture our Lua reads (see test_tshark)."""
+    """wrpcapng of read_trace gives a USER DLT capture our Lua reads (see test_lua)."""
     register_user_dlt()
     packets = read_trace(synthetic_dir / "every_layout.vht")
     out = tmp_path / "scapy.pcapng"

@@ -6,14 +6,20 @@ The expectations about the table come from the protocol reference (sections
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from vhtrace.protocol import spec
+from mockbackend import handlers
+from vhtrace import stats
+from vhtrace.memory import recording
+from vhtrace.protocol import checks, conversation, payloads, spec
 from vhtrace.protocol.conversation import Role
 from vhtrace.protocol.messages import build, resolve
 from vhtrace.protocol.spec import Channel, Fds, ProtocolFeature, Reply
+from vhtrace.replay import rules
 
 GIB = 1 << 30
 UUID = "12345678-9abc-def0-0112-233445566778"
@@ -480,3 +486,112 @@ def test_a_postcopy_reply_never_acked_is_reported_at_close(negotiated) -> None:
     negotiated.request("ADD_MEM_REG", REGION, fds=1)
     negotiated.reply("ADD_MEM_REG", REGION, layout="mem_region")
     assert [f.code for f in negotiated.conversation.close()] == ["postcopy-ack"]
+
+
+# ----------------------------------------------------------------------------
+# The spec table against the ids QEMU defines (tests/fixtures/qemu-vhost-user-ids.txt).
+# ----------------------------------------------------------------------------
+
+
+VENDORED = Path(__file__).parent.parent / "fixtures" / "qemu-vhost-user-ids.txt"
+
+
+def vendored() -> list[tuple[str, int, str]]:
+    rows = []
+    for line in VENDORED.read_text().splitlines():
+        if line and not line.startswith("#"):
+            kind, number, name = line.split()
+            rows.append((kind, int(number), name))
+    return rows
+
+
+VENDORED_ROWS = vendored()
+
+CHANNELS = {"main": Channel.MAIN, "backend": Channel.BACKEND}
+
+
+def test_the_vendored_list_is_whole() -> None:
+    kinds = {kind for kind, _, _ in VENDORED_ROWS}
+    assert kinds == {"main", "backend", "protocol"}
+    assert sum(1 for kind, _, _ in VENDORED_ROWS if kind == "main") == 42  # 1..43 but 35
+
+
+@pytest.mark.parametrize(("kind", "number", "name"), [r for r in VENDORED_ROWS if r[0] in CHANNELS])
+def test_each_request_qemu_defines_has_our_id_and_name(kind: str, number: int, name: str) -> None:
+    row = spec.request_spec(CHANNELS[kind], number)
+    assert row is not None, f"{kind} request {number} ({name}) is not in our table"
+    assert row.name == name, f"{kind} request {number}: QEMU {name}, ours {row.name}"
+
+
+@pytest.mark.parametrize(
+    ("number", "name"), [(n, m) for k, n, m in VENDORED_ROWS if k == "protocol"]
+)
+def test_each_protocol_bit_qemu_defines_has_our_number(number: int, name: str) -> None:
+    assert ProtocolFeature(number).name == name
+
+
+def test_our_extra_ids_are_the_ones_the_spec_adds_beyond_qemus_enums() -> None:
+    known = {(CHANNELS[k], n) for k, n, _ in VENDORED_ROWS if k in CHANNELS}
+    ours = {(channel, number) for channel, rows in spec.REQUESTS.items() for number in rows}
+    extra = {(channel.value, number) for channel, number in ours - known}
+    main, backend = Channel.MAIN.value, Channel.BACKEND.value
+    assert extra == {(main, 35), (main, 44), (main, 45)} | {(backend, n) for n in (4, 5, 9, 10)}
+
+
+# ----------------------------------------------------------------------------
+# Every table keyed by a request name or a layout names one the spec has.
+# ----------------------------------------------------------------------------
+
+
+def _names(channel: Channel) -> set[str]:
+    return {row.name for row in spec.REQUESTS[channel].values()}
+
+
+def _unknown(keys: Iterable[str], channel: Channel = Channel.MAIN) -> list[str]:
+    return sorted(set(keys) - _names(channel))
+
+
+@pytest.mark.parametrize(
+    ("table", "channel"),
+    [
+        ("checks.REQUEST_CHECKS[main]", Channel.MAIN),
+        ("checks.REQUEST_CHECKS[backend]", Channel.BACKEND),
+    ],
+)
+def test_request_checks_name_requests_of_their_channel(table: str, channel: Channel) -> None:
+    assert _unknown(checks.REQUEST_CHECKS[channel], channel) == [], table
+
+
+def test_reply_checks_name_layouts() -> None:
+    assert sorted(set(checks.REPLY_CHECKS) - set(payloads.LAYOUTS)) == []
+
+
+def test_conversation_state_changes_name_front_end_requests() -> None:
+    assert _unknown(conversation._REQUEST_EFFECTS) == []
+    assert _unknown(conversation._REPLY_EFFECTS) == []
+    assert _unknown(conversation._RING_STOPS) == []
+    assert set(conversation._REPLY_EFFECTS) >= conversation._RING_STOPS
+
+
+def test_mock_back_end_handlers_name_front_end_requests() -> None:
+    assert _unknown(handlers.HANDLERS) == []
+
+
+def test_stats_timeline_names_front_end_requests() -> None:
+    assert _unknown(stats.MILESTONES) == []
+    assert _unknown(stats._CONFIG_REQUESTS) == []
+
+
+def test_replay_ignore_rules_name_requests() -> None:
+    every = _names(Channel.MAIN) | _names(Channel.BACKEND)
+    named = {request for rule in rules.DEFAULT_RULES for request in rule.requests}
+    assert sorted(named - every) == []
+
+
+def test_snapshot_areas_name_every_area_the_conversation_passes() -> None:
+    assert set(recording._AREA_NAMES) == {"inflight", "log"}
+
+
+def test_a_misspelt_key_is_caught() -> None:
+    """The check itself can fail."""
+    assert _unknown({"SET_VRING_KIKC", "GET_FEATURES"}) == ["SET_VRING_KIKC"]

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.memory.harness import Guest, exchange, start_device
-from tests.memory.test_record_snapshots import one_request
+from tests.memory.test_recording import one_request
 from tests.record.harness import ProxyHarness, open_fds
 from tests.record.test_relay import messages, negotiate
 from vhtrace.memory import triggers

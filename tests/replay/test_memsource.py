@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.system.tracecheck import Trace
+from tests.support.tracecheck import Trace
 from vhtrace.memory.tracedata import SnapshotMemory, read_pages, read_snapshots
 from vhtrace.replay.fds import FdFactory
 from vhtrace.replay.memsource import NoSnapshots, SnapshotSource

@@ -1,14 +1,11 @@
-"""How a replay's result reads: the text report, JSON, JUnit XML."""
+"""How a replay's result reads: the text report and its headline (JSON and JUnit XML:
+test_formats.py)."""
 
 from __future__ import annotations
-
-import json
-import xml.etree.ElementTree as ET
 
 from tests.replay.builders import conversation, with_reply
 from tests.replay.test_player import Playbook, live_views
 from vhtrace.protocol.spec import Side
-from vhtrace.replay import formats
 from vhtrace.replay.report import ReplayResult, SessionResult, headline, render_text
 
 
@@ -37,33 +34,6 @@ def test_the_headline_is_the_first_divergence_with_its_field() -> None:
 def test_the_headline_of_a_run_that_could_not_start_names_why() -> None:
     result = ReplayResult("t.vht", "frontend", "/tmp/be.sock", [], error="nothing listens")
     assert headline(result) == "vhtrace replay unusable: nothing listens"
-
-
-def test_json_has_the_divergence_and_every_check() -> None:
-    data = json.loads(formats.to_json(diverged_result()))
-    assert (data["result"], data["exit_code"]) == ("diverged", 1)
-    [divergence] = data["divergences"]
-    assert divergence["seq"] == 7 and divergence["kind"] == "mismatch"
-    assert divergence["differences"] == [{"field": "value", "recorded": "1", "live": "2"}]
-    statuses = {c["seq"]: c["status"] for c in data["sessions"][0]["checks"]}
-    assert statuses[2] == "ok" and statuses[7] == "diverged" and statuses[9] == "not reached"
-
-
-def test_junit_counts_failures_and_skips() -> None:
-    root = ET.fromstring(formats.to_junit(diverged_result()))
-    [suite] = root.findall("testsuite")
-    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("9", "1", "6")
-    [failed] = [c for c in suite.findall("testcase") if c.find("failure") is not None]
-    assert failed.get("name") == "#7 GET_QUEUE_NUM reply"
-    failure = failed.find("failure")
-    assert failure is not None and "value: recorded 1, live 2" in (failure.text or "")
-
-
-def test_junit_for_an_unusable_replay() -> None:
-    result = ReplayResult("t.vht", "frontend", "x", error="t.vht: not a vhtrace trace")
-    root = ET.fromstring(formats.to_junit(result))
-    assert root.find("testsuite/testcase/error") is not None
-    assert result.exit_code == 2
 
 
 def test_ignored_differences_show_in_verbose_text() -> None:

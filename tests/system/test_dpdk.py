@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from mockbackend import MockBackend, NetLoopback, Script, expect
-from tests.system.tracecheck import Trace
-from vhtrace.lab import VhostUserDevice, Workspace, scenarios
+from tests.support import scenarios
+from tests.support.tracecheck import Trace
+from vhtrace.lab import VhostUserDevice, Workspace
 from vhtrace.lab.dpdk import PortStats, VhostPmd, VirtioUser, parse_port_stats
 from vhtrace.lab.proc import is_listening, wait_until
 from vhtrace.protocol import spec

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.cli.test_follow import SHOW, _lines_of
+from tests.cli.test_show import SHOW, _lines_of
 from vhtrace.lab import VhostUserDevice, Workspace, guest, images
 
 MiB = 1 << 20

@@ -14,6 +14,7 @@ import subprocess
 
 import pytest
 
+from tests.support import scenarios
 from vhtrace.lab import (
     BackendError,
     QemuError,
@@ -21,7 +22,6 @@ from vhtrace.lab import (
     Workspace,
     guest,
     images,
-    scenarios,
 )
 from vhtrace.lab.cpio import NewcWriter
 from vhtrace.lab.proc import RepeatFolder

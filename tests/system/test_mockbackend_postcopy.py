@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from vhtrace.lab import Workspace, guest, images, scenarios
+from tests.support import scenarios
+from vhtrace.lab import Workspace, guest, images
 from vhtrace.lab.backends import Backend
 
 MiB = 1 << 20

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.system.tracecheck import Trace
-from vhtrace.lab import Workspace, scenarios
+from tests.support import scenarios
+from tests.support.tracecheck import Trace
+from vhtrace.lab import Workspace
 
 
 @pytest.mark.lab_needs("qemu", "virtiofsd", "busybox", "kernel")

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.system.tracecheck import Trace
-from vhtrace.lab import Workspace, scenarios
+from tests.support import scenarios
+from tests.support.tracecheck import Trace
+from vhtrace.lab import Workspace
 
 
 @pytest.mark.lab_needs("qemu", "qemu-img", "busybox", "kernel")

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.system.tracecheck import Trace
-from vhtrace.lab import VhostUserDevice, Workspace, images, scenarios
+from tests.support import scenarios
+from tests.support.tracecheck import Trace
+from vhtrace.lab import VhostUserDevice, Workspace, images
 from vhtrace.lab.proc import is_listening
 from vhtrace.protocol import spec
 from vhtrace.protocol.spec import DeviceType

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_synthetic_trace
 from tests.report.browser import Dom, dump_dom, png_pixels, screenshot
+from tests.support.synthetic import write_synthetic_trace
 from vhtrace.analysis import AnalysedMessage, analyser_for
 from vhtrace.cli.stats import as_dict, collect
 from vhtrace.trace.reader import TraceReader
@@ -171,7 +171,7 @@ def test_diff_html_lines_up_two_real_traces_as_diff_does(tmp_path: Path) -> None
 
 def test_hostile_text_from_the_wire_stays_text(tmp_path: Path) -> None:
     """An fd's name comes from the peer: markup in it must not become markup in the page."""
-    from vhtrace import synthetic
+    from tests.support import synthetic
     from vhtrace.trace.writer import TraceWriter, make_header
 
     hostile = "</script><img id=pwned src=x onerror=alert(1)><!--"

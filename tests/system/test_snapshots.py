@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.system.tracecheck import Trace
+from tests.support import scenarios
+from tests.support.tracecheck import Trace
 from vhtrace.cli.main import main
-from vhtrace.lab import Workspace, scenarios
+from vhtrace.lab import Workspace
 from vhtrace.memory.pages import PAGE_SIZE
 from vhtrace.memory.plan import decode_ring
 from vhtrace.memory.tracedata import SnapshotMemory, read_pages, read_snapshots

@@ -1,11 +1,14 @@
 """Drive the real vhost-user stack of this machine: QEMU, its back-ends and a tiny guest.
 
-For system tests, demos and benchmarks of vhtrace. A test typically builds an initramfs
+For the pytest plugin's record mode (a product feature: it boots QEMU against the
+back-end under test), the interop matrix, and the repo's system tests, demo and
+benchmarks, whose scenarios live repo-side in ``tests/support/``, not in the package.
+A test typically builds an initramfs
 whose /init runs a shell snippet (:mod:`~vhtrace.lab.guest`), starts a back-end
 (:mod:`~vhtrace.lab.backends`), boots QEMU against it under TCG (:mod:`~vhtrace.lab.qemu`)
 and reads back the ``VHT:key=value`` markers the guest printed. QEMU's chardev socket and
 the back-end's socket are separate paths, so a recording proxy can be put in between.
-:mod:`~vhtrace.lab.qmp` and :mod:`~vhtrace.lab.migration` drive postcopy migrations.
+:mod:`~vhtrace.lab.qmp` speaks QMP (``tests/support/migration.py`` drives postcopy with it).
 :mod:`~vhtrace.lab.dpdk` drives dpdk-testpmd as either peer (virtio-user, vhost PMD), no
 guest needed.
 
@@ -25,7 +28,6 @@ from vhtrace.lab.guest import (
     virtiofs_roundtrip,
     write_pattern,
 )
-from vhtrace.lab.migration import MigrationError, MigrationResult, postcopy_migrate
 from vhtrace.lab.proc import LabError
 from vhtrace.lab.programs import Kernel, LabUnavailable, missing, require
 from vhtrace.lab.qemu import Qemu, QemuConfig, QemuError, VhostUserDevice, build_command
@@ -40,8 +42,6 @@ __all__ = [
     "LabError",
     "LabUnavailable",
     "Markers",
-    "MigrationError",
-    "MigrationResult",
     "PortStats",
     "Qemu",
     "QemuConfig",
@@ -60,7 +60,6 @@ __all__ = [
     "build_initramfs",
     "missing",
     "parse_markers",
-    "postcopy_migrate",
     "read_disk_md5",
     "require",
     "tick_loop",

@@ -401,3 +401,21 @@ class Testpmd(ProcessView):
             for leftover in mount.glob(f"{self.prefix}map_*"):
                 leftover.unlink(missing_ok=True)
         shutil.rmtree(RUNTIME_DIR / self.prefix, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ two testpmds
+
+DPDK_PACKETS = 500
+"""Packets each testpmd must have received and sent before a DPDK scenario ends."""
+
+
+def loop_packets(frontend: Testpmd, backend: Testpmd,
+                 packets: int = DPDK_PACKETS) -> tuple[PortStats, PortStats]:  # fmt: skip
+    """Both testpmds forwarding (the front-end injects a first burst), until each has
+    received and sent ``packets``; their counters (front-end, back-end)."""
+    backend.start_forwarding()
+    frontend.start_forwarding(tx_first=True)
+    return (
+        frontend.wait_packets(rx=packets, tx=packets, timeout=60),
+        backend.wait_packets(rx=packets, tx=packets, timeout=60),
+    )

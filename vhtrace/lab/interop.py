@@ -35,10 +35,9 @@ from pathlib import Path
 from typing import Protocol
 
 from vhtrace.lab import guest, images, programs
-from vhtrace.lab.dpdk import Testpmd, VhostPmd, VirtioUser
+from vhtrace.lab.dpdk import DPDK_PACKETS, Testpmd, VhostPmd, VirtioUser, loop_packets
 from vhtrace.lab.proc import is_listening, wait_until
 from vhtrace.lab.qemu import VhostUserDevice
-from vhtrace.lab.scenarios import DPDK_PACKETS, loop_packets
 from vhtrace.lab.workspace import Workspace
 
 MODES = ("direct", "record", "replay", "mock")

@@ -18,7 +18,16 @@ DUE = {
 }
 """What each interposed channel needs, in words (for findings)."""
 
-_ARTICLE_AN = ("eventfd", "userfaultfd", "other", "inet", "inet6", "unconnected")
+_ARTICLE_AN = (
+    "eventfd",
+    "userfaultfd",
+    "other",
+    "inet",
+    "inet6",
+    "unconnected",
+    "unreadable",
+    "unknown-family",
+)
 
 
 def _article(word: str) -> str:
