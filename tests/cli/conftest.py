@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from tests.dissect.conftest import synthetic_dir  # noqa: F401 (export's tests read it)
+from tests.record.harness import stop_leftover_recorders
 from tests.support import synthetic
 from vhtrace.protocol.findings import Finding, Severity
 from vhtrace.protocol.framing import Frame
@@ -113,3 +115,10 @@ def run_cli(capsys):
         return code, out, err
 
     return run
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_recorder() -> Iterator[None]:
+    """No ``vhtrace record`` process a failed test started outlives it."""
+    yield
+    stop_leftover_recorders()

@@ -175,6 +175,7 @@ class Recording:
 
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      preexec_fn=preexec)  # fmt: skip
+        _STARTED.append(self.proc)
         deadline = time.monotonic() + 10
         # The trace is created once the socket is up: wait for both.
         while not (os.path.exists(self.front) and (str(self.trace) == "-" or self.trace.exists())):
@@ -194,3 +195,16 @@ class Recording:
         self.server.close()
         self.out = out
         return self.proc.returncode, out.decode(errors="replace"), err.decode()
+
+
+_STARTED: list[subprocess.Popen[bytes]] = []
+
+
+def stop_leftover_recorders() -> None:
+    """Kill the ``vhtrace record`` processes a failed test left running (its group:
+    the relay and its recorder), so that they do not outlive the test run."""
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)

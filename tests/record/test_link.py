@@ -22,16 +22,11 @@ from tests.record.harness import ProxyHarness, open_fds
 from tests.record.test_relay import messages, negotiate
 from vhtrace.memory import triggers
 from vhtrace.memory.recording import SnapshotConfig
-from vhtrace.protocol.findings import Finding, Severity
 from vhtrace.protocol.messages import build
-from vhtrace.record import handoff, link
-from vhtrace.record.handoff import Answer, Failed, Finished, Relayed, Release, SnapshotNow, Stop
+from vhtrace.record import link
 from vhtrace.trace.records import (
-    EventRecord,
     FindingRecord,
-    MessageRecord,
     SnapshotRecord,
-    StreamRecord,
 )
 
 
@@ -44,26 +39,6 @@ def harness(tmp_path: Path):
 
 def process_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def test_every_hand_off_item_survives_the_socket() -> None:
-    notes = ({"interposed": "backend"}, {})
-    message = MessageRecord(3, 10, 20, 1, "main", "frontend", b"\x01" * 12, notes, 0)
-    items = [
-        Relayed(message, 2, hold=4),
-        Relayed(StreamRecord(4, 11, 21, 1, "gpu", "backend", b"abc", ({},)), 1),
-        EventRecord(12, 22, 1, "session-start", {"frontend": {"pid": 5}}),
-        FindingRecord(1, Finding(3, "GET_FEATURES", "io-error", "it broke", Severity.ERROR)),
-        SnapshotNow("signal"),
-        Stop({"x": 1}),
-        Answer(4, True),
-        Release(4),
-        Failed({"failed": "disk"}),
-        Finished({"sessions": 1}),
-    ]
-    unpacker = handoff.unpacker()
-    unpacker.feed(b"".join(handoff.encode(item) for item in items))
-    assert [handoff.decode(fields) for fields in unpacker] == items
 
 
 def test_the_trace_is_byte_exact_with_fd_metadata(harness: ProxyHarness) -> None:
