@@ -64,6 +64,11 @@ class Message:
         return self.raw[HEADER_SIZE:]
 
     @property
+    def cut(self) -> bool:
+        """Its bytes stop short of what its header says: the connection ends inside it."""
+        return len(self.raw) < HEADER_SIZE or len(self.raw) < HEADER_SIZE + self.size
+
+    @property
     def name(self) -> str:
         return spec.request_name(self.channel, self.request)
 
@@ -101,6 +106,14 @@ class Case:
     attacks: tuple[RingAttack, ...] = ()
     """Malformed descriptor chains put on rings once they run (``rings``)."""
 
+    def __post_init__(self) -> None:
+        # A cut message ends its connection: whatever a later mutation or the minimizer
+        # put after it would be read as the rest of it, and the peer waiting for those
+        # bytes is right, not hung.
+        sessions = tuple(_up_to_the_cut(session) for session in self.sessions)
+        if sessions != self.sessions:
+            object.__setattr__(self, "sessions", sessions)
+
     @property
     def messages(self) -> Iterator[Message]:
         for session in self.sessions:
@@ -108,6 +121,13 @@ class Case:
 
     def count(self) -> int:
         return sum(len(s) for s in self.sessions)
+
+
+def _up_to_the_cut(session: tuple[Message, ...]) -> tuple[Message, ...]:
+    for index, message in enumerate(session):
+        if message.cut:
+            return session[: index + 1]
+    return session
 
 
 @dataclass(frozen=True)
