@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 import struct
 from collections import Counter
@@ -18,6 +19,7 @@ from vhtrace.fuzz.mutate import (
     iteration_rng,
     leaves,
     mutate,
+    mutate_size,
 )
 from vhtrace.protocol import payloads
 from vhtrace.protocol.framing import Frame, Framer
@@ -183,3 +185,13 @@ def test_a_field_that_is_not_there_is_no_mutation() -> None:
     message = Message(build(5, 1, empty), layout="mem_table")
     assert field_mutation(message, "regions.0.guest_phys_addr", 0x1000) is None
     assert field_mutation(message, "no_such_field", 1) is None
+
+
+def test_a_size_mutation_on_a_payload_already_past_the_maximum_does_not_fail(template) -> None:
+    """Found by the DPDK campaign: a stacked mutation left a payload past MAX_PAYLOAD, and
+    padding it 'to the maximum' asked for a negative count, ending the campaign."""
+    big = Message(build(1, 1, bytes(MAX_PAYLOAD + 100)))
+    case = Case(((big,),))
+    for seed in range(64):
+        mutated = mutate_size(random.Random(seed), template, case)
+        assert mutated is None or next(mutated.messages).raw != big.raw

@@ -269,7 +269,8 @@ def mutate_size(rng: random.Random, template: Template, case: Case) -> Case | No
     elif choice == 1:
         new = payload + bytes(rng.choice([1, 4, 8, 32]))
     elif choice == 2:
-        new = payload + bytes(spec.MAX_PAYLOAD - len(payload) + rng.choice([0, 1, 8]))
+        # to the protocol's maximum and just past it (a stacked mutation may be past it)
+        new = payload + bytes(max(0, spec.MAX_PAYLOAD - len(payload)) + rng.choice([0, 1, 8]))
     else:
         new = payload[:4] if len(payload) > 4 else payload + bytes(4)
     if new == payload:
