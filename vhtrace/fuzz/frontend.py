@@ -48,6 +48,7 @@ from vhtrace.protocol.conversation import Role
 from vhtrace.protocol.spec import Channel, Side
 from vhtrace.replay import ReplayOptions, serve_backend
 from vhtrace.replay.options import ReplayInputError, load
+from vhtrace.replay.report import ReplayResult
 
 FAMILIES = tuple(SERVED_FAMILIES)
 QMP = "{qmp}"
@@ -211,6 +212,10 @@ def apply(template: Template, chosen: list[Edit]) -> Case:
     return Case((tuple(messages),), tuple(e.describe(template) for e in chosen))
 
 
+def kept_edits(found: list[Edit], kept: list[Any]) -> list[Edit]:
+    return [found[k] for k, _ in kept]
+
+
 class FrontendCampaign:
     """Fuzz a front-end program with mutated back-end messages."""
 
@@ -254,6 +259,8 @@ class FrontendCampaign:
         self.report = FrontendReport(self.trace, self.program.argv, seed,
                                      "guest" if self.guest else "realize")  # fmt: skip
         self._by_signature: dict[str, FrontendFinding] = {}
+        self.served: ReplayResult | None = None
+        """How the last run's serving went (what the front-end asked, what matched)."""
         self._replaced = frozenset(m.origin for m in self.template.case.messages
                                    if m.origin is not None)  # fmt: skip
 
@@ -319,15 +326,16 @@ class FrontendCampaign:
     def serve(self, served: Path) -> Verdict:
         """Serve ``served`` to a newly started front-end; what it did."""
         done = threading.Event()
-        options = ReplayOptions(timeout=self.wait, loose=True, unknown="ack", close_timeout=0.5,
+        options = ReplayOptions(timeout=None, loose=True, unknown="ack", close_timeout=0.5,
                                 keep_going=True)  # fmt: skip
         ready = threading.Event()
+        results: list[ReplayResult] = []
         server = threading.Thread(
-            target=serve_backend,
-            args=(served, self.program.socket, options),
-            kwargs={"stop": done, "on_ready": lambda _: ready.set()},
+            target=lambda: results.append(serve_backend(
+                served, self.program.socket, options, stop=done, on_ready=lambda _: ready.set()
+            )),
             daemon=True,
-        )
+        )  # fmt: skip
         server.start()
         ready.wait(5)
         with contextlib.suppress(FileNotFoundError):
@@ -340,6 +348,7 @@ class FrontendCampaign:
             self.program.stop(grace=0.5)  # survived: ours to stop
         done.set()
         server.join(10)
+        self.served = results[0] if results else None
         ending = "hang" if hang else "done" if status is None else "closed"
         run = Run([SessionRun(ending, "realize", waited_for=hang)], status, output)
         verdict = judge(run)
@@ -351,6 +360,7 @@ class FrontendCampaign:
         """Guest mode: take the VM through stop, resume, stop over QMP. What QEMU did not
         answer within the timeout while alive (a hang), or None (answered, or exited)."""
         client = QmpClient(self.qmp, timeout=self.timeout)
+        what = "the QMP greeting"
         try:
             client.connect(wait=self.timeout)
             time.sleep(self.wait / 4)  # the firmware brings the device up meanwhile
@@ -359,11 +369,11 @@ class FrontendCampaign:
                 client.execute(command)
             return None
         except QmpTimeout:
-            return (what if client.greeting else "the QMP greeting") if self._alive() else None
+            return what if self._alive() else None
         except (QmpError, OSError, ValueError):  # the monitor went away: did QEMU?
             if not self._alive():
                 return None
-            return f"QMP: the monitor closed while QEMU runs ({client.greeting and what})"
+            return f"{what}: the monitor closed while QEMU runs"
         finally:
             client.close()
 
@@ -393,11 +403,13 @@ class FrontendCampaign:
             return self._still(apply(self.template, chosen), verdict, i, budget)
 
         kept = ddmin(units, still, budget) if len(units) > 1 else units
-        best = apply(self.template, [found[k] for k, _ in kept])
+        best = apply(self.template, kept_edits(found, kept))
         messages = list(best.sessions[0])
-        last = max((n for n, m in enumerate(messages) if m.mutation or m.origin is None),
-                   default=len(messages) - 1)  # fmt: skip
-        low, high = last + 1, len(messages)  # the shortest prefix that still does it
+        needed = [n + 1 for n, m in enumerate(messages) if m.mutation or m.origin is None]
+        for edit in kept_edits(found, kept):  # a dropped reply: the messages before its place
+            if edit.kind == "dropped":
+                needed.append(sum(1 for m in messages if (m.origin or 0) < (edit.origin or 0)))
+        low, high = max(needed, default=len(messages)), len(messages)
         while low < high and budget.left:
             middle = (low + high) // 2
             shorter = replace(best, sessions=(tuple(messages[:middle]),))
@@ -405,5 +417,8 @@ class FrontendCampaign:
                 high = middle
             else:
                 low = middle + 1
-        best = replace(best, sessions=(tuple(messages[:high]),))
-        return Minimized(best, best.mutations, best.count(), budget.used)
+        mutations = best.mutations
+        if high < len(messages):
+            mutations += (f"sequence: served the first {high} of {len(messages)} replies",)
+        best = Case((tuple(messages[:high]),), mutations)
+        return Minimized(best, mutations, best.count(), budget.used)
