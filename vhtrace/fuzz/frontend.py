@@ -48,7 +48,7 @@ from vhtrace.protocol.conversation import Role
 from vhtrace.protocol.spec import Channel, Side
 from vhtrace.replay import ReplayOptions, serve_backend
 from vhtrace.replay.options import ReplayInputError, load
-from vhtrace.replay.report import ReplayResult
+from vhtrace.replay.report import ReplayResult, Status
 
 FAMILIES = tuple(SERVED_FAMILIES)
 QMP = "{qmp}"
@@ -349,12 +349,23 @@ class FrontendCampaign:
         done.set()
         server.join(10)
         self.served = results[0] if results else None
+        if hang:
+            hang = f"{hang} after {self._last_request()}"
         ending = "hang" if hang else "done" if status is None else "closed"
         run = Run([SessionRun(ending, "realize", waited_for=hang)], status, output)
         verdict = judge(run)
         if status is not None and status > 0 and verdict.kind == "exit":
             verdict = Verdict("exit", verdict.signature, f"refused the device (status {status})")
         return verdict
+
+    def _last_request(self) -> str:
+        """The last front-end message the serving saw: what QEMU waits for the answer to."""
+        checks = [c for s in (self.served.sessions if self.served else []) for c in s.checks
+                  if c.seq is not None and c.status in (Status.OK, Status.HANDLED)]  # fmt: skip
+        if not checks:
+            return "the start"
+        label = checks[-1].label.removeprefix("live ")
+        return label.split(" ", 1)[1] if label.startswith("#") else label
 
     def _drive(self) -> str | None:
         """Guest mode: take the VM through stop, resume, stop over QMP. What QEMU did not
