@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from vhtrace.cli import common
 from vhtrace.cli.verbs import help_of
+from vhtrace.fuzz.backchannel import SERVED_FAMILIES
 from vhtrace.fuzz.campaign import Campaign, FuzzInputError, FuzzOptions, Progress
 from vhtrace.fuzz.frontend import MINIMIZE_TESTS as FRONTEND_MINIMIZE_TESTS
 from vhtrace.fuzz.frontend import FrontendCampaign
@@ -44,8 +45,9 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     peer.add_argument(
         "--frontend-cmd",
         metavar="CMD",
-        help="fuzz a front-end instead: its command line (QEMU), {sock} where it connects; "
-        "it gets mutated back-end replies at device realize, a new one each iteration",
+        help="fuzz a front-end instead: its command line (QEMU), {sock} where it connects, "
+        "{qmp} for a QMP socket (guest mode: its firmware drives the device, QMP stops and "
+        "resumes it); it gets mutated back-end messages, a new one each iteration",
     )
     parser.add_argument(
         "--frontend-wait",
@@ -69,7 +71,8 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--mutate",
         metavar="FAMILIES",
-        help=f"comma-separated mutation families (default all: {','.join(FAMILIES)})",
+        help=f"comma-separated mutation families (default all: {','.join(FAMILIES)}; with "
+        f"--frontend-cmd: {','.join(SERVED_FAMILIES)})",
     )
     parser.add_argument(
         "--session", type=int, action="append", metavar="N", help="use only this session"
