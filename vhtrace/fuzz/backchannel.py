@@ -98,7 +98,8 @@ def mutate_backend_request(rng: random.Random, template: Template, case: Case) -
     )
     message = Message(
         message.raw, fds, layout, channel=Channel.BACKEND, after=after,
-        original=message, mutation=f"inserted after #{after}",
+        original=message,
+        mutation=f"inserted after #{after}: {payload.hex() or 'empty'}, flags 0x{flags:x}",
     )  # fmt: skip
     where = spots(case)
     sessions = list(case.sessions)
@@ -106,7 +107,7 @@ def mutate_backend_request(rng: random.Random, template: Template, case: Case) -
     position = sum(1 for s in where if _anchor_before(case, s.index, after))
     first.insert(position, message)
     sessions[0] = tuple(first)
-    what = f"backend: {message.describe()}: {payload.hex() or 'empty'} flags 0x{flags:x}"
+    what = f"backend: {message.describe()}"
     return Case(tuple(sessions), (*case.mutations, what), case.attacks)
 
 

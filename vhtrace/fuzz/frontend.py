@@ -169,6 +169,10 @@ class Edit:
     message: Message | None = None
 
     def describe(self, template: Template) -> str:
+        if self.message is not None and self.message.channel is Channel.BACKEND:
+            return f"backend: {self.message.describe()}"
+        if self.message is not None and not self.message.mutation:
+            return f"sequence: duplicated {self.message.describe()}"
         if self.message is not None:
             return self.message.describe()
         reply = next(m for m in template.case.messages if m.origin == self.origin)
