@@ -35,6 +35,7 @@ from vhtrace.protocol.conversation import Conversation, WireMessage
 from vhtrace.protocol.findings import Severity
 from vhtrace.protocol.framing import pack_header
 from vhtrace.protocol.spec import Channel, DeviceType, Side
+from vhtrace.protocol.virtio import DESC, DESC_F_NEXT
 from vhtrace.replay.answers import RecordedReply, answer
 from vhtrace.wire import MessageReader, close_fds, listen_unix, send_all
 
@@ -105,11 +106,11 @@ class Rings:
                 return
             (d,) = struct.unpack("<H", slot)
             for _ in range(num + 1):
-                entry = self.read(desc + 16 * d, 16) if d < num else None
+                entry = self.read(desc + DESC.size * d, DESC.size) if d < num else None
                 if entry is None:
                     break
-                _, _, flags, nxt = struct.unpack("<QIHH", entry)
-                if not flags & 1:  # VIRTQ_DESC_F_NEXT
+                _, _, flags, nxt = DESC.unpack(entry)
+                if not flags & DESC_F_NEXT:
                     break
                 d = nxt
             else:
