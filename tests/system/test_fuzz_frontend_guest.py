@@ -68,7 +68,9 @@ def test_a_reply_qemu_waits_for_is_a_hang_and_replay_serves_it_again(lab: Worksp
     finally:
         campaign.program.close()
     assert verdict.kind == "hang", verdict
-    assert verdict.signature == "hang the QMP greeting after GET_QUEUE_NUM", verdict
+    assert verdict.signature == (
+        "hang the QMP greeting: waiting for the reply to GET_QUEUE_NUM (owed, not served)"
+    ), verdict
     assert again.kind == "ok", again
     # the reproducer, served by `vhtrace replay --serve`, hangs a QEMU started by hand
     sock, qmp = lab.sock("served"), lab.sock("qmp")

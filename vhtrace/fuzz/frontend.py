@@ -353,23 +353,32 @@ class FrontendCampaign:
         done.set()
         server.join(10)
         self.served = results[0] if results else None
-        if hang:
-            hang = f"{hang} after {self._last_request()}"
         ending = "hang" if hang else "done" if status is None else "closed"
         run = Run([SessionRun(ending, "realize", waited_for=hang)], status, output)
         verdict = judge(run)
+        if verdict.kind == "hang":
+            why = self._waiting()
+            detail = f"its monitor gave no {hang} within {self.timeout:g} s, {why}"
+            verdict = Verdict("hang", f"hang {hang}: {why}", detail)
         if status is not None and status > 0 and verdict.kind == "exit":
             verdict = Verdict("exit", verdict.signature, f"refused the device (status {status})")
         return verdict
 
-    def _last_request(self) -> str:
-        """The last front-end message the serving saw: what QEMU waits for the answer to."""
-        checks = [c for s in (self.served.sessions if self.served else []) for c in s.checks
+    def _waiting(self) -> str:
+        """What a hung front-end waits for: the reply the served back-end owed it and never
+        sent (a reply withheld: QEMU waits for ever by design), or nothing owed after the
+        last message the serving saw (a hang of its own)."""
+        sessions = self.served.sessions if self.served else []
+        owed = [name for s in sessions for name in s.unanswered]
+        if owed:
+            return f"waiting for the reply to {owed[-1]} (owed, not served)"
+        checks = [c for s in sessions for c in s.checks
                   if c.seq is not None and c.status in (Status.OK, Status.HANDLED)]  # fmt: skip
-        if not checks:
-            return "the start"
-        label = checks[-1].label.removeprefix("live ")
-        return label.split(" ", 1)[1] if label.startswith("#") else label
+        last = "the start"
+        if checks:
+            label = checks[-1].label.removeprefix("live ")
+            last = label.split(" ", 1)[1] if label.startswith("#") else label
+        return f"after {last}, no reply owed to it"
 
     def _drive(self) -> str | None:
         """Guest mode: take the VM through stop, resume, stop over QMP. What QEMU did not

@@ -128,6 +128,7 @@ class SessionRunner:
                 self._finish_streams()
         finally:
             self.result.elapsed = time.monotonic() - self.start
+            self.result.unanswered = [p.row.name for p in self.conversation.pending[Channel.MAIN]]
             self._close_all()
         self.result.sent = self.player.sent_count
         self.result.received = self.player.received_count
