@@ -358,7 +358,7 @@ class FrontendCampaign:
         verdict = judge(run)
         if verdict.kind == "hang":
             why = self._waiting()
-            detail = f"its monitor gave no {hang} within {self.timeout:g} s, {why}"
+            detail = f"QEMU's monitor did not answer ({hang}) within {self.timeout:g} s, {why}"
             verdict = Verdict("hang", f"hang {hang}: {why}", detail)
         if status is not None and status > 0 and verdict.kind == "exit":
             verdict = Verdict("exit", verdict.signature, f"refused the device (status {status})")
