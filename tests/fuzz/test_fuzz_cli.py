@@ -140,6 +140,7 @@ def test_time_bound_and_text_report(tmp_path: Path) -> None:
         (["--backend-cmd", planted(), "--mutate", "field,bogus"], "--mutate bogus"),
         (["--backend-cmd", planted(), "--iterations", "0"], "--iterations must be positive"),
         (["--backend-cmd", "false {sock}"], "exited (status 1) before listening"),
+        (["--frontend-cmd", "qemu {sock}", "--mutate", "ring"], "--mutate: ring: the front-end"),
     ],
 )
 def test_bad_usage_exits_2(tmp_path: Path, args: list[str], message: str) -> None:

@@ -22,7 +22,8 @@ from tests.support.migration import MigrationResult, postcopy_migrate
 from vhtrace.lab import guest, images
 from vhtrace.lab.dpdk import DPDK_PACKETS, VhostPmd, VirtioUser, loop_packets
 from vhtrace.lab.guest import Markers
-from vhtrace.lab.qemu import Qemu, VhostUserDevice
+from vhtrace.lab.proc import LabError, LabProcess
+from vhtrace.lab.qemu import Qemu, VhostUserDevice, firmware_guest_command
 from vhtrace.lab.qmp import QmpClient
 from vhtrace.lab.recording import RecordingProxy
 from vhtrace.lab.workspace import Workspace
@@ -104,6 +105,36 @@ vht readback_md5 "${{_sum%% *}}"
     qsd.stop()
     return Outcome(proxy.trace if proxy else Path(), markers, proxy, image,
                    {"pattern": pattern, "offset": offset, "seconds": seconds})  # fmt: skip
+
+
+def firmware_blk(lab: Workspace, *, size: int = 64 * MiB) -> Outcome:
+    """vhost-user-blk with no kernel: QEMU's firmware (SeaBIOS) brings the device up and
+    reads its boot sector, then QMP stops the VM (GET_VRING_BASE), resumes it (the ring set
+    up again from that base) and stops it again. What ``vhtrace fuzz --frontend-cmd``
+    serves in guest mode (``firmware_guest_command``)."""
+    image = images.create_image(lab.path("disk.img"), size)
+    qsd = lab.qsd(image)
+    front, qmp = lab.sock("front"), lab.sock("qmp")
+    proxy = lab.record(front, qsd.socket, name="blk-firmware", extra_args=("--print",))
+    vm = LabProcess(firmware_guest_command(str(front), str(qmp)), lab.path("qemu.log"),
+                    name="qemu")  # fmt: skip
+    vm.start()
+    try:
+        with QmpClient(qmp, timeout=30).connect(wait=30) as client:
+            deadline = time.monotonic() + 30
+            while "SET_VRING_ENABLE" not in proxy.process.log_path.read_text(errors="replace"):
+                if time.monotonic() > deadline:
+                    raise LabError("the firmware did not start the ring within 30 s")
+                time.sleep(0.1)
+            for command in ("stop", "cont", "stop"):
+                client.execute(command)
+            client.execute("quit")
+        vm.wait_exit(30)
+    finally:
+        vm.stop()
+    proxy.interrupt()
+    qsd.stop()
+    return Outcome(proxy.trace, None, proxy, image)
 
 
 def virtiofs_io(lab: Workspace) -> Outcome:
@@ -306,6 +337,7 @@ def dpdk_reconnect(lab: Workspace, *, runs: int = 2) -> Outcome:
 
 SCENARIOS = {
     "qemu-qsd-blk": blk_io,
+    "qemu-qsd-blk-firmware": firmware_blk,
     "qemu-virtiofsd": virtiofs_io,
     "qemu-qsd-reconnect": backend_restart,
     "qemu-qsd-postcopy-dst": postcopy,

@@ -13,7 +13,9 @@ from typing import TypeVar
 
 from vhtrace.cli import common
 from vhtrace.cli.verbs import help_of
+from vhtrace.fuzz.backchannel import SERVED_FAMILIES
 from vhtrace.fuzz.campaign import Campaign, FuzzInputError, FuzzOptions, Progress
+from vhtrace.fuzz.frontend import MINIMIZE_TESTS as FRONTEND_MINIMIZE_TESTS
 from vhtrace.fuzz.frontend import FrontendCampaign
 from vhtrace.fuzz.mutate import FAMILIES
 from vhtrace.fuzz.report import render_text
@@ -43,8 +45,9 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     peer.add_argument(
         "--frontend-cmd",
         metavar="CMD",
-        help="fuzz a front-end instead: its command line (QEMU), {sock} where it connects; "
-        "it gets mutated back-end replies at device realize, a new one each iteration",
+        help="fuzz a front-end instead: its command line (QEMU), {sock} where it connects, "
+        "{qmp} for a QMP socket (guest mode: its firmware drives the device, QMP stops and "
+        "resumes it); it gets mutated back-end messages, a new one each iteration",
     )
     parser.add_argument(
         "--frontend-wait",
@@ -68,7 +71,8 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--mutate",
         metavar="FAMILIES",
-        help=f"comma-separated mutation families (default all: {','.join(FAMILIES)})",
+        help=f"comma-separated mutation families (default all: {','.join(FAMILIES)}; with "
+        f"--frontend-cmd: {','.join(SERVED_FAMILIES)})",
     )
     parser.add_argument(
         "--session", type=int, action="append", metavar="N", help="use only this session"
@@ -89,9 +93,9 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--minimize-tests",
         type=int,
-        default=150,
         metavar="N",
-        help="most runs spent minimizing one finding (default 150)",
+        help="most runs spent minimizing one finding (default 150; 40 with --frontend-cmd, "
+        "where each run starts the front-end)",
     )
     parser.add_argument("--json", action="store_true", help="the report as one JSON object")
     parser.add_argument("-v", "--verbose", action="store_true", help="list minimized cases")
@@ -115,7 +119,7 @@ def _options(args: argparse.Namespace) -> FuzzOptions:
         timeout=args.timeout,
         families=families,
         minimize=not args.no_minimize,
-        minimize_tests=args.minimize_tests,
+        minimize_tests=args.minimize_tests or 150,
         out=Path(args.out),
         sessions=tuple(args.session) if args.session else None,
         probe=not args.no_probe,
@@ -198,8 +202,10 @@ def run_frontend(args: argparse.Namespace, options: FuzzOptions) -> int:
     try:
         campaign = FrontendCampaign(
             args.trace, argv, seed=options.seed, iterations=options.iterations,
-            time_limit=options.time_limit, wait=args.frontend_wait, out=options.out,
-            progress=line, stop=stop,
+            time_limit=options.time_limit, wait=args.frontend_wait, timeout=options.timeout,
+            families=options.families, out=options.out, minimize=options.minimize,
+            minimize_tests=args.minimize_tests or FRONTEND_MINIMIZE_TESTS, progress=line,
+            stop=stop,
         )  # fmt: skip
     except ReplayInputError as exc:
         common.fail(str(exc))
@@ -208,8 +214,9 @@ def run_frontend(args: argparse.Namespace, options: FuzzOptions) -> int:
         print(json.dumps(report.to_dict(), indent=1))
     else:
         print(f"vhtrace fuzz: {report.trace} served to {' '.join(report.frontend)}")
-        print(f"seed {report.seed}: {report.iterations} iterations in {report.elapsed:.1f} s; "
-              f"outcomes: {dict(report.kinds)}")  # fmt: skip
+        rate = report.iterations / report.elapsed if report.elapsed else 0.0
+        print(f"seed {report.seed}: {report.iterations} iterations in {report.elapsed:.1f} s "
+              f"({rate:.2f}/s, {report.mode} mode); outcomes: {dict(report.kinds)}")  # fmt: skip
         for number, finding in enumerate(report.findings, 1):
             print(f"  {number}. {finding.verdict.kind}: {finding.verdict.detail} "
                   f"(iteration {finding.iteration}, seen {finding.count} time(s))")  # fmt: skip
@@ -217,6 +224,14 @@ def run_frontend(args: argparse.Namespace, options: FuzzOptions) -> int:
                 print(f"     mutation: {mutation}")
             if finding.reproducer:
                 print(f"     reproducer: {finding.reproducer} (vhtrace replay REPRO --serve SOCK)")
+                again = {True: "yes", False: "no", None: "not tried"}[finding.reproduced]
+                print(f"     reproduced on a fresh front-end: {again}")
+            if finding.minimized:
+                small = finding.minimized
+                print(f"     minimized: {small.reproducer} ({small.messages} messages served, "
+                      f"{small.tests} tests)")  # fmt: skip
+                for mutation in small.mutations:
+                    print(f"       mutation: {mutation}")
         found = f"{len(report.findings)} finding(s), exit 1" if report.found else "nothing found"
         print(f"result: {found}" + ("" if report.found else ", exit 0"))
     sys.stdout.flush()

@@ -13,6 +13,9 @@ is the replay's):
                                 │
     campaign: loop, dedup by signature ─▶ minimize (ddmin) ─▶ repro (vhtrace traces)
 
-``frontend`` is the other direction: mutated back-end replies served to a front-end
-(QEMU) it starts. See docs/fuzzing.md.
+Ring attacks reach reproducers as guest-write/ring-kick events (``replay.guestwrites``).
+``frontend`` is the other direction: mutated back-end replies and back-end-channel
+requests (``backchannel``) written as a trace (``served``) and served to a front-end
+(QEMU) it starts, with its firmware as the guest and QMP as the hang oracle's probe. See
+docs/fuzzing.md.
 """

@@ -46,6 +46,9 @@ class Message:
     mutation: str = ""
     """What was done to it, in words (empty: as recorded)."""
     channel: Channel = Channel.MAIN
+    after: int | None = None
+    """Served (front-end direction): the recorded front-end message an inserted message
+    follows (None: where the message before it in the case goes)."""
 
     @property
     def request(self) -> int:
@@ -152,6 +155,9 @@ class Template:
     """The protocol features the front-end set (SET_PROTOCOL_FEATURES)."""
     rings: tuple[RingSetup, ...] = ()
     """Every ring setup of the trace (ring attacks aim at them)."""
+    requests: tuple[tuple[int, str], ...] = ()
+    """Served (front-end direction): the recorded front-end's messages (number, name),
+    where inserted back-end-channel requests may go."""
 
 
 def template(plans: list[SessionPlan]) -> Template:

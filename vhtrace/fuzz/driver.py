@@ -11,7 +11,6 @@ is kept in a :class:`Transcript`, which a reproducer is written from.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import struct
@@ -30,9 +29,8 @@ from vhtrace.protocol.conversation import WireMessage
 from vhtrace.protocol.framing import pack_header, unpack_header
 from vhtrace.protocol.spec import HEADER_SIZE, MAX_PAYLOAD, Channel, Side
 from vhtrace.replay.answers import Answer, answer
-from vhtrace.replay.fds import FdFactory
+from vhtrace.replay.guestwrites import GuestAction, GuestMemoryFds
 from vhtrace.replay.memsource import MemorySource
-from vhtrace.replay.memsource import _region as memory_region
 from vhtrace.replay.plan import SessionPlan
 from vhtrace.replay.session import LoopOptions, SessionRunner, UnknownRequest
 from vhtrace.wire import connect_unix
@@ -64,6 +62,8 @@ class Transcript:
     """Every message of a run, both ways, in order: what a reproducer trace holds."""
 
     messages: list[Sent] = field(default_factory=list)
+    actions: list[GuestAction] = field(default_factory=list)
+    """Ring attacks made, as guest actions naming transcript message numbers (from 1)."""
     endings: dict[int, str] = field(default_factory=dict)
     """Session number -> how it ended (``frontend closed``/``backend closed``)."""
 
@@ -78,67 +78,33 @@ class DriveOptions:
     survived it (see :func:`probe`); off for back-ends that serve one connection."""
 
 
-class RingFds(FdFactory):
-    """The replay's fd factory, keeping what a ring attack needs: the memory regions and
-    their memfds, and a copy of each kick eventfd (the passed one is closed once sent)."""
+class RingFds(GuestMemoryFds):
+    """The replay's fd factory with what a ring attack needs (the regions and their
+    memfds, a copy of each eventfd), applying attacks as guest actions, which the
+    reproducer carries so that replay makes them again (``replay.guestwrites``)."""
 
-    def __init__(self, memory: MemorySource | None) -> None:
-        super().__init__(memory)
-        self.regions: list[tuple[dict[str, Any], int]] = []
-        self.eventfds: dict[int, int] = {}
-        """Recorded message number -> our copy of the eventfd made for it."""
-
-    def make(self, meta, *, seq, index, fields=None):
-        made = super().make(meta, seq=seq, index=index, fields=fields)
-        if meta.get("kind") == "eventfd" and seq not in self.eventfds:
-            self.eventfds[seq] = os.dup(made.fd)
-        return made
-
-    def _memory(self, meta, seq, index, fields):
-        made = super()._memory(meta, seq, index, fields)
-        region = memory_region(fields, index)
-        if region is not None:
-            self.regions.append((region, made.fd))
-        return made
-
-    def _where(self, addr: int, length: int, key: str) -> tuple[int, int] | None:
-        """(memfd, file offset) of ``length`` bytes at a gpa or user address, if mapped."""
-        for region, fd in self.regions:
-            start = int(region[key])
-            if start <= addr and addr + length <= start + int(region["memory_size"]):
-                return fd, int(region["mmap_offset"]) + addr - start
-        return None
-
-    def apply(self, attack: RingAttack) -> bool:
-        """Write the attack into guest memory and kick the ring; False if it cannot aim."""
+    def apply(self, attack: RingAttack, after: int, kick: int) -> list[GuestAction]:
+        """Write the attack into guest memory and kick the ring; the actions made (none if
+        it cannot aim). ``after`` and ``kick``: the message numbers the actions name."""
         setup = attack.setup
-        avail = self._where(setup.avail_uaddr, 4 + 2 * setup.num, "userspace_addr")
-        table = self._where(setup.desc_uaddr, 16 * setup.num, "userspace_addr")
-        kick = self.eventfds.get(setup.kick_seq)
-        if avail is None or table is None or kick is None:
-            return False
-        for gpa, data in attack.writes:
-            where = self._where(gpa, len(data), "guest_phys_addr")
-            if where is not None:
-                os.pwrite(where[0], data, where[1])
-        for slot, data in attack.desc_writes:
-            if slot < setup.num:
-                os.pwrite(table[0], data, table[1] + 16 * slot)
-        fd, offset = avail
-        (idx,) = struct.unpack("<H", os.pread(fd, 2, offset + 2))
-        os.pwrite(fd, struct.pack("<H", attack.head & 0xFFFF), offset + 4 + 2 * (idx % setup.num))
-        os.pwrite(fd, struct.pack("<H", (idx + attack.bump) & 0xFFFF), offset + 2)
-        with contextlib.suppress(OSError):
-            os.eventfd_write(kick, 1)
-        return True
-
-    def close(self) -> None:
-        for fd in self.eventfds.values():
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self.eventfds.clear()
-        self.regions.clear()
-        super().close()
+        avail = self.gpa_of(setup.avail_uaddr)
+        table = self.gpa_of(setup.desc_uaddr)
+        if avail is None or table is None or setup.kick_seq not in self.eventfds:
+            return []
+        where = self.where(avail, 4 + 2 * setup.num)
+        if where is None or self.where(table, 16 * setup.num) is None:
+            return []
+        (idx,) = struct.unpack("<H", os.pread(where[0], 2, where[1] + 2))
+        writes = [*attack.writes]
+        writes += [(table + 16 * slot, data) for slot, data in attack.desc_writes
+                   if slot < setup.num]  # fmt: skip
+        writes.append((avail + 4 + 2 * (idx % setup.num), struct.pack("<H", attack.head & 0xFFFF)))
+        writes.append((avail + 2, struct.pack("<H", (idx + attack.bump) & 0xFFFF)))
+        actions = [GuestAction(after, gpa, data) for gpa, data in writes]
+        actions = [a for a in actions if self.make_action(a)]
+        kicked = GuestAction(after, kick=setup.kick_seq)
+        self.make_action(kicked)
+        return [*actions, GuestAction(after, kick=kick)]
 
 
 def answer_backend_request(request: UnknownRequest) -> Answer | None:
@@ -159,6 +125,8 @@ def run_case(
     sessions: list[SessionRun] = []
     factory = RingFds(memory)
     attacks = {a.setup.enable_seq: a for a in case.attacks}
+    numbers: dict[int, int] = {}
+    """Recorded message number -> its number in the transcript."""
     loop = LoopOptions(options.timeout, 0.0)
     try:
         for number, messages in enumerate(case.sessions, 1):
@@ -172,9 +140,6 @@ def run_case(
             cut = last is not None and len(last.raw) != HEADER_SIZE + last.size
 
             def on_sent(step, number=number):
-                attack = attacks.pop(step.seq, None) if step.seq else None
-                if attack is not None:
-                    factory.apply(attack)
                 if transcript is not None:
                     transcript.messages.append(
                         Sent(
@@ -186,6 +151,14 @@ def run_case(
                             tuple(step.fds),
                         )
                     )
+                    if step.seq:
+                        numbers[step.seq] = len(transcript.messages)
+                attack = attacks.pop(step.seq, None) if step.seq else None
+                if attack is not None:
+                    after = numbers.get(step.seq, 0)
+                    made = factory.apply(attack, after, numbers.get(attack.setup.kick_seq, 0))
+                    if transcript is not None:
+                        transcript.actions += made
 
             player = FuzzPlayer(number, steps, on_sent=on_sent, cut_last=cut)
             plan = SessionPlan(number, Side.FRONTEND, steps)

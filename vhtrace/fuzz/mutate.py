@@ -456,17 +456,26 @@ FAMILIES: dict[str, tuple[tuple[Mutator, int], ...]] = {
 FAMILY_WEIGHTS = {"field": 5, "header": 2, "sequence": 2, "fd": 1, "ring": 2}
 
 
-def mutate(rng: random.Random, template: Template, families: tuple[str, ...] | None = None) -> Case:
-    """The template's case with one to three mutations stacked."""
-    chosen = families or tuple(FAMILIES)
-    weights = [FAMILY_WEIGHTS[f] for f in chosen]
+def mutate(
+    rng: random.Random,
+    template: Template,
+    families: tuple[str, ...] | None = None,
+    table: dict[str, tuple[tuple[Mutator, int], ...]] | None = None,
+    family_weights: dict[str, int] | None = None,
+) -> Case:
+    """The template's case with one to three mutations stacked (from ``table``'s families:
+    default the front-end side's, ``FAMILIES``)."""
+    table = table or FAMILIES
+    family_weights = family_weights or FAMILY_WEIGHTS
+    chosen = families or tuple(table)
+    weights = [family_weights[f] for f in chosen]
     case = template.case
     wanted = rng.choice([1, 1, 1, 2, 3])
     tries = 0
     while len(case.mutations) < wanted and tries < 20:
         tries += 1
         family = rng.choices(chosen, weights)[0]
-        mutators = FAMILIES[family]
+        mutators = table[family]
         mutator = rng.choices([m for m, _ in mutators], [w for _, w in mutators])[0]
         mutated = mutator(rng, template, case)
         if mutated is not None and mutated.count():

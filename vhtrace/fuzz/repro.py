@@ -5,7 +5,9 @@ The trace is written with the ordinary :class:`~vhtrace.trace.writer.TraceWriter
 reads it and ``vhtrace replay REPRO --backend SOCK`` sends the same messages again (the
 replies recorded are where replay waits). The header says where it came from (seed,
 iteration, signature, mutations). Memory fds are recorded by kind and size; the trace
-holds no snapshots, so replayed guest memory is zero-filled.
+holds no snapshots, so replayed guest memory starts zero-filled; a ring attack's writes
+into guest memory and its kick are events after the message that started the ring
+(``replay.guestwrites``), which replay makes again.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vhtrace.fuzz.driver import Transcript
+from vhtrace.replay.guestwrites import GuestAction
 from vhtrace.trace.writer import TraceWriter, make_header
 
 
@@ -31,6 +34,9 @@ def write_reproducer(
     writer = TraceWriter(str(path), header)
     session = 0
     t = mono0
+    actions: dict[int, list[GuestAction]] = {}
+    for action in transcript.actions:
+        actions.setdefault(action.after, []).append(action)
 
     def times(mono: int) -> tuple[int, int]:
         offset = max(0, mono - first)
@@ -46,6 +52,8 @@ def write_reproducer(
         writer.message(
             seq, t, wall, session, sent.channel.value, sent.sender.value, sent.raw, sent.fds
         )
+        for action in actions.get(seq, ()):
+            writer.event(t, wall, session, *action.event())
     if session:
         _end(writer, t + 1000, wall0 + (t - mono0) + 1000, session, transcript)
     writer.close({"messages": len(transcript.messages)})

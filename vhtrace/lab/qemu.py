@@ -285,6 +285,26 @@ def realize_only_command(socket_path: str = "{sock}", device: str = "blk") -> li
     ]  # fmt: skip
 
 
+def firmware_guest_command(
+    socket_path: str = "{sock}", qmp_path: str = "{qmp}", device: str = "blk"
+) -> list[str]:
+    """QEMU with one vhost-user device on ``socket_path``, running its firmware as the guest.
+
+    No kernel: SeaBIOS's virtio-blk driver brings the device up within a second of the
+    start (features, memory table, ring setup and a kick for the boot sector's read), so
+    the conversation goes past realize without a 9-second Linux boot. The QMP monitor on
+    ``qmp_path`` stops and resumes the VM (ring stop: GET_VRING_BASE; restart) and tells
+    whether QEMU still answers. What ``vhtrace fuzz --frontend-cmd`` starts in guest mode."""
+    return [
+        str(programs.qemu()), "-accel", "tcg", "-machine", "q35,memory-backend=mem",
+        "-m", "256", "-object", "memory-backend-memfd,id=mem,size=256M,share=on",
+        "-nodefaults", "-vga", "std", "-display", "none", "-no-reboot",
+        "-qmp", f"unix:{qmp_path},server=on,wait=off",
+        "-chardev", f"socket,id=c0,path={socket_path}",
+        "-device", f"vhost-user-{device}-pci,chardev=c0,bootindex=1",
+    ]  # fmt: skip
+
+
 def run_guest(config: QemuConfig, log_path: Path, timeout: float = 120.0) -> Markers:
     """Boot a guest to completion and return its markers (QemuError if it fails)."""
     with Qemu(config, log_path) as vm:
@@ -299,5 +319,7 @@ __all__ = [
     "QemuError",
     "VhostUserDevice",
     "build_command",
+    "firmware_guest_command",
+    "realize_only_command",
     "run_guest",
 ]

@@ -2,7 +2,9 @@
 
 Each recorded session is one connection to the back-end's socket, in order. The
 back-end sees QEMU's exact conversation (same bytes, fds of the same kinds and sizes);
-its replies and back-end-channel requests are compared with the recorded ones.
+its replies and back-end-channel requests are compared with the recorded ones. Guest
+memory writes and ring kicks the trace holds (a fuzz reproducer's ring mutation,
+:mod:`vhtrace.replay.guestwrites`) are made after the message they follow.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ import os
 import threading
 
 from vhtrace.protocol.spec import Side
-from vhtrace.replay.fds import FdFactory
+from vhtrace.replay.guestwrites import GuestMemoryFds, read_actions
 from vhtrace.replay.memsource import SnapshotSource
 from vhtrace.replay.options import ReplayInputError, ReplayOptions, load
+from vhtrace.replay.plan import Step
 from vhtrace.replay.player import Player
 from vhtrace.replay.report import ReplayResult
 from vhtrace.replay.session import LoopOptions, SessionRunner
@@ -37,7 +40,17 @@ def replay_frontend(
         return result
     result.notes += loaded.notes
     loop = LoopOptions(options.timeout, options.close_timeout, options.realtime)
-    factory = FdFactory(options.memory or SnapshotSource.of_trace(trace))
+    factory = GuestMemoryFds(options.memory or SnapshotSource.of_trace(trace))
+    actions = read_actions(trace)
+    if actions:
+        count = sum(map(len, actions.values()))
+        result.notes.append(f"{count} guest memory write(s) and ring kick(s) made as recorded")
+
+    def after_send(step: Step) -> None:
+        for action in actions.get(step.seq, ()):
+            if not factory.make_action(action):
+                result.notes.append(f"after #{step.seq}: could not make {action.event()[0]}")
+
     try:
         for plan in loaded.plans:
             try:
@@ -49,7 +62,8 @@ def replay_frontend(
                     result.notes.append(f"session {plan.session}: cannot reach the back-end: {exc}")
                 break
             player = Player(plan, loaded.rules, loose=options.loose, keep_going=options.keep_going)
-            runner = SessionRunner(plan, player, sock, factory=factory, options=loop, stop=stop)
+            runner = SessionRunner(plan, player, sock, factory=factory, options=loop, stop=stop,
+                                   after_send=after_send)  # fmt: skip
             session = runner.run()
             result.sessions.append(session)
             if session.diverged and not options.keep_going:

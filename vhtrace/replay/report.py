@@ -140,6 +140,9 @@ class SessionResult:
     """What the protocol model says about the live peer's messages."""
     interrupted: bool = False
     """Stopped (SIGINT, SIGTERM) before the recorded session was played to its end."""
+    unanswered: list[str] = field(default_factory=list)
+    """Main-channel requests still owed a reply when the session ended (serving: replies
+    we never sent; the live conversation's verdict)."""
 
     @property
     def diverged(self) -> bool:

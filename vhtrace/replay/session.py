@@ -88,8 +88,11 @@ class SessionRunner:
         unknown: UnknownPolicy | None = None,
         stop: threading.Event | None = None,
         tap: Tap | None = None,
+        after_send: Callable[[Step], None] | None = None,
     ) -> None:
         self.plan = plan
+        self.after_send = after_send
+        """Called once each of our messages is out (replay makes a trace's guest actions)."""
         self.player = player
         self.play = plan.play
         self.peer = plan.play.peer
@@ -125,6 +128,7 @@ class SessionRunner:
                 self._finish_streams()
         finally:
             self.result.elapsed = time.monotonic() - self.start
+            self.result.unanswered = [p.row.name for p in self.conversation.pending[Channel.MAIN]]
             self._close_all()
         self.result.sent = self.player.sent_count
         self.result.received = self.player.received_count
@@ -228,6 +232,8 @@ class SessionRunner:
                 self._keep(step, step.fds[index], m.kept, m.kept_kind)
         self.connection.sending(Frame.parse(step.raw, tuple(m.fd for m in made)), step.channel)
         self.player.sent(step)
+        if self.after_send is not None:
+            self.after_send(step)
 
     def _keep(self, step: Step, meta: dict, kept: socket.socket | int, kind: str | None) -> None:
         """Our end of a channel we passed the other end of."""
