@@ -78,15 +78,18 @@ def test_unknown_requests_forwarded_to_a_real_back_end(tmp_path: Path, where: Pa
 
 def test_realtime_keeps_the_recorded_gaps(tmp_path: Path, where: Path) -> None:
     msgs = conversation()
-    msgs[4] = replace(msgs[4], gap_ns=300_000_000)  # 0.3 s before SET_PROTOCOL_FEATURES
+    gap = 1.5
+    msgs[4] = replace(msgs[4], gap_ns=int(gap * 1e9))  # before SET_PROTOCOL_FEATURES
     trace = write_trace(tmp_path / "t.vht", [msgs])
-    for realtime, low, high in ((False, 0.0, 0.25), (True, 0.3, 2.0)):
+    for realtime in (False, True):
         served = serve(trace, where / "be.sock")
         start = time.monotonic()
         result = replay_frontend(trace, where / "be.sock", replace(FAST, realtime=realtime))
         took = time.monotonic() - start
         assert result.exit_code == 0 and served.finish().exit_code == 0
-        assert low <= took < high, (realtime, took)
+        # what realtime guarantees: the gap is waited (not how fast the rest goes); without
+        # it, the whole replay of 20 messages is shorter than the gap alone
+        assert (took >= gap) is realtime, (realtime, took)
 
 
 def test_an_interrupted_replay_is_not_a_success(tmp_path: Path, where: Path) -> None:
