@@ -68,15 +68,6 @@ def _start_the_program(lab: Workspace, program: str, name: str):
     return lab.testpmd(VhostPmd(lab.sock(name)), name=name, hugepages=False)
 
 
-MARKS = {
-    "virtiofsd-nested-indirect-assert.vht": [
-        pytest.mark.xfail(
-            strict=True,
-            reason="the nested indirect table is guest memory the fuzzer wrote, and replay "
-            "does not write it (docs/fuzzing.md)",
-        )
-    ],
-}
 NEEDS = {
     "qemu-storage-daemon": ("qsd", "qemu-img"),
     "virtiofsd": ("virtiofsd",),
@@ -87,7 +78,7 @@ NEEDS = {
 @pytest.mark.parametrize(
     "name",
     [
-        pytest.param(n, marks=[pytest.mark.lab_needs(*NEEDS[_program_of(n)]), *MARKS.get(n, [])])
+        pytest.param(n, marks=pytest.mark.lab_needs(*NEEDS[_program_of(n)]))
         for n in IN_REAL_PROGRAMS
     ],
 )
