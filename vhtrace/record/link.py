@@ -449,8 +449,6 @@ class _Reader:
         self.bell = bell
         self.unpacker = handoff.unpacker()
         self.groups: deque[list[int]] = deque()
-        self.lost_fds = 0
-        """fds the kernel dropped on their way here (this process was short of fds)."""
         self.pending: deque[tuple[ToRecorder, list[int]]] = deque()
         self.eof = False
 
@@ -510,8 +508,7 @@ class _Reader:
                 if self.groups:
                     fds += self.groups.popleft()
             close_fds(fds[count:])
-            del fds[count:]
-            self.lost_fds += count - len(fds)
+            del fds[count:]  # fewer than count: the kernel dropped some (serve says so)
             self.pending.append((item, fds))  # type: ignore[arg-type]
         return True
 
