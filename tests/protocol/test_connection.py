@@ -9,7 +9,7 @@ import pytest
 from vhtrace.protocol import spec
 from vhtrace.protocol.connection import Connection, Received, StrayFds
 from vhtrace.protocol.conversation import Role
-from vhtrace.protocol.framing import pack_header
+from vhtrace.protocol.framing import Frame, OversizedData, OversizedStart, pack_header
 from vhtrace.protocol.spec import Channel, Side
 
 GET_FEATURES, SET_VRING_KICK = 1, 12
@@ -100,3 +100,60 @@ def test_a_reply_still_owed_at_close_is_a_finding() -> None:
 def test_only_framed_channels_can_be_read() -> None:
     with pytest.raises(ValueError, match="not framed"):
         Connection(Side.FRONTEND).bytes_wanted(Channel.GPU)
+
+
+# -- a proxy in the middle: Connection(None) ------------------------------------------
+
+
+def test_a_proxy_reads_each_socket_apart_and_a_message_comes_once_whole() -> None:
+    conn = Connection(None)
+    kick = pack_header(SET_VRING_KICK, spec.VERSION, 8) + struct.pack("<Q", 0)
+    first = conn.relay_reader(Channel.BACKEND, Side.BACKEND)
+    second = conn.relay_reader(Channel.BACKEND, Side.BACKEND)  # a second back-end channel
+    assert first.receive(kick[:5], [7]) == []
+    assert first.in_message and not second.in_message
+    assert second.bytes_wanted() == spec.HEADER_SIZE
+    assert second.receive(kick) == [Frame.parse(kick)]
+    [frame] = first.receive(kick[5:])
+    assert frame.raw == kick and frame.fds == (7,)
+    assert not first.in_message
+
+
+def test_a_proxy_forwards_an_oversized_message_as_it_comes() -> None:
+    conn = Connection(None, max_payload=16)
+    reader = conn.relay_reader(Channel.MAIN, Side.FRONTEND)
+    head = pack_header(GET_FEATURES, spec.VERSION, 32)
+    start, piece = reader.receive(head + b"\1" * 10, [3])
+    assert isinstance(start, OversizedStart) and start.header == head and start.fds == (3,)
+    assert piece == OversizedData(b"\1" * 10)
+    assert reader.receive(b"\2" * 6, [4]) == [OversizedData(b"\2" * 6, (4,))]
+    leftover, streamed = reader.eof()
+    assert streamed and leftover is not None and leftover.oversized
+    assert leftover.data == head + b"\1" * 10 + b"\2" * 6
+
+
+def test_a_proxy_sees_a_burst_of_whole_messages_as_one_piece() -> None:
+    reader = Connection(None).relay_reader(Channel.MAIN, Side.FRONTEND)
+    get = pack_header(GET_FEATURES, spec.VERSION, 0)
+    kick = pack_header(SET_VRING_KICK, spec.VERSION, 8) + struct.pack("<Q", 0)
+    assert reader.burst(get + kick) == [12, 32]
+    assert reader.burst(get + kick[:13]) is None  # not whole: read it as frames
+    assert reader.eof() == (None, False)
+
+
+def test_a_proxy_checks_a_relayed_message_under_its_own_number() -> None:
+    conn = Connection(None)
+    frame = Frame.parse(pack_header(GET_FEATURES, spec.VERSION, 0), fds=(5,))
+    analysis = conn.check(41, Channel.MAIN, Side.FRONTEND, frame)
+    assert analysis.seq == 41 and [f.code for f in analysis.findings] == ["fd-count"]
+
+
+def test_a_proxy_frames_the_gpu_socket_only_when_told_its_limit() -> None:
+    conn = Connection(None)
+    with pytest.raises(ValueError, match="not framed"):
+        conn.relay_reader(Channel.GPU, Side.BACKEND)
+    conn.frame_channel(Channel.GPU, 1 << 20)
+    big = pack_header(1, 0, 1 << 19) + bytes(1 << 19)
+    assert [f.size for f in conn.relay_reader(Channel.GPU, Side.BACKEND).receive(big)] == [1 << 19]
+    with pytest.raises(ValueError, match="relay_reader"):
+        conn.bytes_wanted()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from vhtrace.memory import triggers
-from vhtrace.protocol.conversation import Conversation
+from vhtrace.protocol.connection import Connection
 from vhtrace.protocol.framing import Frame
 from vhtrace.protocol.messages import build
 from vhtrace.protocol.spec import Side
@@ -30,8 +30,8 @@ class Metas:
 
 def decide(policy: Policy, frame: Frame, sender: Side = Side.FRONTEND,
            metas: dict[int, dict[str, Any]] | None = None,
-           conversation: Conversation | None = None) -> Decision:  # fmt: skip
-    return policy.decide(conversation, 7, "main", sender, frame, Metas(metas or {}))
+           connection: Connection | None = None) -> Decision:  # fmt: skip
+    return policy.decide(connection, 7, "main", sender, frame, Metas(metas or {}))
 
 
 def test_an_ordinary_message_is_forwarded_and_no_fd_is_looked_at() -> None:
@@ -74,10 +74,10 @@ def test_a_wrong_kind_of_fd_is_relayed_as_it_came_and_strict_drops_it() -> None:
 
 def test_strict_drops_a_malformed_message_and_forwards_a_good_one() -> None:
     policy = Policy(strict=True)
-    conversation = Conversation()
-    assert decide(policy, build("GET_FEATURES"), conversation=conversation) == FORWARD
+    connection = Connection(None)
+    assert decide(policy, build("GET_FEATURES"), connection=connection) == FORWARD
     bad = build("GET_FEATURES", fds=(3,))  # GET_FEATURES takes no fd
-    why = decide(policy, bad, conversation=conversation).drop
+    why = decide(policy, bad, connection=connection).drop
     assert why and "fd" in why, why
 
 

@@ -15,13 +15,14 @@ hands back as nobody's (:class:`StrayFds`). A shell never builds a ``WireMessage
 itself: :func:`wire_view` (a frame) and :func:`recorded_view` (a trace's message record)
 are the only two places a message becomes one.
 
-``vhtrace record`` is the one shell in the middle rather than a party, and it is split
-in two processes for speed (docs/cli.md): its relay works at the framing level (the
-:class:`~vhtrace.protocol.framing.Framer`'s events), since it forwards each message
-before anything is analysed and an oversized one piece by piece as it comes, and asks
-:func:`wire_view`'s conversation only under ``--strict``; its recorder analyses what the
-relay handed over as trace records through :func:`recorded_view`, the path ``show``
-takes, so that what a recording said live and what ``show`` says of it later agree.
+``vhtrace record`` is the one shell in the middle rather than a party: its relay reads
+both sides through one ``Connection(None)`` per session, at the framing level
+(:meth:`Connection.relay_reader`), since it forwards each message before anything is
+analysed and an oversized one piece by piece as it comes; it has a message analysed
+(:meth:`Connection.check`) only under ``--strict``. Its recorder, in a process of its
+own, analyses what the relay handed over as trace records through
+:func:`recorded_view`, the path ``show`` takes, so that what a recording said live and
+what ``show`` says of it later agree.
 """
 
 from __future__ import annotations
@@ -33,7 +34,14 @@ from typing import Any
 from vhtrace.protocol import messages
 from vhtrace.protocol.conversation import CUT_HEADER, Analysis, Conversation, WireMessage
 from vhtrace.protocol.findings import Finding
-from vhtrace.protocol.framing import Frame, Framer, OversizedData, unpack_header
+from vhtrace.protocol.framing import (
+    Frame,
+    Framer,
+    FramerEvent,
+    Incomplete,
+    OversizedData,
+    unpack_header,
+)
 from vhtrace.protocol.payloads import PayloadContext
 from vhtrace.protocol.spec import HEADER_SIZE, MAX_PAYLOAD, Channel, DeviceType, Side
 from vhtrace.protocol.state import ConversationState
@@ -83,6 +91,9 @@ class Truncated:
 
 
 Event = Received | StrayFds
+
+Piece = FramerEvent
+"""What a relay reads: a whole Frame, or an oversized message's start and pieces."""
 
 
 def wire_view(seq: int, channel: Channel, sender: Side, frame: Frame) -> WireMessage:
@@ -139,22 +150,65 @@ _HEAD_CACHED_SIZE = 256
 """Larger messages are rare and not worth keeping."""
 
 
+class RelayReader:
+    """One socket's bytes from one side, framed for a proxy that forwards what it reads
+    before anything is analysed: whole frames, and an oversized message as it comes (its
+    start, its pieces, then its frame with the payload cut to the maximum)."""
+
+    __slots__ = ("_framer", "channel", "sender")
+
+    def __init__(self, channel: Channel, sender: Side, framer: Framer) -> None:
+        self.channel = channel
+        self.sender = sender
+        self._framer = framer
+
+    def bytes_wanted(self) -> int:
+        """How much the next recvmsg may read: never past the current message's end."""
+        return self._framer.bytes_wanted()
+
+    @property
+    def in_message(self) -> bool:
+        """True while part of a message has been read."""
+        return self._framer.in_message
+
+    def receive(self, data: bytes, fds: Sequence[int] = ()) -> list[Piece]:
+        """What one read completes (fds inside an oversized payload's pieces are the
+        caller's to pass on; those of a frame are on the frame)."""
+        self._framer.feed(data, fds)
+        return self._framer.events()
+
+    def burst(self, data: bytes) -> list[int] | None:
+        """Where each message ends in ``data``, read without fds at a message boundary, if
+        it is nothing but whole messages (none oversized): a proxy may then forward it as
+        the one piece it came in. They count as read. None: :meth:`receive` it."""
+        return self._framer.whole_messages(data)
+
+    def eof(self) -> tuple[Incomplete | None, bool]:
+        """The stream ended: what was left of an unfinished message, if any (its fds the
+        caller's), and whether it was an oversized one already forwarded as it came (then
+        only its record is due)."""
+        streamed = self._framer.streaming
+        return self._framer.eof(), streamed
+
+
 class Connection:
-    """The protocol state of one connection, from the side of ``our_side``.
+    """The protocol state of one connection, from the side of ``our_side``, or of a proxy
+    in the middle of it (``our_side`` None: both sides are read, see the relay methods).
 
     Messages are numbered in the order they are received or sent (1, 2, ...), both
     channels and both directions together, as a trace numbers them."""
 
     def __init__(
         self,
-        our_side: Side,
+        our_side: Side | None,
         device: DeviceType | None = None,
         max_payload: int = MAX_PAYLOAD,
     ) -> None:
         self.our_side = our_side
-        self.peer_side = Side.BACKEND if our_side is Side.FRONTEND else Side.FRONTEND
+        self.peer_side = None if our_side is None else our_side.peer
         self.conversation = Conversation(device)
         self._max_payload = max_payload
+        self._limits: dict[Channel, int] = {}
         self._framers: dict[Channel, Framer] = {}
         self.seq = 0
         """Number of the last message received or sent."""
@@ -168,6 +222,12 @@ class Connection:
     def context(self) -> PayloadContext:
         """How payloads read now (negotiated features, device type)."""
         return self.conversation.state.payload_context()
+
+    def frame_channel(self, channel: Channel, max_payload: int) -> None:
+        """Frame ``channel`` too, with messages up to ``max_payload``: the GPU socket, whose
+        protocol has vhost-user's header, is framed by a proxy so that its fds stay on their
+        message (it is recorded as a byte stream)."""
+        self._limits[channel] = max_payload
 
     # -- receiving ------------------------------------------------------------------
 
@@ -206,16 +266,35 @@ class Connection:
 
     def _received(self, channel: Channel, frame: Frame) -> Received:
         self.seq += 1
+        assert self.peer_side is not None, "a proxy reads with relay_reader"
         wire = wire_view(self.seq, channel, self.peer_side, frame)
         return Received(frame, wire, self.conversation.analyse(wire))
 
     def _framer(self, channel: Channel) -> Framer:
         framer = self._framers.get(channel)
         if framer is None:
+            if self.peer_side is None:
+                raise ValueError("a proxy's connection reads through relay_reader")
             if not channel.framed:
                 raise ValueError(f"the {channel} channel is not framed")
             framer = self._framers[channel] = Framer(self._max_payload)
         return framer
+
+    # -- relaying (a proxy in the middle: our_side None) ------------------------------
+
+    def relay_reader(self, channel: Channel, sender: Side) -> RelayReader:
+        """A reader of ``sender``'s bytes on one socket of ``channel``, for a proxy: one per
+        socket (a hostile front-end may open a second back-end channel beside the first).
+        Its messages are numbered and checked by the proxy (:meth:`check`)."""
+        limit = self._limits.get(channel)
+        if limit is None and not channel.framed:
+            raise ValueError(f"the {channel} channel is not framed")
+        return RelayReader(channel, sender, Framer(limit or self._max_payload))
+
+    def check(self, seq: int, channel: Channel, sender: Side, frame: Frame) -> Analysis:
+        """A relayed message analysed by the conversation under its trace number ``seq``
+        (a proxy numbers messages with its sessions' other records)."""
+        return self.conversation.analyse(wire_view(seq, channel, sender, frame))
 
     # -- sending --------------------------------------------------------------------
 

@@ -9,9 +9,8 @@ from typing import Any
 
 from vhtrace.memory import triggers
 from vhtrace.memory.hold import DEFAULT_HOLD_SECONDS, Hold
-from vhtrace.protocol.conversation import Conversation
-from vhtrace.protocol.framing import Framer
-from vhtrace.protocol.spec import Side
+from vhtrace.protocol.connection import Connection, RelayReader
+from vhtrace.protocol.spec import Channel, Side
 
 
 @dataclass
@@ -43,12 +42,15 @@ class Endpoint:
         self.session = session
         self.fd = fd
         self.sock = sock
-        self.channel = channel
+        self.channel = Channel(channel)
         self.sender = sender
         """Who speaks through this endpoint: what we read here was sent by this side."""
         self.is_socket = is_socket
         self.readable = readable
-        self.framer: Framer | None = Framer() if framed else None
+        self.reader: RelayReader | None = None
+        """Frames what is read here (from the session's connection); None: a byte stream."""
+        if framed:
+            self.reader = session.connection.relay_reader(self.channel, sender)
         self.peer: Endpoint | None = None
         self.outbox: deque[Outgoing] = deque()
         self.outbox_bytes = 0
@@ -94,8 +96,8 @@ class Session:
     endpoints: list[Endpoint] = field(default_factory=list)
     frontend: Endpoint | None = None
     backend: Endpoint | None = None
-    conversation: Conversation | None = None
-    """Only with --strict: the relay checks messages before forwarding them."""
+    connection: Connection = field(default_factory=lambda: Connection(None))
+    """Both sides of the session, framed (and with --strict checked) as the relay reads."""
     started: bool = False
     ended: bool = False
     end_reason: str = ""

@@ -22,8 +22,7 @@ from typing import Any
 
 from vhtrace.memory import triggers
 from vhtrace.protocol import channels, spec
-from vhtrace.protocol.connection import wire_view
-from vhtrace.protocol.conversation import Conversation
+from vhtrace.protocol.connection import Connection
 from vhtrace.protocol.findings import Severity
 from vhtrace.protocol.framing import Frame
 from vhtrace.protocol.spec import Channel, Side
@@ -73,7 +72,7 @@ class Policy:
 
     def decide(
         self,
-        conversation: Conversation | None,
+        connection: Connection | None,
         seq: int,
         channel: str,
         sender: Side,
@@ -81,9 +80,10 @@ class Policy:
         fd_meta: Callable[[int], dict[str, Any]],
     ) -> Decision:
         """The decision for a whole message; ``fd_meta`` describes an fd (asked only for a
-        channel-opening one); ``conversation`` is the session's with --strict."""
-        if conversation is not None:
-            why = self.malformed(conversation, seq, channel, sender, frame)
+        channel-opening one); ``connection`` is the session's with --strict, which checks
+        every message before it is forwarded."""
+        if connection is not None:
+            why = self.malformed(connection, seq, channel, sender, frame)
             if why:
                 return Decision(drop=why)
         if not frame.fds and self.hold is None:
@@ -109,9 +109,9 @@ class Policy:
 
     @staticmethod
     def malformed(
-        conversation: Conversation, seq: int, channel: str, sender: Side, frame: Frame
+        connection: Connection, seq: int, channel: str, sender: Side, frame: Frame
     ) -> str:
         """--strict: the first error the conversation finds in the message, or ''."""
-        analysis = conversation.analyse(wire_view(seq, Channel(channel), sender, frame))
+        analysis = connection.check(seq, Channel(channel), sender, frame)
         errors = [f for f in analysis.findings if f.severity is Severity.ERROR]
         return str(errors[0]) if errors else ""

@@ -19,7 +19,9 @@ pairs that appear during the conversation:
 Which request opens which channel is a fact of the protocol table
 (``RequestSpec.opens``); this module only acts on it.
 
-Reads never go past the end of the current message (``Framer.bytes_wanted``),
+Each session's :class:`~vhtrace.protocol.connection.Connection` (a proxy's: both sides)
+frames what is read. Reads never go past the end of the current message
+(``RelayReader.bytes_wanted``),
 unless a peek shows that what is waiting carries no fds at all (a burst of
 messages is then read at once, and passed on as the one piece it came in when the
 policy has nothing to decide for messages without fds: no --strict, no before:NAME),
@@ -70,7 +72,6 @@ from typing import Any
 from vhtrace import fdinfo
 from vhtrace.memory.hold import Hold
 from vhtrace.protocol import spec
-from vhtrace.protocol.conversation import Conversation
 from vhtrace.protocol.findings import Finding, Severity
 from vhtrace.protocol.framing import (
     Frame,
@@ -215,8 +216,8 @@ class Proxy:
                 for _ in range(READ_BURST):
                     if not self._read(endpoint):
                         break
-                    framer = endpoint.framer
-                    if not _can_read(endpoint) or framer is None or not framer.in_message:
+                    reader = endpoint.reader
+                    if not _can_read(endpoint) or reader is None or not reader.in_message:
                         break
 
     def _run_timers(self) -> float:
@@ -312,10 +313,8 @@ class Proxy:
         # issue 12: the device type without QEMU, and how it was known (device_hint.py)
         info.update(device_hint.session_device(info, device, self.config.device))
         device = info.get("device")
-        if self.config.strict:
-            session.conversation = Conversation(
-                spec.DeviceType(device) if device in set(spec.DeviceType) else None
-            )
+        if self.config.strict and device in set(spec.DeviceType):
+            session.connection.state.set_device(spec.DeviceType(device))
         session.started = True
         self._event(session, "session-start", info)
         for endpoint in (session.frontend, session.backend):
@@ -343,7 +342,6 @@ class Proxy:
         register: bool = True,
         framed: bool = True,
         readable: bool = True,
-        max_payload: int = spec.MAX_PAYLOAD,
     ) -> Endpoint:
         if isinstance(fileobj, socket.socket):
             fileobj.setblocking(False)
@@ -364,8 +362,6 @@ class Proxy:
                 session, fileobj, channel, sender, is_socket=False, framed=framed, readable=readable
             )
         self._open_endpoints += 1
-        if endpoint.framer is not None:
-            endpoint.framer.max_payload = max_payload
         session.endpoints.append(endpoint)
         if register:
             self._register(endpoint)
@@ -414,9 +410,11 @@ class Proxy:
 
     def _read(self, endpoint: Endpoint) -> bool:
         """One read, and what it completes; False if there was nothing to read."""
-        wanted = endpoint.framer.bytes_wanted() if endpoint.framer else READ_LIMIT
-        framer, sock = endpoint.framer, endpoint.sock
-        at_boundary = not (framer is not None and framer.in_message)
+        reader, sock = endpoint.reader, endpoint.sock
+        if reader is not None:
+            wanted, at_boundary = reader.bytes_wanted(), not reader.in_message
+        else:
+            wanted, at_boundary = READ_LIMIT, True
         if (
             endpoint.is_socket
             and at_boundary
@@ -425,7 +423,7 @@ class Proxy:
             self._starve(endpoint)
             return False
         try:
-            if framer is not None and sock is not None and not framer.in_message:
+            if reader is not None and sock is not None and at_boundary:
                 # At a message boundary: all that is waiting at once if none of it has fds.
                 wanted = max(wanted, _fd_free_bytes(sock))
             if endpoint.is_socket:
@@ -453,16 +451,15 @@ class Proxy:
             close_fds(fds)
             self._eof(endpoint, mono, wall)
             return False
-        if endpoint.framer is None:
+        if reader is None:
             self._stream(endpoint, data, fds, mono, wall)
             return True
         if not fds and endpoint.messages and self._plain:
-            ends = endpoint.framer.whole_messages(data)
+            ends = reader.burst(data)
             if ends is not None:
                 self._relay_whole(endpoint, data, ends, mono, wall)
                 return True
-        endpoint.framer.feed(data, fds)
-        events = endpoint.framer.events()
+        events = reader.receive(data, fds)
         # A burst goes out in groups of FLUSH_EVERY messages, several per sendmsg.
         for count, event in enumerate(events, 1):
             if endpoint.closed:
@@ -522,7 +519,12 @@ class Proxy:
             self._forward(endpoint, frame.raw, list(frame.fds), list(frame.fds), seq)
             return
         decision = self.policy.decide(
-            session.conversation, seq, endpoint.channel, endpoint.sender, frame, _fd_meta
+            session.connection if self.config.strict else None,
+            seq,
+            endpoint.channel,
+            endpoint.sender,
+            frame,
+            _fd_meta,
         )
         if decision.wrong_fd:
             # Relayed as it came (not interposed): the receiver judges it, the trace notes it.
@@ -581,8 +583,9 @@ class Proxy:
     def _eof(self, endpoint: Endpoint, mono: int, wall: int) -> None:
         """The other side closed: pass on what was left, then the close itself."""
         session = endpoint.session
-        streamed = endpoint.framer is not None and endpoint.framer.streaming
-        leftover = endpoint.framer.eof() if endpoint.framer else None
+        leftover, streamed = None, False
+        if endpoint.reader is not None:
+            leftover, streamed = endpoint.reader.eof()
         if leftover is not None:
             seq = endpoint.oversized_seq or self._next_seq()
             dups = endpoint.oversized_dups + self._dups(endpoint, seq, leftover.fds)
@@ -621,9 +624,10 @@ class Proxy:
 
     def _record_unfinished(self, endpoint: Endpoint) -> None:
         """A message half read when its session ends: recorded as incomplete."""
-        if endpoint.closed or endpoint.framer is None or not endpoint.framer.in_message:
+        reader = endpoint.reader
+        if endpoint.closed or reader is None or not reader.in_message:
             return
-        leftover = endpoint.framer.eof()
+        leftover, _ = reader.eof()
         if leftover is None:
             return
         mono, wall = now_ns()
@@ -931,16 +935,17 @@ class Proxy:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         made += [ours, theirs]
         frontend_side = socket.socket(fileno=original)
-        limit = spec.MAX_PAYLOAD if opens == "backend" else GPU_MAX_MESSAGE
+        if opens == "gpu":
+            session.connection.frame_channel(Channel.GPU, GPU_MAX_MESSAGE)
         try:
-            fe = self._add_endpoint(session, frontend_side, opens, Side.FRONTEND, max_payload=limit)
+            fe = self._add_endpoint(session, frontend_side, opens, Side.FRONTEND)
         except OSError:
             if not any(e.sock is frontend_side for e in session.endpoints):
                 frontend_side.detach()  # ``original`` is the sender's: never closed here
             raise
         made.remove(ours)
         try:
-            be = self._add_endpoint(session, ours, opens, Side.BACKEND, max_payload=limit)
+            be = self._add_endpoint(session, ours, opens, Side.BACKEND)
         except OSError:
             if not any(e.sock is ours for e in session.endpoints):
                 made.append(ours)
