@@ -74,6 +74,29 @@ def test_finds_the_planted_crash_and_minimizes_it_to_the_culprit(tmp_path: Path)
     assert stray(report) == []
 
 
+def test_start_runs_a_findings_iteration_alone(tmp_path: Path) -> None:
+    """Iteration i of a seed is the same case whatever ran before it: --start i
+    --iterations 1 finds what the campaign found at i, under the same number."""
+    _, report = fuzz(tmp_path, planted("--crash-above", "1024"),
+                     "--seed", "7", "--iterations", "60", "--no-minimize")  # fmt: skip
+    [crash] = [f for f in report["findings"] if f["kind"] == "crash"]
+    first = crash["iteration"]
+    assert first > 0  # else --start would prove nothing
+    code, alone = fuzz(tmp_path / "alone", planted("--crash-above", "1024"), "--seed", "7",
+                       "--start", str(first), "--iterations", "1", "--no-minimize")  # fmt: skip
+    assert code == 1 and alone["iterations"] == 1
+    [again] = alone["findings"]
+    assert (again["iteration"], again["signature"], again["mutations"]) == (
+        first,
+        crash["signature"],
+        crash["mutations"],
+    )
+    # one before it finds nothing of it
+    _, before = fuzz(tmp_path / "before", planted("--crash-above", "1024"), "--seed", "7",
+                     "--start", str(first - 1), "--iterations", "1", "--no-minimize")  # fmt: skip
+    assert all(f["iteration"] != first for f in before["findings"])
+
+
 def test_a_minimized_reproducer_still_crashes_a_fresh_back_end(tmp_path: Path) -> None:
     _, report = fuzz(tmp_path, planted("--crash-above", "1024"),
                      "--seed", "7", "--iterations", "10", "--minimize-tests", "40")  # fmt: skip
@@ -139,6 +162,7 @@ def test_time_bound_and_text_report(tmp_path: Path) -> None:
         (["--backend-cmd", "'unclosed {sock}"], "--backend-cmd"),
         (["--backend-cmd", planted(), "--mutate", "field,bogus"], "--mutate bogus"),
         (["--backend-cmd", planted(), "--iterations", "0"], "--iterations must be positive"),
+        (["--backend-cmd", planted(), "--start", "-1"], "--start must be 0 or more"),
         (["--backend-cmd", "false {sock}"], "exited (status 1) before listening"),
         (["--frontend-cmd", "qemu {sock}", "--mutate", "ring"], "--mutate: ring: the front-end"),
     ],

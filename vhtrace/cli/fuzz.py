@@ -58,6 +58,14 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument(
+        "--start",
+        type=int,
+        default=0,
+        metavar="I",
+        help="begin at iteration I of the seed (iteration I always sends the same case: "
+        "--start I --iterations 1 runs a finding's iteration alone)",
+    )
+    parser.add_argument(
         "--iterations", type=int, metavar="N", help="stop after N iterations (default 1000)"
     )
     parser.add_argument("--time", type=float, metavar="S", help="stop after S seconds")
@@ -108,6 +116,8 @@ def _options(args: argparse.Namespace) -> FuzzOptions:
         value = getattr(args, name)
         if value is not None and value <= 0:
             raise common.UsageError(f"--{name.replace('_', '-')} must be positive")
+    if args.start < 0:
+        raise common.UsageError("--start must be 0 or more")
     iterations = args.iterations
     if iterations is None and args.time is None:
         iterations = 1000
@@ -116,6 +126,7 @@ def _options(args: argparse.Namespace) -> FuzzOptions:
         iterations=iterations,
         time_limit=args.time,
         seed=args.seed,
+        start=args.start,
         timeout=args.timeout,
         families=families,
         minimize=not args.no_minimize,
@@ -201,7 +212,8 @@ def run_frontend(args: argparse.Namespace, options: FuzzOptions) -> int:
 
     try:
         campaign = FrontendCampaign(
-            args.trace, argv, seed=options.seed, iterations=options.iterations,
+            args.trace, argv, seed=options.seed, start=options.start,
+            iterations=options.iterations,
             time_limit=options.time_limit, wait=args.frontend_wait, timeout=options.timeout,
             families=options.families, out=options.out, minimize=options.minimize,
             minimize_tests=args.minimize_tests or FRONTEND_MINIMIZE_TESTS, progress=line,

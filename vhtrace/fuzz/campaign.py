@@ -51,6 +51,9 @@ class FuzzOptions:
     iterations: int | None = 1000
     time_limit: float | None = None
     seed: int = 0
+    start: int = 0
+    """The first iteration run: ``--start 6921 --iterations 1`` runs iteration 6921 of the
+    seed alone, as the campaign that found something ran it."""
     timeout: float = 2.0
     """How long an owed reply may take before it is a hang."""
     families: tuple[str, ...] | None = None
@@ -214,7 +217,7 @@ class Campaign:
             self.target.start()
             self.report.baseline = self._baseline()
             previous: tuple[int, Case, Run, Transcript, Verdict] | None = None
-            i = 0
+            i = self.options.start
             while not self._done(i, start):
                 if not self.target.alive():
                     self._died_between(previous)
@@ -238,7 +241,7 @@ class Campaign:
                     self.progress_cb(self.stats)
             if previous is not None and self.target.exit_status(0.05) is not None:
                 self._died_between(previous)
-            self.report.iterations = i
+            self.report.iterations = i - self.options.start
             self.report.elapsed = time.monotonic() - start
             self.stats.elapsed = self.report.elapsed
             if self.progress_cb is not None:
@@ -256,7 +259,8 @@ class Campaign:
     def _done(self, i: int, start: float) -> bool:
         if self.stop.is_set():
             return True
-        if self.options.iterations is not None and i >= self.options.iterations:
+        done = i - self.options.start
+        if self.options.iterations is not None and done >= self.options.iterations:
             return True
         limit = self.options.time_limit
         return limit is not None and time.monotonic() - start >= limit

@@ -229,6 +229,7 @@ class FrontendCampaign:
         argv: list[str],
         *,
         seed: int = 0,
+        start: int = 0,
         iterations: int | None = 100,
         time_limit: float | None = None,
         wait: float = 2.0,
@@ -257,6 +258,7 @@ class FrontendCampaign:
         self.program.argv = [arg.replace(QMP, str(self.qmp)) for arg in self.program.argv]
         self.families = families or FAMILIES
         self.seed, self.iterations, self.time_limit = seed, iterations, time_limit
+        self.first = start
         self.wait, self.timeout, self.out, self.progress = wait, timeout, out, progress
         self.minimize, self.minimize_tests = minimize, minimize_tests
         self.stop = stop or threading.Event()
@@ -270,17 +272,17 @@ class FrontendCampaign:
 
     def run(self) -> FrontendReport:
         start = time.monotonic()
-        i = 0
+        i = self.first
         try:
-            while not self._done(i, start):
+            while not self._done(i - self.first, start):
                 self._iteration(i)
                 i += 1
-                self.report.iterations = i
+                self.report.iterations = done = i - self.first
                 self.report.elapsed = time.monotonic() - start
                 if self.progress is not None:
-                    rate = i / max(self.report.elapsed, 1e-9)
+                    rate = done / max(self.report.elapsed, 1e-9)
                     self.progress(
-                        f"vhtrace fuzz: {i} iterations, {rate:.2f}/s, {dict(self.report.kinds)}"
+                        f"vhtrace fuzz: {done} iterations, {rate:.2f}/s, {dict(self.report.kinds)}"
                     )
         finally:
             self.program.close()
