@@ -125,6 +125,33 @@ def test_finds_the_planted_hang(tmp_path: Path) -> None:
     assert hangs and hangs[0]["reproduced"] is True
     assert Path(hangs[0]["reproducer"]).exists()
     assert stray(report) == []
+    # replay shows the hang: it waits for the reply the recording never got, and says so
+    repro = hangs[0]["reproducer"]
+    hung = replay_against(tmp_path, repro, "--hang-on-ring", "1")
+    assert hung.returncode == 0, hung.stdout
+    assert "GET_VRING_BASE: no reply within 1 s, as in the recording" in hung.stdout
+    # against a back-end without the bug the reply comes: not what the recording shows
+    fixed = replay_against(tmp_path, repro)
+    assert fixed.returncode == 1, fixed.stdout
+    assert "GET_VRING_BASE reply, which the recording does not have" in fixed.stdout
+
+
+def replay_against(tmp_path: Path, trace: str, *planted_args: str) -> subprocess.CompletedProcess:
+    """``vhtrace replay TRACE --timeout 1`` against a fresh planted back-end."""
+    sock = tmp_path / "replayed.sock"
+    sock.unlink(missing_ok=True)
+    backend = subprocess.Popen([sys.executable, str(PLANTED), "--socket", str(sock), *planted_args])
+    try:
+        deadline = time.monotonic() + 30
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return subprocess.run(
+            [*VHTRACE, "replay", trace, "--backend", str(sock), "--timeout", "1"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        backend.kill()
+        backend.wait(10)
 
 
 def test_a_back_end_that_refuses_bad_input_cleanly_yields_no_finding(tmp_path: Path) -> None:

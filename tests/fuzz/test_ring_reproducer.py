@@ -5,13 +5,20 @@ makes them again, so the planted back-end that follows looping chains into a SIG
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from tests.fuzz.test_fuzz_cli import PLANTED, VHTRACE, fuzz, planted
+from tests.fuzz.test_fuzz_cli import PLANTED, TRACE, VHTRACE, fuzz, planted
+from vhtrace.fuzz.campaign import load_template
+from vhtrace.fuzz.driver import DriveOptions, Transcript, run_case
+from vhtrace.fuzz.mutate import at, field_mutation, mutate_ring, put, spots
+from vhtrace.fuzz.repro import write_reproducer
+from vhtrace.fuzz.target import Target
 from vhtrace.replay.guestwrites import GUEST_WRITE, RING_KICK
+from vhtrace.replay.memsource import SnapshotSource
 from vhtrace.trace.reader import TraceReader
 from vhtrace.trace.records import EventRecord, MessageRecord
 from vhtrace.trace.writer import TraceWriter
@@ -68,3 +75,50 @@ def test_a_ring_mutation_reproducer_replays_the_finding(tmp_path: Path) -> None:
     bare = without_guest_actions(small, tmp_path / "bare.vht")
     status, out = replay_against_planted(tmp_path, bare)
     assert status is None, out
+
+
+def looping_attack_with_a_moved_region(template):  # type: ignore[no-untyped-def]
+    """The template's case with a descriptor loop on a ring and the guest-physical address
+    of that ring's region moved (``guest_phys_addr`` +0x100000): the back-end finds rings by
+    user address, so the chain is still where it looks, but a gpa read through the mutated
+    table now names other bytes of the memfd."""
+    for seed in range(200):
+        case = mutate_ring(random.Random(seed), template, template.case)
+        if case is not None and "itself" in case.attacks[0].what:
+            break
+    else:
+        raise AssertionError("no looping attack in 200 seeds")
+    spot = next(
+        s
+        for s in spots(case, lambda m: m.name == "ADD_MEM_REG")
+        if (at(case, s).fields() or {}).get("guest_phys_addr") == 0xC0000
+    )
+    moved = field_mutation(at(case, spot), "guest_phys_addr", 0xC0000 + 0x100000)
+    assert moved is not None
+    return put(case, spot, [moved], f"moved: {moved.describe()}")
+
+
+def test_a_ring_attack_replays_into_the_memfd_it_hit_whatever_the_mutated_table_says(
+    tmp_path: Path,
+) -> None:
+    """The fuzzer aims with the recorded region table, the reproducer carries the mutated
+    one: its guest writes name the memfd and offset written, so replay writes the same bytes
+    (a gpa, read through the mutated table, would land 1 MiB off and crash nothing)."""
+    template = load_template(TRACE, None)
+    case = looping_attack_with_a_moved_region(template)
+    target = Target([sys.executable, str(PLANTED), "--socket", "{sock}", "--crash-on-loop"])
+    try:
+        target.start()
+        transcript = Transcript()
+        run = run_case(
+            target, case, SnapshotSource.of_trace(TRACE), DriveOptions(timeout=1), transcript
+        )
+        assert run.exit_status == -11, run  # the fuzz run itself: SIGSEGV on the loop
+    finally:
+        target.close()
+    repro = write_reproducer(tmp_path / "repro.vht", transcript, device="blk", info={})
+    with TraceReader(repro) as reader:
+        writes = [r.info for r in reader if isinstance(r, EventRecord) and r.event == GUEST_WRITE]
+    assert writes and all("gpa" not in w and {"message", "fd", "offset"} <= set(w) for w in writes)
+    status, out = replay_against_planted(tmp_path, repro)
+    assert status == -11, out

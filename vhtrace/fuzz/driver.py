@@ -30,7 +30,7 @@ from vhtrace.protocol.framing import pack_header, unpack_header
 from vhtrace.protocol.spec import HEADER_SIZE, MAX_PAYLOAD, Channel, Side
 from vhtrace.replay.answers import Answer, answer
 from vhtrace.replay.guestwrites import GuestAction, GuestMemoryFds
-from vhtrace.replay.memsource import MemorySource
+from vhtrace.replay.memsource import MemorySource, NoSnapshots
 from vhtrace.replay.plan import SessionPlan
 from vhtrace.replay.session import LoopOptions, SessionRunner, UnknownRequest
 from vhtrace.wire import connect_unix
@@ -57,6 +57,16 @@ class Sent:
     fds: tuple[dict[str, Any], ...]
 
 
+@dataclass(frozen=True)
+class MemoryFill:
+    """Bytes that fd ``fd`` of transcript message ``message`` held when it was passed."""
+
+    message: int
+    fd: int
+    offset: int
+    data: bytes
+
+
 @dataclass
 class Transcript:
     """Every message of a run, both ways, in order: what a reproducer trace holds."""
@@ -64,6 +74,8 @@ class Transcript:
     messages: list[Sent] = field(default_factory=list)
     actions: list[GuestAction] = field(default_factory=list)
     """Ring attacks made, as guest actions naming transcript message numbers (from 1)."""
+    fills: list[MemoryFill] = field(default_factory=list)
+    """What the memfds held when they were passed (from the source trace's snapshots)."""
     endings: dict[int, str] = field(default_factory=dict)
     """Session number -> how it ended (``frontend closed``/``backend closed``)."""
 
@@ -78,14 +90,40 @@ class DriveOptions:
     survived it (see :func:`probe`); off for back-ends that serve one connection."""
 
 
+class _FillLog:
+    """A memory source that remembers what it gave, for the reproducer to say it."""
+
+    def __init__(self, memory: MemorySource) -> None:
+        self.memory = memory
+        self.given: list[tuple[int, int, bytes]] = []
+        """(fd index, file offset, bytes) since the last :meth:`RingFds.take_fills`."""
+
+    def contents(self, seq, index, meta, fields):  # type: ignore[no-untyped-def]
+        pieces = list(self.memory.contents(seq, index, meta, fields) or ())
+        self.given += [(index, offset, data) for offset, data in pieces]
+        return pieces
+
+
 class RingFds(GuestMemoryFds):
     """The replay's fd factory with what a ring attack needs (the regions and their
     memfds, a copy of each eventfd), applying attacks as guest actions, which the
-    reproducer carries so that replay makes them again (``replay.guestwrites``)."""
+    reproducer carries so that replay makes them again (``replay.guestwrites``). What it
+    filled memfds with is kept too (:meth:`take_fills`): a finding can depend on it."""
 
-    def apply(self, attack: RingAttack, after: int, kick: int) -> list[GuestAction]:
+    def __init__(self, memory: MemorySource | None) -> None:
+        self._fill_log = _FillLog(memory or NoSnapshots())
+        super().__init__(self._fill_log)
+
+    def take_fills(self, message: int) -> list[MemoryFill]:
+        """The fills made since the last call, as those of transcript message ``message``."""
+        given, self._fill_log.given = self._fill_log.given, []
+        return [MemoryFill(message, index, offset, data) for index, offset, data in given]
+
+    def apply(self, attack: RingAttack, after: int, numbers: dict[int, int]) -> list[GuestAction]:
         """Write the attack into guest memory and kick the ring; the actions made (none if
-        it cannot aim). ``after`` and ``kick``: the message numbers the actions name."""
+        it cannot aim), naming messages by ``numbers`` (recorded -> transcript number).
+        Writes are said by memfd and offset: the gpa is ours (the recorded region table),
+        the reproducer's messages carry the mutated one."""
         setup = attack.setup
         avail = self.gpa_of(setup.avail_uaddr)
         table = self.gpa_of(setup.desc_uaddr)
@@ -100,11 +138,19 @@ class RingFds(GuestMemoryFds):
                    if slot < setup.num]  # fmt: skip
         writes.append((avail + 4 + 2 * (idx % setup.num), struct.pack("<H", attack.head & 0xFFFF)))
         writes.append((avail + 2, struct.pack("<H", (idx + attack.bump) & 0xFFFF)))
-        actions = [GuestAction(after, gpa, data) for gpa, data in writes]
-        actions = [a for a in actions if self.make_action(a)]
-        kicked = GuestAction(after, kick=setup.kick_seq)
-        self.make_action(kicked)
-        return [*actions, GuestAction(after, kick=kick)]
+        actions = []
+        for gpa, data in writes:
+            found = self.where(gpa, len(data))
+            if found is None:
+                continue
+            fd, offset = found
+            os.pwrite(fd, data, offset)
+            # named by a message of this run that passed the memfd (numbers has those sent)
+            sent = [(numbers[seq], index) for seq, index in self.passed_as(fd) if seq in numbers]
+            if sent:
+                actions.append(GuestAction(after, data=data, memfd=sent[-1], offset=offset))
+        self.make_action(GuestAction(after, kick=setup.kick_seq))
+        return [*actions, GuestAction(after, kick=numbers.get(setup.kick_seq, 0))]
 
 
 def answer_backend_request(request: UnknownRequest) -> Answer | None:
@@ -136,6 +182,7 @@ def run_case(
                 sessions.append(SessionRun(str(Ending.SEND_FAILED)))
                 break
             steps = [step_of(m, number, i) for i, m in enumerate(messages)]
+            factory.take_fills(0)  # a failed send's fills are nobody's
             last = messages[-1] if messages else None
             cut = last is not None and len(last.raw) != HEADER_SIZE + last.size
 
@@ -153,10 +200,11 @@ def run_case(
                     )
                     if step.seq:
                         numbers[step.seq] = len(transcript.messages)
+                    transcript.fills += factory.take_fills(len(transcript.messages))
                 attack = attacks.pop(step.seq, None) if step.seq else None
                 if attack is not None:
                     after = numbers.get(step.seq, 0)
-                    made = factory.apply(attack, after, numbers.get(attack.setup.kick_seq, 0))
+                    made = factory.apply(attack, after, numbers)
                     if transcript is not None:
                         transcript.actions += made
 

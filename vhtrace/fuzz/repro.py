@@ -4,10 +4,12 @@ The trace is written with the ordinary :class:`~vhtrace.trace.writer.TraceWriter
 0600), one session per connection, the fuzzer as the front-end, so ``vhtrace show``
 reads it and ``vhtrace replay REPRO --backend SOCK`` sends the same messages again (the
 replies recorded are where replay waits). The header says where it came from (seed,
-iteration, signature, mutations). Memory fds are recorded by kind and size; the trace
-holds no snapshots, so replayed guest memory starts zero-filled; a ring attack's writes
-into guest memory and its kick are events after the message that started the ring
-(``replay.guestwrites``), which replay makes again.
+iteration, signature, mutations). Memory fds are recorded by kind and size, and what
+the fuzzer filled each with (the source trace's snapshot pages) as ``memory-fill``
+events before the message that passed it (``replay.memsource.FillSource``): a finding
+can depend on what guest memory held. A ring attack's writes into guest memory and its
+kick are events after the message that started the ring (``replay.guestwrites``).
+Replay makes both again.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vhtrace.fuzz.driver import Transcript
+from vhtrace.fuzz.driver import MemoryFill, Transcript
 from vhtrace.replay.guestwrites import GuestAction
+from vhtrace.replay.memsource import fill_event
 from vhtrace.trace.writer import TraceWriter, make_header
 
 
@@ -37,6 +40,9 @@ def write_reproducer(
     actions: dict[int, list[GuestAction]] = {}
     for action in transcript.actions:
         actions.setdefault(action.after, []).append(action)
+    fills: dict[int, list[MemoryFill]] = {}
+    for fill in transcript.fills:
+        fills.setdefault(fill.message, []).append(fill)
 
     def times(mono: int) -> tuple[int, int]:
         offset = max(0, mono - first)
@@ -49,6 +55,8 @@ def write_reproducer(
                 _end(writer, t, wall, session, transcript)
             session = sent.session
             writer.event(t, wall, session, "session-start", {})
+        for fill in fills.get(seq, ()):
+            writer.event(t, wall, session, *fill_event(seq, fill.fd, fill.offset, fill.data))
         writer.message(
             seq, t, wall, session, sent.channel.value, sent.sender.value, sent.raw, sent.fds
         )

@@ -39,7 +39,7 @@ def replay_frontend(
         result.error = str(exc)
         return result
     result.notes += loaded.notes
-    loop = LoopOptions(options.timeout, options.close_timeout, options.realtime)
+    loop = LoopOptions(options.timeout, options.close_timeout, options.realtime, wait_owed=True)
     factory = GuestMemoryFds(options.memory or SnapshotSource.of_trace(trace))
     actions = read_actions(trace)
     if actions:

@@ -3,11 +3,13 @@
 A ring mutation of ``vhtrace fuzz`` is not a message: the fuzzer wrote a malformed
 descriptor chain into the guest memory it handed out, once the ring ran, and signalled
 the ring's kick eventfd. Its reproducer carries that as events after the message that
-started the ring: ``guest-write`` ``{after: N, gpa, data}`` (bytes at a guest-physical
-address) and ``ring-kick`` ``{after: N, kick: K}`` (the eventfd passed with message K).
-Replaying the front-end side makes them once message N is out: the bytes go into the
-replayed memfd whose region maps the address, the kick into our copy of the eventfd
-made for message K. :class:`GuestMemoryFds` is the replay's fd factory keeping what that
+started the ring: ``guest-write`` ``{after: N, message: M, fd: I, offset, data}`` (bytes at
+a file offset of the memfd passed as fd I of message M: what the back-end sees whatever
+a mutated region table says), or ``{after: N, gpa, data}`` (at a guest-physical address,
+through the regions as sent), and ``ring-kick`` ``{after: N, kick: K}`` (the eventfd
+passed with message K). Replaying the front-end side makes them once message N is out:
+the bytes go into that replayed memfd, the kick into our copy of the eventfd made for
+message K. :class:`GuestMemoryFds` is the replay's fd factory keeping what that
 needs (the regions and their memfds, a copy of each eventfd).
 """
 
@@ -38,11 +40,18 @@ class GuestAction:
     data: bytes = b""
     kick: int | None = None
     """The message whose eventfd is signalled (None: a write)."""
+    memfd: tuple[int, int] | None = None
+    """(message, fd index) of the memfd written at ``offset`` (None: at ``gpa``)."""
+    offset: int = 0
 
     def event(self) -> tuple[str, dict[str, Any]]:
         """The trace event that says it."""
         if self.kick is not None:
             return RING_KICK, {"after": self.after, "kick": self.kick}
+        if self.memfd is not None:
+            message, fd = self.memfd
+            where = {"message": message, "fd": fd, "offset": self.offset}
+            return GUEST_WRITE, {"after": self.after, **where, "data": self.data}
         return GUEST_WRITE, {"after": self.after, "gpa": self.gpa, "data": self.data}
 
 
@@ -54,10 +63,15 @@ def action_of(record: EventRecord) -> GuestAction | None:
         return None
     if record.event == RING_KICK and isinstance(info.get("kick"), int):
         return GuestAction(after, kick=info["kick"])
-    if record.event == GUEST_WRITE and isinstance(info.get("gpa"), int):
-        data = info.get("data")
-        if isinstance(data, bytes):
-            return GuestAction(after, info["gpa"], data)
+    data = info.get("data")
+    if record.event != GUEST_WRITE or not isinstance(data, bytes):
+        return None
+    if isinstance(info.get("gpa"), int):
+        return GuestAction(after, info["gpa"], data)
+    where = [info.get(key) for key in ("message", "fd", "offset")]
+    if all(isinstance(v, int) and v >= 0 for v in where):
+        message, fd, offset = where
+        return GuestAction(after, data=data, memfd=(message, fd), offset=offset)
     return None
 
 
@@ -80,6 +94,8 @@ class GuestMemoryFds(FdFactory):
     def __init__(self, memory: MemorySource | None) -> None:
         super().__init__(memory)
         self.regions: list[tuple[dict[str, Any], int]] = []
+        self.memfds: dict[tuple[int, int], int] = {}
+        """(message number, fd index) -> the memfd made for it."""
         self.eventfds: dict[int, int] = {}
         """Message number -> our copy of the eventfd made for it."""
 
@@ -91,6 +107,7 @@ class GuestMemoryFds(FdFactory):
 
     def _memory(self, meta, seq, index, fields):  # type: ignore[no-untyped-def]
         made = super()._memory(meta, seq, index, fields)
+        self.memfds.setdefault((seq, index), made.fd)
         region = memory_region(fields, index)
         if region is not None:
             self.regions.append((region, made.fd))
@@ -121,6 +138,13 @@ class GuestMemoryFds(FdFactory):
             with contextlib.suppress(OSError):
                 os.eventfd_write(fd, 1)
             return True
+        if action.memfd is not None:
+            fd = self.memfds.get(action.memfd)
+            # a trace's offsets are not trusted: nothing goes past the memfd's end
+            if fd is None or action.offset + len(action.data) > os.fstat(fd).st_size:
+                return False
+            os.pwrite(fd, action.data, action.offset)
+            return True
         assert action.gpa is not None
         where = self.where(action.gpa, len(action.data))
         if where is None:
@@ -128,10 +152,16 @@ class GuestMemoryFds(FdFactory):
         os.pwrite(where[0], action.data, where[1])
         return True
 
+    def passed_as(self, fd: int) -> list[tuple[int, int]]:
+        """The (message, fd index) pairs a memfd was passed as, in order (QEMU passes one
+        memfd for several regions)."""
+        return [key for key, made in self.memfds.items() if made == fd]
+
     def close(self) -> None:
         for fd in self.eventfds.values():
             with contextlib.suppress(OSError):
                 os.close(fd)
         self.eventfds.clear()
         self.regions.clear()
+        self.memfds.clear()
         super().close()

@@ -5,7 +5,10 @@ What goes in it is a :class:`MemorySource`'s answer: the bytes the trace's memor
 snapshots hold for that fd, or None for zero-filled memory. :class:`SnapshotSource`
 answers from the first snapshot taken after the message that passed the fd (with
 ``--memory rings`` that is the rings and buffers at ring start; with ``full`` the
-whole region); traces without snapshots give :class:`NoSnapshots`.
+whole region); traces without snapshots give :class:`NoSnapshots`. A fuzz reproducer
+says instead what each memfd held when it was passed: ``memory-fill`` events
+``{message: N, fd: I, offset, data}`` (:class:`FillSource`), so that a replay hands the
+back-end the same memory the fuzzer did, whatever the mutated region table says.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from typing import Any, Protocol
 from vhtrace.memory.pages import PAGE_SIZE
 from vhtrace.memory.tracedata import Snapshot, page_plan, read_pages, read_snapshots
 from vhtrace.trace.reader import TraceReader
+from vhtrace.trace.records import EventRecord
+
+MEMORY_FILL = "memory-fill"
 
 
 class MemorySource(Protocol):
@@ -50,12 +56,16 @@ class SnapshotSource:
 
     @classmethod
     def of_trace(cls, path: str | os.PathLike[str]) -> MemorySource:
-        """A source for ``path``: its snapshots, or NoSnapshots if it has none.
+        """A source for ``path``: its memory-fill events if it has any, else its
+        snapshots, else NoSnapshots.
 
         Two passes over the trace (snapshot maps, then the pages they name); the pages
         are held in memory, so a ``--memory full`` trace costs what it captured."""
         with TraceReader(path) as reader:
             scan = read_snapshots(reader, keep=lambda space, role: space == "gpa")
+        fills = read_fills(path)
+        if fills:
+            return FillSource(fills)
         if not scan.snapshots:
             return NoSnapshots()
         wanted = set().union(*(s.hashes() for s in scan.snapshots))
@@ -96,3 +106,44 @@ def _region(fields: dict[str, Any] | None, index: int) -> dict[str, Any] | None:
     if "guest_phys_addr" in fields and "mmap_offset" in fields and index == 0:
         return fields
     return None
+
+
+class FillSource:
+    """What each memfd held when it was passed, as a fuzz reproducer says it: (message,
+    fd index) -> (file offset, bytes) pieces."""
+
+    def __init__(self, fills: dict[tuple[int, int], list[tuple[int, bytes]]]) -> None:
+        self.fills = fills
+
+    def contents(
+        self, seq: int, index: int, meta: dict[str, Any], fields: dict[str, Any] | None
+    ) -> Iterable[tuple[int, bytes]] | None:
+        size = int(meta.get("size") or 0)
+        # a trace's offsets are not trusted: nothing goes past the memfd's recorded size
+        return [
+            (offset, data[: size - offset])
+            for offset, data in self.fills.get((seq, index), ())
+            if offset < size
+        ]
+
+
+def fill_event(message: int, fd: int, offset: int, data: bytes) -> tuple[str, dict[str, Any]]:
+    """The trace event saying that fd ``fd`` of message ``message`` held ``data`` at
+    ``offset`` when it was passed."""
+    return MEMORY_FILL, {"message": message, "fd": fd, "offset": offset, "data": data}
+
+
+def read_fills(path: str | os.PathLike[str]) -> dict[tuple[int, int], list[tuple[int, bytes]]]:
+    """The memory-fill events of a trace (malformed ones are skipped)."""
+    fills: dict[tuple[int, int], list[tuple[int, bytes]]] = {}
+    with TraceReader(path) as reader:
+        for record in reader:
+            if not isinstance(record, EventRecord) or record.event != MEMORY_FILL:
+                continue
+            info = record.info or {}
+            message, fd, offset, data = (info.get(k) for k in ("message", "fd", "offset", "data"))
+            if all(isinstance(v, int) and v >= 0 for v in (message, fd, offset)) and isinstance(
+                data, bytes
+            ):
+                fills.setdefault((message, fd), []).append((offset, data))
+    return fills

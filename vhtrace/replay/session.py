@@ -55,6 +55,10 @@ class LoopOptions:
     close_timeout: float = 2.0
     """How long to wait for the peer to close when the recording says it will."""
     realtime: bool = False
+    wait_owed: bool = False
+    """Playing the front-end, where the recording hangs up with a reply still owed (a hang
+    the recording shows): wait ``timeout`` for it before hanging up, so that a reply the
+    live back-end does send is seen (a divergence), and its absence is said."""
 
 
 @dataclass
@@ -149,10 +153,11 @@ class SessionRunner:
                 return
             streaming = bool(self._compared_streams())
             finished = player.finished and not streaming
-            if finished and self._we_close():
+            owed = finished and self._we_close() and self._waits_for_owed()
+            if finished and self._we_close() and not owed:
                 return
             limit = self.options.timeout
-            if finished and self.play is Side.FRONTEND:
+            if finished and self.play is Side.FRONTEND and not owed:
                 limit = self.options.close_timeout
             wait = POLL
             if self._send_at is not None:
@@ -175,6 +180,13 @@ class SessionRunner:
                     if self.player.stopped or self.main_closed:
                         return
             elif limit is not None and time.monotonic() - idle_since >= limit:
+                if owed:
+                    names = ", ".join(p.row.name for p in self.conversation.pending[Channel.MAIN])
+                    self.result.notes.append(
+                        f"{names}: no reply within {limit:g} s, as in the recording "
+                        f"(the {self.peer.value} owes it and stayed connected: a hang)"
+                    )
+                    return
                 if player.finished and streaming:
                     self._stream_timeout(limit)
                     return
@@ -183,6 +195,14 @@ class SessionRunner:
                 else:
                     player.timed_out(limit)
                 return
+
+    def _waits_for_owed(self) -> bool:
+        return (
+            self.options.wait_owed
+            and self.options.timeout is not None
+            and self.play is Side.FRONTEND
+            and bool(self.conversation.pending[Channel.MAIN])
+        )
 
     def _we_close(self) -> bool:
         """Whether, with the plan done, we end the session now (else wait for the peer)."""
