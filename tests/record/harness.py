@@ -77,7 +77,8 @@ class ProxyHarness:
 
     def __init__(self, directory: Path, *, strict: bool = False, once: bool = False,
                  backend_connects: bool = False, snapshots: SnapshotConfig | None = None,
-                 host: Host = "thread", send_delay: float = 0.0) -> None:  # fmt: skip
+                 host: Host = "thread", send_delay: float = 0.0,
+                 priority: str = "idle") -> None:  # fmt: skip
         self.directory = directory
         self.front_path = str(directory / "front.sock")
         self.back_path = str(directory / "back.sock")
@@ -91,7 +92,7 @@ class ProxyHarness:
         # Records go to the recorder at once unless asked (no batching delay): tests look
         # at its state as soon as the relay has forwarded a message.
         self.recorder = RecorderLink(Recorder(self.writer, snapshots=snapshots), host,
-                                     send_delay=send_delay)  # fmt: skip
+                                     send_delay=send_delay, priority=priority)  # fmt: skip
         config = ProxyConfig(
             self.front_path,
             self.back_path,

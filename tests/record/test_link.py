@@ -187,3 +187,29 @@ def test_fds_the_kernel_drops_on_the_way_to_the_recorder_cost_only_their_own_mes
     assert "1 of 2 fds" in lost[0].text
     for fd in (first, second, third):
         os.close(fd)
+
+
+@pytest.mark.parametrize("priority", link.PRIORITIES)
+def test_the_recorder_process_gives_way_to_the_relay(tmp_path: Path, priority: str) -> None:
+    """idle (default): SCHED_IDLE, so a woken relay or peer never waits for it; normal: a
+    nice value above the relay's. Either way the recording works."""
+    harness = ProxyHarness(tmp_path, host="process", priority=priority)
+    try:
+        fe, be = harness.connect()
+        negotiate(fe, be)
+        pid = harness.recorder.pid
+        if priority == "idle":
+            assert os.sched_getscheduler(pid) == os.SCHED_IDLE
+        else:
+            assert os.sched_getscheduler(pid) == os.SCHED_OTHER
+            assert os.getpriority(os.PRIO_PROCESS, pid) == os.getpriority(os.PRIO_PROCESS, 0) + 5
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the relay's own is untouched
+    finally:
+        harness.stop()
+    records, problem = harness.records()
+    assert problem is None and len(messages(records)) >= 2, "nothing was recorded"
+
+
+def test_an_unknown_recorder_priority_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="one of idle, normal"):
+        ProxyHarness(tmp_path, host="process", priority="realtime")

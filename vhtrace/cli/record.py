@@ -15,7 +15,7 @@ from vhtrace.memory.capture import MODES
 from vhtrace.memory.recording import SnapshotConfig
 from vhtrace.protocol.spec import DeviceType, Side
 from vhtrace.record.endpoints import EndpointError, check_path_length
-from vhtrace.record.link import RecorderLink
+from vhtrace.record.link import PRIORITIES, RecorderLink
 from vhtrace.record.recorder import Recorder
 from vhtrace.record.relay import Proxy, ProxyConfig
 from vhtrace.trace.writer import TraceOutputError, TraceWriter, check_output, make_header
@@ -70,6 +70,13 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
         action="store_true",
         dest="print_messages",
         help="show each message live, as vhtrace show would",
+    )
+    parser.add_argument(
+        "--recorder-priority",
+        choices=PRIORITIES,
+        default="idle",
+        help="the recorder process's CPU priority: idle (default: it never delays the relay "
+        "or the peers, and falls behind on a machine whose CPUs are all busy) or normal",
     )
     parser.add_argument(
         "--socket-mode",
@@ -193,7 +200,8 @@ def run(args: argparse.Namespace) -> int:
             device,
             snapshots=snapshots,
             print_to=sys.stdout if args.print_messages else None,
-        )
+        ),
+        priority=args.recorder_priority,
     )
     try:
         proxy = Proxy(config, recorder)

@@ -75,8 +75,14 @@ _FD_SIZE = array.array("i").itemsize
 _CMSG_SPACE = socket.CMSG_SPACE(SCM_MAX_FD * _FD_SIZE)
 
 RECORDER_NICE = 5
-"""The recorder's process is niced: on a machine short of CPUs the relay and the peers get
-them first; the recorder catches up when they wait (its queue is bounded)."""
+"""With ``priority="normal"``: the recorder's process is niced."""
+PRIORITIES = ("idle", "normal")
+"""``idle`` (default): the recorder's process runs SCHED_IDLE, so the relay and the peers
+(woken by a message) always take a CPU from it at once, and it works when they wait; a
+nice value alone is not enough: the scheduler lets a niced task finish its slice first,
+which was most of the relay's p99 (benchmarks/bench_relay.py). The price: on a machine
+whose CPUs are all busy it falls behind (records queue in the relay, up to
+MAX_QUEUED_BYTES, then are dropped and said to be). ``normal``: nice RECORDER_NICE."""
 
 Host = Literal["process", "thread"]
 _RECORDS = (Relayed, EventRecord, FindingRecord)
@@ -87,9 +93,16 @@ class RecorderLink:
     """The relay's end: hand items over, never wait; learn how the recording went."""
 
     def __init__(
-        self, recorder: Recorder, host: Host = "process", send_delay: float = SEND_DELAY
+        self,
+        recorder: Recorder,
+        host: Host = "process",
+        send_delay: float = SEND_DELAY,
+        priority: str = "idle",
     ) -> None:
+        if priority not in PRIORITIES:
+            raise ValueError(f"recorder priority {priority!r}: one of {', '.join(PRIORITIES)}")
         self.recorder = recorder
+        self.priority = priority
         self.send_delay = send_delay
         """How long records may wait to go in a batch (0: each turn of the relay's loop)."""
         """Usable in this process only with ``host="thread"`` (the process has a copy)."""
@@ -145,8 +158,7 @@ class RecorderLink:
             try:
                 for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
                     signal.signal(sig, signal.SIG_IGN)  # the relay tells it when to stop
-                with contextlib.suppress(OSError):
-                    os.nice(RECORDER_NICE)  # background work: the relay and peers go first
+                _lower_priority(self.priority)  # background work: relay and peers go first
                 _close_all_but(keep)
                 serve(self._theirs, self.recorder, self._bell)
                 code = 0
@@ -612,6 +624,17 @@ def _lost(item: Relayed, count: int) -> FindingRecord:
         f"way to the recorder (short of fds)"
     )
     return FindingRecord(record.session, Finding(record.seq, "", "fd-metadata-lost", text))
+
+
+def _lower_priority(priority: str) -> None:
+    """The recorder's process gives way (PRIORITIES); a nice value where SCHED_IDLE is
+    refused."""
+    if priority == "idle":
+        with contextlib.suppress(OSError, AttributeError):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            return
+    with contextlib.suppress(OSError):
+        os.nice(RECORDER_NICE)
 
 
 def _close_all_but(keep: set[int]) -> None:
