@@ -5,7 +5,8 @@ vhtrace's framing) speak vhost-user over real unix sockets, first straight to ea
 other, then through a bare relay written here (recvmsg/sendmsg in a select loop, the
 floor of what a Python relay costs), then through a real ``vhtrace record`` process:
 
-* ``--memory none`` and the default options (decoding, recording, ring snapshots);
+* ``--memory none``, ``--busy-poll 0`` (a relay that sleeps between messages) and the
+  default options (decoding, recording, ring snapshots, 200 us of polling after a message);
 * during a full ``--memory=full`` snapshot of a 1 GiB memfd (SIGUSR1): the round trips
   whose start falls inside the snapshot's window, read off the trace.
 
@@ -410,6 +411,7 @@ def main() -> int:
             finally:
                 stop_process(floor)
             for name, options in (("record --memory none", ("--memory", "none")),
+                                  ("record --busy-poll 0", ("--busy-poll", "0")),
                                   ("record (default)", ())):  # fmt: skip
                 front = str(directory / "front.sock")
                 rec = Recorder(front, back, directory / "trace.vht", *options)

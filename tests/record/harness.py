@@ -78,7 +78,7 @@ class ProxyHarness:
     def __init__(self, directory: Path, *, strict: bool = False, once: bool = False,
                  backend_connects: bool = False, snapshots: SnapshotConfig | None = None,
                  host: Host = "thread", send_delay: float = 0.0,
-                 priority: str = "idle") -> None:  # fmt: skip
+                 priority: str = "idle", busy_poll: float = 0.0) -> None:  # fmt: skip
         self.directory = directory
         self.front_path = str(directory / "front.sock")
         self.back_path = str(directory / "back.sock")
@@ -100,6 +100,8 @@ class ProxyHarness:
             strict=strict,
             once=once,
             connect_timeout=5,
+            # no polling unless asked: the relay shares this process's GIL with the peers
+            busy_poll=busy_poll,
         )
         if snapshots is not None:
             config.hold, config.hold_seconds = snapshots.triggers, snapshots.hold_seconds

@@ -314,3 +314,36 @@ def test_a_stalled_trace_writer_does_not_stall_the_relay(harness: ProxyHarness) 
     records, problem = harness.records()
     assert problem is None
     assert len(messages(records)) == 100
+
+
+@pytest.mark.parametrize("busy_poll", [0.0, 0.05])
+def test_busy_poll_keeps_the_relay_awake_only_as_long_as_asked(
+    tmp_path: Path, busy_poll: float
+) -> None:
+    """--busy-poll: after a message the loop polls (select with no timeout) for that long,
+    then sleeps again; with 0 it never polls."""
+    harness = ProxyHarness(tmp_path, busy_poll=busy_poll)
+    try:
+        fe, be = harness.connect()
+        polls: list[float] = []
+        select = harness.proxy.selector.select
+
+        def counted(timeout=None):  # type: ignore[no-untyped-def]
+            if timeout == 0:
+                polls.append(time.monotonic())
+            return select(timeout)
+
+        harness.proxy.selector.select = counted  # type: ignore[method-assign]
+        frame = build("GET_FEATURES")
+        fe.send(frame)
+        assert be.read().raw == frame.raw
+        sent = time.monotonic()
+        time.sleep(busy_poll + 0.2)
+        if busy_poll:
+            assert len(polls) > 100, len(polls)
+            # it stopped: nothing polled well after the window closed
+            assert all(t < sent + busy_poll + 0.1 for t in polls)
+        else:
+            assert len(polls) < 10, len(polls)  # the odd due batch, no polling
+    finally:
+        harness.stop()

@@ -16,6 +16,7 @@ from vhtrace.memory.recording import SnapshotConfig
 from vhtrace.protocol.spec import DeviceType, Side
 from vhtrace.record.endpoints import EndpointError, check_path_length
 from vhtrace.record.link import PRIORITIES, RecorderLink
+from vhtrace.record.model import DEFAULT_BUSY_POLL
 from vhtrace.record.recorder import Recorder
 from vhtrace.record.relay import Proxy, ProxyConfig
 from vhtrace.trace.writer import TraceOutputError, TraceWriter, check_output, make_header
@@ -70,6 +71,15 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
         action="store_true",
         dest="print_messages",
         help="show each message live, as vhtrace show would",
+    )
+    parser.add_argument(
+        "--busy-poll",
+        type=float,
+        default=DEFAULT_BUSY_POLL * 1e6,
+        metavar="US",
+        help="after a message, poll this long for the next one before sleeping "
+        f"(default {DEFAULT_BUSY_POLL * 1e6:.0f}; 0: always sleep): a reply is then relayed "
+        "without a wake-up of the relay, at the cost of CPU while messages flow",
     )
     parser.add_argument(
         "--recorder-priority",
@@ -150,8 +160,14 @@ def parse_socket_mode(text: str) -> int:
     return int(digits, 8)
 
 
+MAX_BUSY_POLL_US = 100_000
+"""More than 100 ms of polling is a spinning process, not a saved wake-up."""
+
+
 def _config(args: argparse.Namespace, snapshots: SnapshotConfig) -> ProxyConfig:
     mode = parse_socket_mode(args.socket_mode)
+    if not 0 <= args.busy_poll <= MAX_BUSY_POLL_US:
+        raise common.UsageError(f"--busy-poll: 0 to {MAX_BUSY_POLL_US} microseconds")
     if args.write == "-" and args.print_messages:
         raise common.UsageError("--print writes to stdout, and so does -w -: give a trace file")
     for option in ("listen", "connect", "connect_frontend", "listen_backend"):
@@ -174,7 +190,8 @@ def _config(args: argparse.Namespace, snapshots: SnapshotConfig) -> ProxyConfig:
                        connect_timeout=args.connect_timeout, once=args.once,
                        strict=args.strict,
                        hold=snapshots.triggers if snapshots.active else None,
-                       hold_seconds=snapshots.hold_seconds, device=args.device)  # fmt: skip
+                       hold_seconds=snapshots.hold_seconds, device=args.device,
+                       busy_poll=args.busy_poll / 1e6)  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:

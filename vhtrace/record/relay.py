@@ -137,6 +137,8 @@ class Proxy:
         self._seq = 0
         self._timers: list[tuple[float, Callable[[], None]]] = []
         self._stop = False
+        self._poll_until = 0.0
+        """Until when the loop polls instead of sleeping (ProxyConfig.busy_poll)."""
         self._closing: set[Endpoint] = set()
         """Endpoints that close once their outbox is sent."""
         self._held: list[Held] = []
@@ -188,8 +190,17 @@ class Proxy:
                 # woken by them then has the CPU (a unix socket's wake-up is a sync one)
                 # instead of waiting for the relay's bookkeeping.
                 self._flush_dirty()
-                for key, mask in self.selector.select(timeout):
+                # --busy-poll: right after a message the next one (a reply) is likely a few
+                # tens of microseconds away; polling for it saves the relay a wake-up
+                # (timers and the recorder's batches can wait that long)
+                select, until = self.selector.select, self._poll_until
+                events = select(0) if time.monotonic() < until else select(timeout)
+                while not events and time.monotonic() < until:
+                    events = select(0)
+                for key, mask in events:
                     self._dispatch(key, mask)
+                if events and self.config.busy_poll:
+                    self._poll_until = time.monotonic() + self.config.busy_poll
                 self._hand_over()
         finally:
             self._shutdown()
