@@ -137,6 +137,8 @@ class Proxy:
         self._seq = 0
         self._timers: list[tuple[float, Callable[[], None]]] = []
         self._stop = False
+        self._send_at_once = False
+        """The message being handled was read alone: it is sent before it is recorded."""
         self._poll_until = 0.0
         """Until when the loop polls instead of sleeping (ProxyConfig.busy_poll)."""
         self._closing: set[Endpoint] = set()
@@ -186,9 +188,9 @@ class Proxy:
                 link_wait = self.recorder.timeout(time.monotonic())
                 if link_wait is not None:
                     timeout = min(timeout, link_wait)
-                # Forwarded messages go out last, right before the loop sleeps: the peer
-                # woken by them then has the CPU (a unix socket's wake-up is a sync one)
-                # instead of waiting for the relay's bookkeeping.
+                # What a read burst forwarded and has not sent yet goes now. (A message read
+                # alone, or a burst forwarded whole, is sent before it is recorded: the
+                # woken peer works on another CPU while the relay does its bookkeeping.)
                 self._flush_dirty()
                 # --busy-poll: right after a message the next one (a reply) is likely a few
                 # tens of microseconds away; polling for it saves the relay a wake-up
@@ -471,7 +473,9 @@ class Proxy:
                 self._relay_whole(endpoint, data, ends, mono, wall)
                 return True
         events = reader.receive(data, fds)
-        # A burst goes out in groups of FLUSH_EVERY messages, several per sendmsg.
+        # A burst goes out in groups of FLUSH_EVERY messages, several per sendmsg; a
+        # message read alone goes out at once.
+        self._send_at_once = len(events) == 1
         for count, event in enumerate(events, 1):
             if endpoint.closed:
                 break
@@ -499,6 +503,7 @@ class Proxy:
         first = self._seq + 1
         self._seq += len(ends)
         self._forward(endpoint, data, [], [], first)
+        self._flush_dirty()  # sent before they are recorded: the peer works meanwhile
         start = 0
         for seq, end in enumerate(ends, first):
             self._record_message(endpoint, seq, data[start:end], mono, wall, 0, [])
@@ -562,6 +567,8 @@ class Proxy:
             self._hold(endpoint, seq, frame, mono, wall, dups, notes, send_fds, close_after)
             return
         self._forward(endpoint, frame.raw, send_fds, close_after, seq)
+        if self._send_at_once:
+            self._flush_dirty()  # sent before it is recorded: the peer works meanwhile
         self._record_message(endpoint, seq, frame.raw, mono, wall, 0, dups, notes)
 
     def _oversized_start(
