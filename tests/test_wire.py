@@ -83,3 +83,56 @@ def test_connect_waits_for_a_listener(tmp_path: Path) -> None:
         sock.close()
     finally:
         live.close()
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_peek_sees_bytes_without_fds_and_leaves_them_queued() -> None:
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    try:
+        assert wire.peek_fd_free(ours, 1024) == b"", "nothing waiting"
+        theirs.send(b"first")
+        theirs.send(b"second")
+        assert wire.peek_fd_free(ours, 1024) == b"firstsecond"
+        assert wire.peek_fd_free(ours, 3) == b"fir", "no more than asked"
+        assert ours.recv(1024) == b"firstsecond", "a peek takes nothing"
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def test_a_peek_that_meets_fds_gives_nothing_and_leaks_no_copy() -> None:
+    ours, theirs = socket.socketpair()
+    kick = os.eventfd(0)
+    try:
+        theirs.send(b"plain")
+        wire.send_all(theirs, b"with-fd", [kick])
+        before = _open_fds()
+        assert wire.peek_fd_free(ours, 1024) == b"", "the fds belong to some of those bytes"
+        assert _open_fds() == before, "the peek's copies of the fds are closed"
+        chunk = wire.recv_chunk(ours, 5)
+        assert (chunk.data, chunk.fds) == (b"plain", [])
+        chunk = wire.recv_chunk(ours, 1024)
+        assert chunk.data == b"with-fd" and len(chunk.fds) == 1, "the fd stays on its bytes"
+        wire.close_fds(chunk.fds)
+    finally:
+        os.close(kick)
+        ours.close()
+        theirs.close()
+
+
+def test_take_peeked_takes_exactly_what_was_seen() -> None:
+    ours, theirs = socket.socketpair()
+    try:
+        theirs.send(b"whole-message|cut-mess")
+        seen = wire.peek_fd_free(ours, 1024)
+        scratch = bytearray(64)
+        assert wire.take_peeked(ours, seen.index(b"|") + 1, scratch) == 14
+        assert bytes(scratch[:14]) == b"whole-message|"
+        assert ours.recv(1024) == b"cut-mess", "the rest stays on the socket"
+    finally:
+        ours.close()
+        theirs.close()

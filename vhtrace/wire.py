@@ -57,6 +57,43 @@ def recv_chunk(sock: socket.socket, size: int) -> Chunk:
     return Chunk(data, fds, bool(msg_flags & _CTRUNC))
 
 
+_PEEK = int(socket.MSG_PEEK) | _CMSG_CLOEXEC
+
+
+def peek_fd_free(sock: socket.socket, limit: int) -> bytes:
+    """The bytes waiting (up to ``limit``) if none of them carries fds, else b''.
+
+    A peek stops after the first chunk that carries fds (the kernel's rule; it hands out
+    copies of them, closed here): if it brings none, none of what it saw has any, so
+    reading those bytes later keeps every fd on its message. b'' also when nothing is
+    waiting or the peer closed: a read says which."""
+    try:
+        data, ancdata, msg_flags, _ = sock.recvmsg(limit, _CMSG_SPACE, _PEEK)
+    except OSError:
+        return b""
+    if not ancdata and not msg_flags & _CTRUNC:
+        return data
+    for level, kind, payload in ancdata:
+        if level == _SOL_SOCKET and kind == _SCM_RIGHTS:
+            close_fds(array.array("i", payload[: len(payload) - len(payload) % _FD_SIZE]))
+    return b""
+
+
+def take_peeked(sock: socket.socket, size: int, scratch: bytearray) -> int:
+    """Take ``size`` bytes a peek saw off the socket (into ``scratch``, at least that big),
+    how many were taken. Apart from the peek because taking them wakes their sender's
+    side in the kernel (its socket has room again): a relay does it after it sent them on.
+    """
+    view = memoryview(scratch)
+    taken = 0
+    while taken < size:
+        got = sock.recv_into(view[taken:size], size - taken)
+        if not got:
+            break
+        taken += got
+    return taken
+
+
 def send_all(sock: socket.socket, data: bytes, fds: tuple[int, ...] | list[int] = ()) -> None:
     """Send bytes with fds attached to the first sendmsg (the one with the first byte)."""
     view = memoryview(data)

@@ -137,7 +137,8 @@ def test_a_proxy_sees_a_burst_of_whole_messages_as_one_piece() -> None:
     get = pack_header(GET_FEATURES, spec.VERSION, 0)
     kick = pack_header(SET_VRING_KICK, spec.VERSION, 8) + struct.pack("<Q", 0)
     assert reader.burst(get + kick) == [12, 32]
-    assert reader.burst(get + kick[:13]) is None  # not whole: read it as frames
+    assert reader.burst(get + kick[:13]) == [12]  # the cut one stays on the socket
+    assert reader.burst(kick[:13]) == []  # read it as frames
     assert reader.eof() == (None, False)
 
 

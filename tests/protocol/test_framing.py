@@ -292,10 +292,11 @@ def test_whole_messages_gives_where_each_of_a_burst_ends() -> None:
 
 def test_whole_messages_leaves_anything_else_to_feed() -> None:
     whole = Sent(1, 1, b"abcd", ()).raw
-    assert Framer().whole_messages(whole[:-1]) is None, "a cut payload"
-    assert Framer().whole_messages(whole + whole[:5]) is None, "a cut header"
-    assert Framer(max_payload=2).whole_messages(whole) is None, "oversized"
+    assert Framer().whole_messages(whole[:-1]) == [], "a cut payload"
+    assert Framer().whole_messages(whole[:5]) == [], "a cut header"
+    assert Framer(max_payload=2).whole_messages(whole) == [], "oversized"
     framer = Framer()
+    assert framer.whole_messages(whole + whole[:5]) == [16], "the cut one after is left"
     framer.feed(whole[:3])
     assert framer.whole_messages(whole[3:]) is None, "the framer holds part of a message"
     framer.feed(whole[3:])

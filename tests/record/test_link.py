@@ -8,6 +8,7 @@ and a recorder that dies never stops the relay.
 
 from __future__ import annotations
 
+import array
 import os
 import signal
 import socket
@@ -23,11 +24,15 @@ from tests.record.test_relay import messages, negotiate
 from vhtrace.memory import triggers
 from vhtrace.memory.recording import SnapshotConfig
 from vhtrace.protocol.messages import build
-from vhtrace.record import link
+from vhtrace.record import handoff, link
+from vhtrace.record.handoff import Relayed
+from vhtrace.record.recorder import Recorder
 from vhtrace.trace.records import (
     FindingRecord,
+    MessageRecord,
     SnapshotRecord,
 )
+from vhtrace.trace.writer import TraceWriter, make_header
 
 
 @pytest.fixture
@@ -187,6 +192,59 @@ def test_fds_the_kernel_drops_on_the_way_to_the_recorder_cost_only_their_own_mes
     assert "1 of 2 fds" in lost[0].text
     for fd in (first, second, third):
         os.close(fd)
+
+
+class _CountingSocket:
+    """The link's socket, with each sendmsg noted (bytes, fds)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.sends: list[tuple[int, int]] = []
+
+    def sendmsg(self, parts, ancillary):  # type: ignore[no-untyped-def]
+        sent = self.sock.sendmsg(parts, ancillary)
+        fds = sum(len(fds) for _, _, fds in ancillary)  # arrays of fds
+        self.sends.append((sent, fds))
+        return sent
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.sock, name)
+
+
+def test_a_batch_of_records_costs_the_relay_one_sendmsg(tmp_path: Path) -> None:
+    """A batch goes as runs of bytes, not an item at a time (that was 300 us of the relay's
+    time every 20 ms); an item with fds starts a sendmsg of its own, its fds on its first
+    byte, and every item reaches the recorder in order."""
+    writer = TraceWriter(str(tmp_path / "t.vht"), make_header())
+    handover = link.RecorderLink(Recorder(writer), host="thread")
+    counting = _CountingSocket(handover.sock)
+    handover.sock = counting  # type: ignore[assignment]
+    raw = build("GET_FEATURES").raw
+    kick = os.eventfd(0)
+    sizes = []
+    for seq in range(1, 1001):
+        record = MessageRecord(seq, seq, seq, 1, "main", "frontend", raw, (), 0)
+        fds = [os.dup(kick)] if seq == 500 else []
+        item = Relayed(record, len(fds))
+        sizes.append(len(handoff.encode(item)))
+        assert handover.submit(item, fds)
+    handover.flush()
+    before_fd_item = sum(sizes[:499])
+    assert counting.sends == [(before_fd_item, 0), (sum(sizes) - before_fd_item, 1)]
+    unpacker = handoff.unpacker()
+    got, fds = 0, []
+    while got < sum(sizes):
+        data, ancdata, _, _ = handover._theirs.recvmsg(1 << 20, socket.CMSG_SPACE(16))
+        fds += [fd for _, _, payload in ancdata for fd in array.array("i", payload)]
+        unpacker.feed(data)
+        got += len(data)
+    items = [handoff.decode(fields) for fields in unpacker]
+    assert [item.record.seq for item in items] == list(range(1, 1001))
+    assert len(fds) == 1 and os.fstat(fds[0]).st_ino == os.fstat(kick).st_ino
+    for fd in (*fds, kick):
+        os.close(fd)
+    handover.sock.close()
+    handover._theirs.close()
 
 
 @pytest.mark.parametrize("priority", link.PRIORITIES)

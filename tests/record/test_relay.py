@@ -73,6 +73,23 @@ def test_coalesced_and_split_messages_arrive_byte_exact(harness: ProxyHarness) -
     assert [m.seq for m in messages(records)] == [1, 2, 3, 4]
 
 
+def test_whole_messages_go_on_while_the_one_after_them_is_cut(harness: ProxyHarness) -> None:
+    """The relay forwards the whole messages of what waits at once (as the one piece they
+    came in); a message cut short behind them stays on the socket until it is whole."""
+    fe, be = harness.connect()
+    whole = [build("GET_FEATURES"), build("SET_OWNER")]
+    cut = build("SET_VRING_NUM", {"index": 0, "num": 256})
+    head = b"".join(f.raw for f in whole)
+    fe.send_raw(head + cut.raw[:14])
+    assert be.read_bytes(len(head)) == head, "held back by the message after them"
+    time.sleep(0.01)
+    fe.send_raw(cut.raw[14:])
+    assert be.read_bytes(len(cut.raw)) == cut.raw
+    records, problem = harness.records()
+    assert problem is None
+    assert [m.raw for m in messages(records)] == [f.raw for f in (*whole, cut)]
+
+
 def test_fds_keep_their_message_and_order(harness: ProxyHarness) -> None:
     fe, be = harness.connect()
     memfds = [os.memfd_create(f"region{i}") for i in range(2)]

@@ -178,9 +178,10 @@ class RelayReader:
         return self._framer.events()
 
     def burst(self, data: bytes) -> list[int] | None:
-        """Where each message ends in ``data``, read without fds at a message boundary, if
-        it is nothing but whole messages (none oversized): a proxy may then forward it as
-        the one piece it came in. They count as read. None: :meth:`receive` it."""
+        """Where each whole message (none oversized) at the start of ``data`` ends, seen
+        without fds at a message boundary: a proxy may forward them as the one piece they
+        came in, and take just those bytes off the socket. They count as read. [] or None
+        (part of a message is held): read and :meth:`receive` instead."""
         return self._framer.whole_messages(data)
 
     def eof(self) -> tuple[Incomplete | None, bool]:

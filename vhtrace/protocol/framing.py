@@ -183,24 +183,24 @@ class Framer:
         self._parse()
 
     def whole_messages(self, data: bytes) -> list[int] | None:
-        """Where each message ends in ``data`` if it is nothing but whole messages (none
-        oversized) and the framer holds nothing: a burst read at a message boundary,
-        which a relay can forward as one piece. The framer counts the bytes as read.
-        None otherwise: :meth:`feed` it."""
+        """Where each whole message at the start of ``data`` ends (none oversized), when the
+        framer holds nothing: a burst seen at a message boundary, which a relay can forward
+        as one piece and take off the socket (the rest, a message cut short, stays there).
+        The framer counts those bytes as read. [] if ``data`` begins with no whole message,
+        None if the framer holds part of one: then :meth:`feed` what is read."""
         if self._buffer or self._streaming is not None or self._groups:
             return None
         ends = []
         at, total, limit = 0, len(data), self.max_payload
-        while at < total:
-            if total - at < HEADER_SIZE:
-                return None
+        while total - at >= HEADER_SIZE:
             size = _SIZE.unpack_from(data, at + 8)[0]
-            at += HEADER_SIZE + size
-            if size > limit or at > total:
-                return None
-            ends.append(at)
-        self._fed += total
-        self._buffer_offset += total
+            end = at + HEADER_SIZE + size
+            if size > limit or end > total:
+                break
+            ends.append(end)
+            at = end
+        self._fed += at
+        self._buffer_offset += at
         return ends
 
     def bytes_wanted(self) -> int:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import itertools
 import os
 import select
 import signal
@@ -112,7 +113,10 @@ class RecorderLink:
         self._bell = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         """Rung after each batch: the recorder waits on it, not on the socket (see serve)."""
         self._out: deque[list[Any]] = deque()
-        """[data, fds, message number] not yet sent, in order."""
+        """[data, fds] not yet sent, in order: the encoded items (a bytearray) that follow
+        an item with fds, or that come first, run together up to BATCH_BYTES, so that a
+        batch costs one sendmsg, not a Python turn per item (that turn was the relay's
+        p99: ~0.5 us per item, 300 us for a batch)."""
         self._queued = 0
         self._queued_fds = 0
         self._unpacker = handoff.unpacker()
@@ -124,8 +128,6 @@ class RecorderLink:
         self.finished = False
         self.stats = RecorderStats()
         """The recorder's statistics, once it has finished or failed."""
-        self.first_unsent: int | None = None
-        """The first message number handed over but never sent to a recorder that died."""
         self._pid = 0
         self._thread: threading.Thread | None = None
         self._blocked = False
@@ -213,8 +215,11 @@ class RecorderLink:
         if self._dropped_unreported:
             self._report_drops()
         data = handoff.encode(item)
-        seq = item.record.seq if isinstance(item, Relayed) else None
-        self._out.append([memoryview(data), fds, seq])
+        out = self._out
+        if not fds and out and len(out[-1][0]) + len(data) <= BATCH_BYTES:
+            out[-1][0] += data  # rides on the last item's sendmsg
+        else:
+            out.append([bytearray(data), fds])  # fds start a sendmsg of their own
         self._queued += len(data)
         self._queued_fds += len(fds)
         if not isinstance(item, _RECORDS) or (isinstance(item, Relayed) and item.hold):
@@ -259,18 +264,15 @@ class RecorderLink:
             first = self._out[0]
             if len(first[1]) > SCM_MAX_FD:
                 # More fds than one sendmsg takes: the rest ride on the item's next bytes.
-                self._out.appendleft([first[0][:1], first[1][:SCM_MAX_FD], None])
-                first[0], first[1] = first[0][1:], first[1][SCM_MAX_FD:]
-            parts: list[memoryview] = []
-            fds: list[int] = []
-            size = 0
-            for data, item_fds, _ in self._out:
-                if len(parts) >= MAX_IOV or (parts and size + len(data) > BATCH_BYTES):
-                    break
-                if parts and item_fds:
+                self._out.appendleft([first[0][:1], first[1][:SCM_MAX_FD]])
+                del first[0][:1]
+                first[1] = first[1][SCM_MAX_FD:]
+                first = self._out[0]
+            parts, fds, size = [first[0]], first[1], len(first[0])
+            for data, item_fds in itertools.islice(self._out, 1, MAX_IOV):
+                if item_fds or size + len(data) > BATCH_BYTES:
                     break  # an item's fds start a sendmsg of their own: see _Reader
                 parts.append(data)
-                fds += item_fds
                 size += len(data)
             ancillary = (
                 [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
@@ -289,20 +291,16 @@ class RecorderLink:
             close_fds(fds)  # the kernel has its copies now
             with contextlib.suppress(OSError):
                 os.eventfd_write(self._bell, 1)
+            first[1] = []  # they went with its first byte
             self._queued_fds -= len(fds)
             self._queued -= sent
-            for index in range(len(parts)):
+            while sent:
                 entry = self._out[0]
-                entry[1] = []
-                if sent >= len(entry[0]):
-                    sent -= len(entry[0])
-                    self._out.popleft()
-                else:
-                    entry[0] = entry[0][sent:]
-                    # the fds of the rest of this batch went with its first byte
-                    for later in list(self._out)[1 : len(parts) - index]:
-                        later[1] = []
+                if sent < len(entry[0]):
+                    del entry[0][:sent]
                     break
+                sent -= len(entry[0])
+                self._out.popleft()
         if not self._out:
             self._due, self._urgent = None, False
 
@@ -391,7 +389,7 @@ class RecorderLink:
 
     def _dead(self) -> None:
         self.dead = True
-        for _, fds, _ in self._out:
+        for _, fds in self._out:
             close_fds(fds)
         self._out.clear()
         self._queued = self._queued_fds = 0

@@ -21,11 +21,12 @@ Which request opens which channel is a fact of the protocol table
 
 Each session's :class:`~vhtrace.protocol.connection.Connection` (a proxy's: both sides)
 frames what is read. Reads never go past the end of the current message
-(``RelayReader.bytes_wanted``),
-unless a peek shows that what is waiting carries no fds at all (a burst of
-messages is then read at once, and passed on as the one piece it came in when the
-policy has nothing to decide for messages without fds: no --strict, no before:NAME),
-so the fds of a read belong to one message, and a message is forwarded in one
+(``RelayReader.bytes_wanted``), unless a peek shows that what is waiting carries no
+fds at all: then it is read at once, or, when the policy has nothing to decide for
+messages without fds (no --strict, no before:NAME), its whole messages are passed on
+as the one piece they came in straight from the peek, and taken off the socket after
+(taking them wakes their sender's side of it: that stays off the round trip). So the
+fds of a read belong to one message, and a message is forwarded in one
 ``sendmsg`` with the same bytes and the same fds in the same order: only the
 fds of the channels above are substituted by equivalent ones of ours, which
 the trace notes. An oversized message is passed through in pieces as it
@@ -63,7 +64,6 @@ import os
 import select
 import selectors
 import socket
-import struct
 import sys
 import time
 from collections.abc import Callable
@@ -91,13 +91,8 @@ from vhtrace.record.policy import Policy
 from vhtrace.record.recorder import now_ns
 from vhtrace.trace import format as fmt
 from vhtrace.trace.records import EventRecord, FindingRecord, MessageRecord, StreamRecord
-from vhtrace.wire import READ_LIMIT, close_fds, recv_chunk
+from vhtrace.wire import READ_LIMIT, close_fds, peek_fd_free, recv_chunk, take_peeked
 
-_CTRUNC, _SOL_SOCKET, _SCM_RIGHTS = (
-    int(socket.MSG_CTRUNC),
-    int(socket.SOL_SOCKET),
-    int(socket.SCM_RIGHTS),
-)
 PAUSE_BYTES = 1 << 20
 """Stop reading a source while its destination has this much unsent."""
 PAUSE_FDS = 1024
@@ -131,6 +126,8 @@ class Proxy:
         self.recorder = recorder
         self.policy = Policy(config.strict, config.hold)
         self._plain = self.policy.forwards_plain_messages
+        self._scratch = bytearray(BURST_BYTES)
+        """Where the bytes a peek forwarded are taken off their socket."""
         self.selector = selectors.DefaultSelector()
         self.sessions: dict[int, Session] = {}
         self._next_session = 1
@@ -198,6 +195,7 @@ class Proxy:
                 select, until = self.selector.select, self._poll_until
                 events = select(0) if time.monotonic() < until else select(timeout)
                 while not events and time.monotonic() < until:
+                    _yield()  # a peer woken on this CPU runs now, not when polling ends
                     events = select(0)
                 for key, mask in events:
                     self._dispatch(key, mask)
@@ -435,10 +433,17 @@ class Proxy:
         ):
             self._starve(endpoint)
             return False
+        if reader is not None and sock is not None and at_boundary:
+            # At a message boundary: what is waiting is peeked; whole messages without fds
+            # go on at once, else all that carries no fds is read in one go.
+            waiting = peek_fd_free(sock, BURST_BYTES)
+            if waiting and endpoint.messages and self._plain:
+                ends = reader.burst(waiting)
+                if ends:
+                    self._relay_peeked(endpoint, sock, waiting, ends)
+                    return True
+            wanted = max(wanted, len(waiting))
         try:
-            if reader is not None and sock is not None and at_boundary:
-                # At a message boundary: all that is waiting at once if none of it has fds.
-                wanted = max(wanted, _fd_free_bytes(sock))
             if endpoint.is_socket:
                 assert endpoint.sock is not None
                 data, fds, truncated = recv_chunk(endpoint.sock, wanted)
@@ -467,11 +472,6 @@ class Proxy:
         if reader is None:
             self._stream(endpoint, data, fds, mono, wall)
             return True
-        if not fds and endpoint.messages and self._plain:
-            ends = reader.burst(data)
-            if ends is not None:
-                self._relay_whole(endpoint, data, ends, mono, wall)
-                return True
         events = reader.receive(data, fds)
         # A burst goes out in groups of FLUSH_EVERY messages, several per sendmsg; a
         # message read alone goes out at once.
@@ -495,19 +495,32 @@ class Proxy:
                 )
         return True
 
-    def _relay_whole(
-        self, endpoint: Endpoint, data: bytes, ends: list[int], mono: int, wall: int
+    def _relay_peeked(
+        self, endpoint: Endpoint, sock: socket.socket, waiting: bytes, ends: list[int]
     ) -> None:
-        """Whole messages without fds, that the policy simply forwards: they go on as the
-        one piece they came in, and each is recorded (the common case, kept short)."""
+        """Whole messages without fds, seen by a peek, that the policy simply forwards (the
+        common case, kept short): sent on as the one piece they came in, then taken off
+        the socket (which wakes their sender's side of it: after the send, so off the
+        round trip), then recorded."""
+        mono, wall = now_ns()
+        end = ends[-1]
+        data = waiting if end == len(waiting) else waiting[:end]
         first = self._seq + 1
         self._seq += len(ends)
         self._forward(endpoint, data, [], [], first)
-        self._flush_dirty()  # sent before they are recorded: the peer works meanwhile
+        self._flush_dirty()
+        try:
+            taken = take_peeked(sock, end, self._scratch)
+        except OSError as exc:
+            taken, failure = 0, exc
+        else:
+            failure = OSError(errno.EIO, f"{taken} of {end} bytes peeked could be read")
         start = 0
-        for seq, end in enumerate(ends, first):
-            self._record_message(endpoint, seq, data[start:end], mono, wall, 0, [])
-            start = end
+        for seq, stop in enumerate(ends, first):
+            self._record_message(endpoint, seq, data[start:stop], mono, wall, 0, [])
+            start = stop
+        if taken != end:  # not seen yet: the socket has one reader, the relay
+            self._io_failed(endpoint, "reading", failure)
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -1201,6 +1214,9 @@ class Proxy:
         os.close(self._wake_w)
 
 
+_yield = os.sched_yield
+
+
 def _can_read(endpoint: Endpoint) -> bool:
     return not (
         endpoint.closed
@@ -1209,29 +1225,6 @@ def _can_read(endpoint: Endpoint) -> bool:
         or endpoint.starved
         or not endpoint.readable
     )
-
-
-_INT = struct.Struct("i")
-_PEEK = int(socket.MSG_PEEK | socket.MSG_CMSG_CLOEXEC)
-_CMSG_SPACE = socket.CMSG_SPACE(spec.SCM_MAX_FD * _INT.size)
-
-
-def _fd_free_bytes(sock: socket.socket) -> int:
-    """How many of the bytes waiting carry no fds (0 if the first of them do).
-
-    A peek stops after the first chunk that carries fds (the kernel's rule, and it
-    hands out copies of them, closed here): if it brings none, none of what it saw
-    has any, and reading all of it at once keeps every fd on its message."""
-    try:
-        data, ancdata, msg_flags, _ = sock.recvmsg(BURST_BYTES, _CMSG_SPACE, _PEEK)
-    except OSError:
-        return 0
-    if not ancdata and not msg_flags & _CTRUNC:
-        return len(data)
-    for level, kind, payload in ancdata:
-        if level == _SOL_SOCKET and kind == _SCM_RIGHTS:
-            close_fds(array.array("i", payload[: len(payload) - len(payload) % _INT.size]))
-    return 0
 
 
 def _nothing() -> None:
