@@ -17,7 +17,9 @@ miss on the back-end channel, the front-end's update on the main socket and its 
 messages/s counting all three). For the recorder rows the trace is read afterwards:
 every message must be in it.
 
-Run: ``python benchmarks/bench_relay.py [--rounds 3000] [--stream 100000] [--pairs 20000]``.
+Run: ``python benchmarks/bench_relay.py [--rounds 3000] [--stream 100000] [--pairs 20000]``;
+``--row OPTIONS`` adds a recorder row (``--row '--recorder-priority idle'``),
+``--busy-cpus N`` runs it all next to N busy loops (a loaded machine).
 Not a test: it asserts nothing about time.
 """
 
@@ -28,6 +30,7 @@ import array
 import contextlib
 import os
 import selectors
+import shlex
 import signal
 import socket
 import statistics
@@ -40,6 +43,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.support
+
+from tests.support.load import busy_loops
 from vhtrace.trace.reader import TraceReader
 from vhtrace.trace.records import MessageRecord, SnapshotRecord
 
@@ -394,8 +400,27 @@ def main() -> int:
     parser.add_argument("--stream", type=int, default=100_000)
     parser.add_argument("--pairs", type=int, default=20_000)
     parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument(
+        "--row",
+        action="append",
+        default=[],
+        metavar="OPTIONS",
+        help="one more recorder row with these record options, e.g. '--recorder-priority normal'",
+    )
+    parser.add_argument(
+        "--busy-cpus",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run N busy loops (processes of this benchmark) throughout: a loaded machine",
+    )
     args = parser.parse_args()
     rows: list[tuple[str, dict[str, float]]] = []
+    with busy_loops(args.busy_cpus):
+        return run(args, rows)
+
+
+def run(args: argparse.Namespace, rows: list[tuple[str, dict[str, float]]]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         back = str(directory / "back.sock")
@@ -410,9 +435,11 @@ def main() -> int:
                 rows.append(("bare relay (floor)", floor_row))
             finally:
                 stop_process(floor)
-            for name, options in (("record --memory none", ("--memory", "none")),
-                                  ("record --busy-poll 0", ("--busy-poll", "0")),
-                                  ("record (default)", ())):  # fmt: skip
+            recorder_rows = [("record --memory none", ("--memory", "none")),
+                             ("record --busy-poll 0", ("--busy-poll", "0")),
+                             ("record (default)", ())]  # fmt: skip
+            recorder_rows += [(f"record {row}", tuple(shlex.split(row))) for row in args.row]
+            for name, options in recorder_rows:
                 front = str(directory / "front.sock")
                 rec = Recorder(front, back, directory / "trace.vht", *options)
                 try:
@@ -442,6 +469,8 @@ def main() -> int:
         print("| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) + " |")
         if index == 0:
             print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    if args.busy_cpus:
+        print(f"(with {args.busy_cpus} busy loop(s) running throughout)")
     print("goals: p50 <= 2.0x, p99 <= 2.5x (default); p99 <= 1000 us during the snapshot; "
           ">= 50,000 msg/s stream and IOTLB")  # fmt: skip
     return 0

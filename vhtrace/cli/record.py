@@ -15,8 +15,9 @@ from vhtrace.memory.capture import MODES
 from vhtrace.memory.recording import SnapshotConfig
 from vhtrace.protocol.spec import DeviceType, Side
 from vhtrace.record.endpoints import EndpointError, check_path_length
-from vhtrace.record.link import PRIORITIES, RecorderLink
+from vhtrace.record.link import RecorderLink
 from vhtrace.record.model import DEFAULT_BUSY_POLL
+from vhtrace.record.priority import PRIORITIES
 from vhtrace.record.recorder import Recorder
 from vhtrace.record.relay import Proxy, ProxyConfig
 from vhtrace.trace.writer import TraceOutputError, TraceWriter, check_output, make_header
@@ -84,9 +85,10 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--recorder-priority",
         choices=PRIORITIES,
-        default="idle",
-        help="the recorder process's CPU priority: idle (default: it never delays the relay "
-        "or the peers, and falls behind on a machine whose CPUs are all busy) or normal",
+        default="auto",
+        help="the recorder process's CPU priority: auto (default: SCHED_IDLE, so it never "
+        "delays the relay or the peers, raised to normal while every CPU is busy and it "
+        "falls behind), idle (never raised: it falls behind then) or normal",
     )
     parser.add_argument(
         "--socket-mode",

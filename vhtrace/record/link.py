@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import array
 import contextlib
+import fcntl
 import itertools
 import os
 import select
 import signal
 import socket
 import sys
+import termios
 import threading
 import time
 import traceback
@@ -40,6 +42,7 @@ from typing import Any, Literal
 from vhtrace.protocol.findings import Finding, Severity
 from vhtrace.protocol.spec import SCM_MAX_FD
 from vhtrace.record import handoff
+from vhtrace.record import priority as sched
 from vhtrace.record.handoff import (
     Answer,
     Failed,
@@ -51,6 +54,7 @@ from vhtrace.record.handoff import (
     Stop,
     ToRecorder,
 )
+from vhtrace.record.priority import PRIORITIES, StarvationWatch
 from vhtrace.record.recorder import Recorder, RecorderStats
 from vhtrace.trace.records import EventRecord, FindingRecord
 from vhtrace.wire import close_fds
@@ -75,15 +79,9 @@ FILL_READS = 16
 _FD_SIZE = array.array("i").itemsize
 _CMSG_SPACE = socket.CMSG_SPACE(SCM_MAX_FD * _FD_SIZE)
 
-RECORDER_NICE = 5
-"""With ``priority="normal"``: the recorder's process is niced."""
-PRIORITIES = ("idle", "normal")
-"""``idle`` (default): the recorder's process runs SCHED_IDLE, so the relay and the peers
-(woken by a message) always take a CPU from it at once, and it works when they wait; a
-nice value alone is not enough: the scheduler lets a niced task finish its slice first,
-which was most of the relay's p99 (benchmarks/bench_relay.py). The price: on a machine
-whose CPUs are all busy it falls behind (records queue in the relay, up to
-MAX_QUEUED_BYTES, then are dropped and said to be). ``normal``: nice RECORDER_NICE."""
+WATCH_INTERVAL = 0.025
+"""How often the relay looks at a recorder that has not yet recorded all it was sent
+(``priority="auto"``: is it starved of CPU? see :mod:`vhtrace.record.priority`)."""
 
 Host = Literal["process", "thread"]
 _RECORDS = (Relayed, EventRecord, FindingRecord)
@@ -98,12 +96,18 @@ class RecorderLink:
         recorder: Recorder,
         host: Host = "process",
         send_delay: float = SEND_DELAY,
-        priority: str = "idle",
+        priority: str = "auto",
     ) -> None:
         if priority not in PRIORITIES:
             raise ValueError(f"recorder priority {priority!r}: one of {', '.join(PRIORITIES)}")
         self.recorder = recorder
         self.priority = priority
+        """PRIORITIES: how the recorder's process gives way to the relay."""
+        self._can_raise = priority != "normal" and host == "process" and sched.may_raise()
+        self._watch: StarvationWatch | None = None
+        """With "auto": raises a starved recorder (started with its process)."""
+        self._next_watch: float | None = None
+        """When to look at the recorder again (None: it has recorded all it was sent)."""
         self.send_delay = send_delay
         """How long records may wait to go in a batch (0: each turn of the relay's loop)."""
         """Usable in this process only with ``host="thread"`` (the process has a copy)."""
@@ -160,7 +164,7 @@ class RecorderLink:
             try:
                 for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
                     signal.signal(sig, signal.SIG_IGN)  # the relay tells it when to stop
-                _lower_priority(self.priority)  # background work: relay and peers go first
+                sched.lower_self(self.priority, self._can_raise)  # relay and peers go first
                 _close_all_but(keep)
                 serve(self._theirs, self.recorder, self._bell)
                 code = 0
@@ -172,6 +176,8 @@ class RecorderLink:
                     sys.stderr.flush()
                 os._exit(code)
         self._pid = pid
+        if self.priority == "auto" and self._can_raise:
+            self._watch = StarvationWatch()
         self._theirs.close()
         self.recorder.writer.forget()  # the recorder's process writes it now
 
@@ -229,18 +235,24 @@ class RecorderLink:
         return True
 
     def timeout(self, now: float) -> float | None:
-        """Seconds until queued records are due (None: nothing is waiting)."""
+        """Seconds until queued records are due, or the recorder is to be looked at
+        (None: nothing is waiting)."""
+        watch = None if self._next_watch is None else max(0.0, self._next_watch - now)
         if not self._out or self.dead or self._blocked:
-            return None  # (blocked: the relay waits for the socket to take more)
+            return watch  # (blocked: the relay waits for the socket to take more)
         if self._urgent or self._due is None or self._queued >= SEND_BYTES:
             return 0.0
-        return max(0.0, self._due - now)
+        due = max(0.0, self._due - now)
+        return due if watch is None else min(due, watch)
 
     def flush_due(self) -> None:
         """Send what is due: control items at once, records in batches (SEND_DELAY)."""
         while self._snapshot_requests:
             self.submit(SnapshotNow(self._snapshot_requests.pop(0)))
-        wait = self.timeout(time.monotonic())
+        now = time.monotonic()
+        if self._next_watch is not None and now >= self._next_watch:
+            self._look_at_recorder(now)
+        wait = self.timeout(now)
         if wait is not None and wait <= 0:
             self.flush()
 
@@ -291,6 +303,8 @@ class RecorderLink:
             close_fds(fds)  # the kernel has its copies now
             with contextlib.suppress(OSError):
                 os.eventfd_write(self._bell, 1)
+            if self._watch is not None and self._next_watch is None:
+                self._next_watch = time.monotonic() + WATCH_INTERVAL
             first[1] = []  # they went with its first byte
             self._queued_fds -= len(fds)
             self._queued -= sent
@@ -340,8 +354,13 @@ class RecorderLink:
         extra = dict(summary_extra or {})
         if self.dropped:
             extra["dropped"] = self.dropped
+        if self.times_raised:
+            extra["recorder_raised"] = self.times_raised
         if not self.dead:
             self.submit(Stop(extra))
+            if self._can_raise and self._pid:
+                # Relaying is over: nothing to give way to; a starved recorder finishes now.
+                sched.set_idle(self._pid, False)
         deadline = time.monotonic() + timeout
         while not (self.finished or self.dead) and time.monotonic() < deadline:
             self.flush()
@@ -384,6 +403,46 @@ class RecorderLink:
     @property
     def failed(self) -> bool:
         return bool(self.stats.failed)
+
+    @property
+    def times_raised(self) -> int:
+        """How often a starved recorder was raised (``priority="auto"``)."""
+        return self._watch.times_raised if self._watch is not None else 0
+
+    def _unread(self) -> int:
+        """Bytes sent to the recorder that it has not read yet (the socket's outq)."""
+        try:
+            got = fcntl.ioctl(self.sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+        except OSError:
+            return 0
+        return int.from_bytes(got, sys.byteorder, signed=True)
+
+    def _look_at_recorder(self, now: float) -> None:
+        """Raise the recorder while it is behind and waiting for a CPU; lower it again
+        once it has recorded all it was sent (``priority="auto"``)."""
+        watch = self._watch
+        if watch is None or self.dead or not self._pid:
+            self._next_watch = None
+            return
+        behind = bool(self._out) or self._unread() > 0 or sched.is_runnable(self._pid)
+        action = watch.observe(now, behind, sched.run_queue_wait(self._pid))
+        if action == "raise":
+            if not sched.set_idle(self._pid, False):
+                self._watch = None  # refused after all (a security module): stay idle
+                print(
+                    "vhtrace: the recorder is starved of CPU and may not be raised: it "
+                    "falls behind while every CPU is busy (--recorder-priority normal avoids it)",
+                    file=sys.stderr,
+                )
+            elif watch.times_raised == 1:
+                print(
+                    "vhtrace: every CPU is busy: the recorder runs at normal priority "
+                    "whenever it falls behind",
+                    file=sys.stderr,
+                )
+        elif action == "lower":
+            sched.set_idle(self._pid, True)
+        self._next_watch = now + WATCH_INTERVAL if behind or watch.raised else None
 
     # -- failures ----------------------------------------------------------------------
 
@@ -622,17 +681,6 @@ def _lost(item: Relayed, count: int) -> FindingRecord:
         f"way to the recorder (short of fds)"
     )
     return FindingRecord(record.session, Finding(record.seq, "", "fd-metadata-lost", text))
-
-
-def _lower_priority(priority: str) -> None:
-    """The recorder's process gives way (PRIORITIES); a nice value where SCHED_IDLE is
-    refused."""
-    if priority == "idle":
-        with contextlib.suppress(OSError, AttributeError):
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-            return
-    with contextlib.suppress(OSError):
-        os.nice(RECORDER_NICE)
 
 
 def _close_all_but(keep: set[int]) -> None:

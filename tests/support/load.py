@@ -1,0 +1,25 @@
+"""A loaded machine for tests and benchmarks: a busy loop per CPU, processes of our own."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+@contextmanager
+def busy_loops(count: int | None = None) -> Iterator[int]:
+    """``count`` CPU-bound processes (default: one per CPU this process may use) for as
+    long as the block runs; they are killed after it. Yields how many run."""
+    count = len(os.sched_getaffinity(0)) if count is None else count
+    loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        time.sleep(0.2)  # they are running
+        yield count
+    finally:
+        for loop in loops:
+            loop.kill()
+            loop.wait()
