@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -91,14 +91,27 @@ def test_the_rlimit_rule_is_the_kernels_for_the_recorders_nice_value() -> None:
 
 
 def recorder_of(relay_pid: int, timeout: float = 10) -> int:
-    """The recorder's process: the relay's child."""
+    """The recorder's process: the relay's forked child (its command line is the relay's;
+    other children, such as a helper run at import, come and go)."""
     deadline = time.monotonic() + timeout
+    relay = Path(f"/proc/{relay_pid}/cmdline")
     while time.monotonic() < deadline:
         children = Path(f"/proc/{relay_pid}/task/{relay_pid}/children").read_text().split()
-        if children:
-            return int(children[0])
+        for child in children:
+            try:
+                if Path(f"/proc/{child}/cmdline").read_bytes() == relay.read_bytes():
+                    return int(child)
+            except OSError:
+                continue
         time.sleep(0.02)
     raise AssertionError(f"vhtrace record (pid {relay_pid}) started no recorder")
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
 
 
 needs_sys_nice = pytest.mark.skipif(
@@ -113,7 +126,11 @@ needs_setpriv = pytest.mark.skipif(
 def test_with_the_right_to_raise_it_auto_starts_the_recorder_sched_idle(tmp_path: Path) -> None:
     rec = Recording(tmp_path)
     try:
-        assert os.sched_getscheduler(recorder_of(rec.proc.pid)) == os.SCHED_IDLE
+        recorder = recorder_of(rec.proc.pid)
+        wait_for(  # it lowers itself right after the fork
+            lambda: os.sched_getscheduler(recorder) == os.SCHED_IDLE,
+            "the recorder never went SCHED_IDLE",
+        )
     finally:
         assert rec.finish()[0] == 0
 
@@ -131,14 +148,13 @@ def test_without_the_right_to_raise_it_auto_runs_the_recorder_at_normal_priority
     proc = subprocess.Popen(argv, stderr=subprocess.PIPE)
     try:
         recorder = recorder_of(proc.pid)
-        deadline = time.monotonic() + 10
-        while os.getpriority(os.PRIO_PROCESS, recorder) == os.getpriority(
-            os.PRIO_PROCESS, proc.pid
-        ):  # it lowers itself after the fork
-            assert time.monotonic() < deadline, "the recorder never lowered its priority"
-            time.sleep(0.01)
-        assert os.sched_getscheduler(recorder) == os.SCHED_OTHER
         relay_nice = os.getpriority(os.PRIO_PROCESS, proc.pid)
+        wait_for(  # it lowers itself right after the fork
+            lambda: os.getpriority(os.PRIO_PROCESS, recorder) != relay_nice,
+            "the recorder never lowered its priority",
+        )
+        time.sleep(0.1)  # (had it gone SCHED_IDLE, it would be by now)
+        assert os.sched_getscheduler(recorder) == os.SCHED_OTHER
         assert os.getpriority(os.PRIO_PROCESS, recorder) == min(19, relay_nice + 5)
     finally:
         proc.send_signal(signal.SIGINT)
@@ -156,6 +172,14 @@ def every_cpu_busy() -> Iterator[int]:
         yield count
 
 
+def on_a_busy_cpu(rec: Recording) -> None:
+    """Pin the relay and its recorder to the first CPU, where a busy loop runs: there a
+    SCHED_IDLE process gets no CPU at all, whatever the scheduler makes of the rest."""
+    cpu = min(os.sched_getaffinity(0))
+    for pid in (rec.proc.pid, recorder_of(rec.proc.pid)):
+        os.sched_setaffinity(pid, {cpu})
+
+
 def recorded_messages(trace: Path) -> int:
     """Messages in a trace still being written (what it has so far)."""
     with TraceReader(trace) as reader:
@@ -171,6 +195,7 @@ def test_while_every_cpu_is_busy_the_trace_keeps_up_with_the_relay(
     behind and waiting for a CPU, it writes the messages as they come, so a kill loses
     no more than it would on an idle machine."""
     rec = Recording(tmp_path)
+    on_a_busy_cpu(rec)
     fe, be = rec.session()
     count = 3000
     for index in range(count):
@@ -195,6 +220,7 @@ def test_a_raised_recorder_says_so_and_goes_back_to_idle_once_it_caught_up(
 ) -> None:
     rec = Recording(tmp_path)
     recorder = recorder_of(rec.proc.pid)
+    on_a_busy_cpu(rec)
     fe, be = rec.session()
     for index in range(2000):
         fe.send(build("SET_VRING_NUM", {"index": 0, "num": index % 1024 + 1}))

@@ -4,13 +4,14 @@ qemu-storage-daemon, a guest doing real work on the device.
 The recorder's process runs SCHED_IDLE (it never delays the relay) and is raised while
 it is behind and waiting for a CPU (``--recorder-priority auto``). Here, next to a busy
 loop per CPU, the guest binds and unbinds its virtio-blk driver (each time the ring
-stops and starts again: a dozen messages and two ring snapshots); the recorder is
-raised when it falls behind (its log says so) and lowered when it has caught up. The
-guest must not notice, and a recorder killed 1 s after QEMU exited must have written
-the whole session.
+stops and starts again: a dozen messages and two ring snapshots), and the recorder is
+raised whenever it falls behind (in most runs it does, at the boot; whether it does
+depends on the scheduler, so it is not asserted here). The guest must not notice, and
+a recorder killed 1 s after QEMU exited must have written the whole session.
 
 (At real QEMU's pace under TCG, a dozen messages per cycle, a SCHED_IDLE recorder never
-raised keeps up too; the stream in tests/record/test_priority.py is what it cannot.)
+raised keeps up too; the stream in tests/record/test_priority.py is what it cannot, and
+that test checks the raise itself.)
 """
 
 from __future__ import annotations
@@ -71,7 +72,6 @@ def test_a_recorder_killed_next_to_a_busy_loop_per_cpu_has_the_whole_session(
         os.killpg(proxy.process.proc.pid, signal.SIGKILL)
         proxy.process.wait_exit(10)
     qsd.stop()
-    assert "every CPU is busy: the recorder runs at normal priority" in proxy.log_text()
 
     trace = Trace.read(proxy.trace)
     starts = trace.named("SET_VRING_KICK")
